@@ -1,0 +1,286 @@
+"""Faust wiring: topics, tables and the agents that move records through them.
+
+    solar raw ──▶ ingest_solar ──┐                    ┌─▶ hours table (region|hour → both halves)
+                                 ├─▶ records topic ──▶ align ──▶ regions table (region → latest hours)
+    weather raw ─▶ ingest_weather┘   (key = region)       │
+         │ bad messages ─▶ dead-letter topic              └─▶ rows topic ──▶ write ──▶ RisingWave / PostgreSQL
+
+All logic is in ``records``, ``hours`` and ``features``; this module only moves bytes and state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+import faust
+from faust import Stream
+from faust.types import EventT, StreamT
+
+from solar_agents.features import FeatureRow, affected_hours, feature_rows
+from solar_agents.hours import Record, RegionHours
+from solar_agents.log import get_logger
+from solar_agents.records import (
+    InvalidMessage,
+    RegionResolver,
+    decode_records,
+    decode_rows,
+    encode_records,
+    encode_rows,
+    hour_key,
+    hour_value,
+    load_hour,
+    parse_solar,
+    parse_weather,
+    split_hour_key,
+)
+from solar_agents.settings import Settings
+from solar_agents.sink import ConnectionInfo, FeatureSink, latest_per_key
+from solar_agents.stats import Stats
+
+log = get_logger(__name__)
+Event = EventT[bytes]
+
+
+async def batches(stream: StreamT[bytes], size: int, within: float) -> AsyncIterator[list[Event]]:
+    """Events in batches that are acked by the caller, after their work is done.
+
+    ``take()`` would ack a batch even when the loop body raised; ``noack_take`` yields the events unacked.
+    """
+    async for events in cast(Stream[bytes], stream).noack_take(size, within=within):
+        yield cast(list[Event], events)
+
+
+class Pipeline:
+    """The topology of one app: built once from settings, then only driven by Faust."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.stats = Stats()
+        self.regions = RegionResolver(settings.region_locations, settings.default_region)
+        partitions = settings.topic_partitions
+
+        def topic(name: str, partitions: int | None = None) -> faust.TopicT:
+            # Bytes in, bytes out: validation is ours (pydantic), so that a bad message is a dead letter
+            # rather than an exception inside Faust.
+            return app.topic(
+                name,
+                partitions=partitions,
+                internal=partitions is not None,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+
+        self.solar_topic = topic(settings.kafka_topic_solar)
+        self.weather_topic = topic(settings.kafka_topic_weather)
+        self.deadletter_topic = topic(settings.deadletter_topic, partitions=1)
+        self.records_topic = topic(settings.records_topic, partitions)
+        self.rows_topic = topic(settings.rows_topic, partitions)
+
+        # Hour tables: one entry per (region, hour) with both halves, and one per region with the latest
+        # hours seen (the watermark). Both live on the records topic's partitions, keyed by region.
+        json_schema = faust.Schema(key_serializer="json", value_serializer="json")
+        self.hour_table = app.Table("hours", partitions=partitions, schema=json_schema)
+        self.region_table = app.Table("regions", partitions=partitions, schema=json_schema)
+
+        # In-memory view of the hour table for window reads; rebuilt from the table after every rebalance.
+        self._states: dict[str, RegionHours] = {}
+        self._states_generation: int | None = None
+
+        self._sink = FeatureSink(
+            ConnectionInfo(
+                host=settings.risingwave_host,
+                port=settings.risingwave_port,
+                database=settings.risingwave_database,
+                user=settings.risingwave_user,
+                password=settings.risingwave_password,
+                connect_timeout=settings.db_connect_timeout_seconds,
+            ),
+            settings.features_table,
+        )
+        # One thread: psycopg2 blocks, and the event loop must not.
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink")
+
+        app.agent(self.solar_topic, name="ingest_solar")(self.ingest_solar)
+        app.agent(self.weather_topic, name="ingest_weather")(self.ingest_weather)
+        app.agent(self.records_topic, name="align")(self.align)
+        app.agent(self.rows_topic, name="write")(self.write)
+
+    # --- ingest ---------------------------------------------------------------------------------------------
+
+    async def ingest_solar(self, stream: StreamT[bytes]) -> None:
+        async for events in batches(
+            stream, self.settings.ingest_batch_size, self.settings.ingest_batch_max_wait_seconds
+        ):
+            await self._ingest(stream, events, solar=True)
+
+    async def ingest_weather(self, stream: StreamT[bytes]) -> None:
+        async for events in batches(
+            stream, self.settings.ingest_batch_size, self.settings.ingest_batch_max_wait_seconds
+        ):
+            await self._ingest(stream, events, solar=False)
+
+    async def _ingest(self, stream: StreamT[bytes], events: list[Event], *, solar: bool) -> None:
+        """Validate a batch, send dead letters aside and the records on, one message per region; then ack.
+
+        Offsets are committed only after the producer has delivered what was sent here (Faust flushes the
+        producer before every commit), so a crash re-reads the batch: at least once, never lost.
+        """
+        by_region: dict[str, list[Record]] = defaultdict(list)
+        topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
+        for event in events:
+            message = event.message
+            try:
+                if message.value is None:
+                    raise InvalidMessage("empty message (no value)")
+                record: Record
+                if solar:
+                    record, region = parse_solar(message.value, message.partition, message.offset)
+                else:
+                    record, region = parse_weather(
+                        message.value, message.key, message.partition, message.offset, self.regions
+                    )
+            except InvalidMessage as exc:
+                await self._dead_letter(event, str(exc))
+                continue
+            except Exception as exc:  # a bug must not stop the worker or lose the message
+                log.exception("ingest_failed", topic=topic, offset=message.offset)
+                await self._dead_letter(event, f"internal error: {type(exc).__name__}: {exc}")
+                continue
+            by_region[region].append(record)
+        for region, records in by_region.items():
+            await self.records_topic.send(key=region.encode(), value=encode_records(records))
+        self.stats.ingested[topic] += sum(len(r) for r in by_region.values())
+        for event in events:
+            await stream.ack(event)
+
+    async def _dead_letter(self, event: Event, reason: str) -> None:
+        message = event.message
+        headers = {
+            "source_topic": message.topic.encode(),
+            "source_partition": str(message.partition).encode(),
+            "source_offset": str(message.offset).encode(),
+            "reason": reason.encode(),
+        }
+        await self.deadletter_topic.send(key=message.key, value=message.value, headers=headers)
+        self.stats.dead_letters[message.topic] += 1
+        log.warning(
+            "dead_letter",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            reason=reason,
+        )
+
+    # --- align ----------------------------------------------------------------------------------------------
+
+    def region_state(self, region: str) -> RegionHours:
+        """The region's kept hours, from memory; reloaded from the tables after a rebalance."""
+        generation = self.app.consumer_generation_id
+        if generation != self._states_generation:
+            self._states = self._load_states()
+            self._states_generation = generation
+        state = self._states.get(region)
+        if state is None:
+            state = self._states[region] = RegionHours(region)
+        return state
+
+    def _load_states(self) -> dict[str, RegionHours]:
+        started = time.perf_counter()
+        states: dict[str, RegionHours] = {}
+        for region, latest in self.region_table.items():
+            states[region] = RegionHours(region, latest_solar=latest[0], latest_weather=latest[1])
+        hours = 0
+        for key, value in self.hour_table.items():
+            region, hour = split_hour_key(key)
+            state = states.get(region) or states.setdefault(region, RegionHours(region))
+            load_hour(state, hour, value)
+            hours += 1
+        log.info(
+            "state_loaded",
+            regions=len(states),
+            hours=hours,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return states
+
+    async def align(self, stream: StreamT[bytes]) -> None:
+        settings = self.settings
+        window = settings.feature_window_hours
+        async for event in stream.events():
+            try:
+                rows = self._align(event.message.key, event.message.value, window)
+            except Exception:  # keep the worker up; the message is logged for a replay
+                log.exception("align_failed", partition=event.message.partition, offset=event.message.offset)
+                continue
+            if rows:
+                self.stats.rows_emitted += len(rows)
+                await self.rows_topic.send(key=event.message.key, value=encode_rows(rows))
+
+    def _align(self, key: bytes | None, value: bytes | None, window: int) -> list[FeatureRow]:
+        assert key is not None and value is not None
+        region = key.decode()
+        state = self.region_state(region)
+        applied = state.apply(decode_records(value), self.settings.allowed_lateness_hours)
+        self.stats.late += applied.late
+        # Rows first, then retention: a late record is still written from whatever history is kept.
+        rows = feature_rows(state, affected_hours(applied.solar_hours, applied.weather_hours, window), window)
+        pruned = state.prune(self.settings.retention_hours)
+        for hour in applied.hours.difference(pruned):
+            self.hour_table[hour_key(region, hour)] = hour_value(state, hour)
+        for hour in pruned:
+            self.hour_table.pop(hour_key(region, hour), None)
+        self.region_table[region] = [state.latest_solar, state.latest_weather]
+        return rows
+
+    # --- write ----------------------------------------------------------------------------------------------
+
+    async def write(self, stream: StreamT[bytes]) -> None:
+        settings = self.settings
+        async for batch in batches(stream, settings.batch_size, settings.batch_max_wait_seconds):
+            rows = latest_per_key([row for e in batch for row in decode_rows(e.message.value)])  # type: ignore[arg-type]
+            for start in range(0, len(rows), settings.batch_size):
+                await self.write_rows(rows[start : start + settings.batch_size])
+            # Only now may the offsets behind these rows be committed.
+            for event in batch:
+                await stream.ack(event)
+
+    async def write_rows(self, rows: list[FeatureRow]) -> None:
+        """Write one batch, retrying with backoff until it succeeds; each retry is logged once."""
+        loop = asyncio.get_running_loop()
+        delay = 0.2
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                await loop.run_in_executor(self._db, self._sink.write, rows)
+            except Exception as exc:
+                attempt += 1
+                self.stats.write_failures += 1
+                log.warning(
+                    "sink_write_failed",
+                    attempt=attempt,
+                    rows=len(rows),
+                    error=f"{type(exc).__name__}: {str(exc).strip()}"[:300],
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.db_retry_max_seconds)
+                continue
+            seconds = time.perf_counter() - started
+            self.stats.observe_write(len(rows), seconds)
+            if attempt:
+                log.info("sink_recovered", attempts=attempt + 1, rows=len(rows))
+            return
+
+    def close(self) -> None:
+        self._db.submit(self._sink.close).result(timeout=5)
+        self._db.shutdown(wait=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {"states": len(self._states)}

@@ -1,0 +1,38 @@
+"""The Faust app, built once from settings: ``faust -A solar_agents worker``."""
+
+from __future__ import annotations
+
+import faust
+
+from solar_agents import log
+from solar_agents.agents import Pipeline
+from solar_agents.settings import Settings
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
+    """The app and its pipeline; every Faust setting comes from ``settings`` here and nowhere later."""
+    log.configure(settings.log_level)
+    app = faust.App(
+        settings.kafka_consumer_group,
+        broker=settings.faust_broker_url,
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.topic_partitions,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.broker_session_timeout_seconds,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval_seconds,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_seconds,
+        broker_commit_interval=settings.broker_commit_interval_seconds,
+        producer_linger=settings.producer_linger_seconds,
+        logging_config=log.logging_config(settings.log_level),
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+    )
+    return app, Pipeline(app, settings)
+
+
+settings = Settings()
+app, pipeline = create_app(settings)

@@ -1,0 +1,112 @@
+"""The feature rows of SPEC, computed from a region's kept hours. Pure logic: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass, fields
+
+from solar_agents.hours import RegionHours
+
+# Monday 1970-01-05 00:00 UTC is hour 96: day_of_week counts from there.
+_MONDAY_HOUR = 96
+
+
+@dataclass(slots=True, frozen=True)
+class FeatureRow:
+    """One row of the output table, column for column; ``hour`` is the hour index of ``timestamp``."""
+
+    region: str
+    hour: int
+    production_mw: float
+    temperature_c: float | None
+    cloud_cover_pct: float | None
+    solar_radiation_wm2: float | None
+    latitude: float
+    longitude: float
+    production_ma_24h: float
+    temperature_ma_24h: float | None
+    cloud_cover_ma_24h: float | None
+    production_lag_1h: float | None
+    production_lag_24h: float | None
+    hour_of_day: int
+    day_of_week: int
+    is_weekend: bool
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.region, self.hour
+
+    def as_list(self) -> list[object]:
+        return list(astuple(self))
+
+    @classmethod
+    def from_list(cls, values: list[object]) -> FeatureRow:
+        return cls(*values)  # type: ignore[arg-type]
+
+
+COLUMNS: tuple[str, ...] = tuple("timestamp" if f.name == "hour" else f.name for f in fields(FeatureRow))
+
+
+def affected_hours(solar_hours: Iterable[int], weather_hours: Iterable[int], window_hours: int) -> set[int]:
+    """Rows that depend on the given halves: their own hour, the window's later hours and the lags."""
+    out: set[int] = set()
+    for hour in solar_hours:
+        out.update(range(hour, hour + window_hours))
+        out.add(hour + 1)
+        out.add(hour + 24)
+    for hour in weather_hours:
+        out.update(range(hour, hour + window_hours))
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def feature_row(state: RegionHours, hour: int, window_hours: int) -> FeatureRow | None:
+    """The row of (region, hour), or None while one half of the hour is missing."""
+    solar = state.solar.get(hour)
+    weather = state.weather.get(hour)
+    if solar is None or weather is None:
+        return None
+    productions: list[float] = []
+    temperatures: list[float] = []
+    clouds: list[float] = []
+    # Clock hours, not records: a missing hour is skipped, never replaced by an older one.
+    for h in range(hour - window_hours + 1, hour + 1):
+        s = state.solar.get(h)
+        if s is not None:
+            productions.append(s.production_mw)
+        w = state.weather.get(h)
+        if w is not None:
+            if w.temperature_c is not None:
+                temperatures.append(w.temperature_c)
+            if w.cloud_cover_pct is not None:
+                clouds.append(w.cloud_cover_pct)
+    lag_1 = state.solar.get(hour - 1)
+    lag_24 = state.solar.get(hour - 24)
+    day_of_week = ((hour - _MONDAY_HOUR) // 24) % 7
+    return FeatureRow(
+        region=state.region,
+        hour=hour,
+        production_mw=solar.production_mw,
+        temperature_c=weather.temperature_c,
+        cloud_cover_pct=weather.cloud_cover_pct,
+        solar_radiation_wm2=weather.solar_radiation_wm2,
+        latitude=weather.latitude,
+        longitude=weather.longitude,
+        production_ma_24h=sum(productions) / len(productions),
+        temperature_ma_24h=_mean(temperatures),
+        cloud_cover_ma_24h=_mean(clouds),
+        production_lag_1h=None if lag_1 is None else lag_1.production_mw,
+        production_lag_24h=None if lag_24 is None else lag_24.production_mw,
+        hour_of_day=hour % 24,
+        day_of_week=day_of_week,
+        is_weekend=day_of_week >= 5,
+    )
+
+
+def feature_rows(state: RegionHours, hours: Iterable[int], window_hours: int) -> list[FeatureRow]:
+    """The rows of the given hours that exist, in hour order."""
+    rows = (feature_row(state, hour, window_hours) for hour in sorted(hours))
+    return [row for row in rows if row is not None]

@@ -1,0 +1,231 @@
+"""Message schemas: the raw JSON of both feeds, and the compact encodings of the internal topics.
+
+Validation is pydantic's, strict (no numbers from strings, no booleans as numbers, no NaN); a failure becomes
+one ``InvalidMessage`` with a one-line reason for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from solar_agents.features import FeatureRow
+from solar_agents.hours import (
+    InvalidTimestamp,
+    Position,
+    Record,
+    RegionHours,
+    Solar,
+    Weather,
+    nearest_hour,
+    to_micros,
+)
+
+
+class InvalidMessage(ValueError):
+    """A raw message that breaks a rule of SPEC; ``str()`` is the one-line reason."""
+
+
+def _timestamp(value: object) -> int:
+    try:
+        return to_micros(value)
+    except InvalidTimestamp as exc:
+        raise ValueError(str(exc)) from None
+
+
+Micros = Annotated[int, BeforeValidator(_timestamp)]
+Region = Annotated[str, Field(min_length=1, max_length=64)]
+_STRICT = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False, frozen=True)
+
+
+class SolarMessage(BaseModel):
+    """A message of ``KAFKA_TOPIC_SOLAR``."""
+
+    model_config = _STRICT
+    timestamp: Micros
+    production_mw: Annotated[float, Field(ge=0)]
+    region: Region
+
+
+class WeatherMessage(BaseModel):
+    """A message of ``KAFKA_TOPIC_WEATHER``; None (or absent) means not observed this hour."""
+
+    model_config = _STRICT
+    timestamp: Micros
+    temperature_c: Annotated[float, Field(ge=-90, le=70)] | None = None
+    cloud_cover_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+    solar_radiation_wm2: Annotated[float, Field(ge=0, le=2000)] | None = None
+    latitude: Annotated[float, Field(ge=-90, le=90)]
+    longitude: Annotated[float, Field(ge=-180, le=180)]
+    region: Region | None = None
+
+
+def _reason(error: ValidationError) -> str:
+    """The first error as one short line: which field, what is wrong, what came."""
+    first = error.errors(include_url=False)[0]
+    kind, loc, msg = first["type"], ".".join(str(p) for p in first["loc"]), first["msg"]
+    if kind == "json_invalid":
+        return f"not JSON: {msg.removeprefix('Invalid JSON: ')}"
+    if kind == "model_type":
+        return f"not a JSON object: got {type(first['input']).__name__}"
+    if kind == "missing":
+        return f"missing field {loc!r}"
+    got = repr(first.get("input"))
+    got = got if len(got) <= 40 else got[:37] + "..."
+    msg = msg.removeprefix("Value error, ")
+    return f"field {loc!r}: {msg} (got {got})" if kind != "value_error" else f"field {loc!r} {msg}"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], value: bytes) -> M:
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        raise InvalidMessage(_reason(exc)) from None
+
+
+def _haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
+
+
+@dataclass(frozen=True, slots=True)
+class RegionResolver:
+    """Region of a weather message without a ``region`` field: its key, else the nearest location."""
+
+    locations: Mapping[str, tuple[float, float]]
+    default_region: str
+
+    def resolve(self, key: bytes | None, latitude: float, longitude: float) -> str:
+        if key is not None:
+            try:
+                region = key.decode("utf-8")
+            except UnicodeDecodeError:
+                region = ""
+            if 1 <= len(region) <= 64:
+                return region
+        if not self.locations:
+            return self.default_region
+        # Ties go to the smallest name, so the answer never depends on the order of the setting.
+        return min(self.locations, key=lambda r: (_haversine_km((latitude, longitude), self.locations[r]), r))
+
+
+def parse_solar(value: bytes, partition: int, offset: int) -> tuple[Solar, str]:
+    """A raw solar message as the record of its hour and its region; raises InvalidMessage.
+
+    The payload's region is the region; a message key, where present, only partitions the raw topic.
+    """
+    message = _validate(SolarMessage, value)
+    hour, distance = nearest_hour(message.timestamp)
+    return Solar(hour, Position(distance, offset, partition), message.production_mw), message.region
+
+
+def parse_weather(
+    value: bytes, key: bytes | None, partition: int, offset: int, regions: RegionResolver
+) -> tuple[Weather, str]:
+    """A raw weather message as the record of its hour and its region; raises InvalidMessage."""
+    message = _validate(WeatherMessage, value)
+    hour, distance = nearest_hour(message.timestamp)
+    region = message.region or regions.resolve(key, message.latitude, message.longitude)
+    record = Weather(
+        hour,
+        Position(distance, offset, partition),
+        message.temperature_c,
+        message.cloud_cover_pct,
+        message.solar_radiation_wm2,
+        message.latitude,
+        message.longitude,
+    )
+    return record, region
+
+
+# --- Internal encodings: compact JSON lists, since every message and table entry is written per hour. ---
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _solar_fields(r: Solar) -> list[object]:
+    p = r.position
+    return [p.distance_us, p.offset, p.partition, r.production_mw]
+
+
+def _weather_fields(r: Weather) -> list[object]:
+    p = r.position
+    return [
+        p.distance_us, p.offset, p.partition,
+        r.temperature_c, r.cloud_cover_pct, r.solar_radiation_wm2, r.latitude, r.longitude,
+    ]  # fmt: skip
+
+
+def _solar(hour: int, f: list[Any]) -> Solar:
+    return Solar(hour, Position(f[0], f[1], f[2]), f[3])
+
+
+def _weather(hour: int, f: list[Any]) -> Weather:
+    return Weather(hour, Position(f[0], f[1], f[2]), f[3], f[4], f[5], f[6], f[7])
+
+
+def encode_records(records: list[Record]) -> bytes:
+    """One message of the records topic: the records of one region, both halves."""
+    return _dumps(
+        {
+            "s": [[r.hour, *_solar_fields(r)] for r in records if isinstance(r, Solar)],
+            "w": [[r.hour, *_weather_fields(r)] for r in records if isinstance(r, Weather)],
+        }
+    )
+
+
+def decode_records(value: bytes) -> list[Record]:
+    data = json.loads(value)
+    out: list[Record] = [_solar(f[0], f[1:]) for f in data["s"]]
+    out.extend(_weather(f[0], f[1:]) for f in data["w"])
+    return out
+
+
+def hour_key(region: str, hour: int) -> str:
+    """Key of the hour table. The hour is last: region names may hold any character, digits never do."""
+    return f"{region}|{hour}"
+
+
+def split_hour_key(key: str) -> tuple[str, int]:
+    region, hour = key.rsplit("|", 1)
+    return region, int(hour)
+
+
+def hour_value(state: RegionHours, hour: int) -> list[object] | None:
+    """Table value of one hour: [solar fields or null, weather fields or null]; None when both are gone."""
+    solar, weather = state.solar.get(hour), state.weather.get(hour)
+    if solar is None and weather is None:
+        return None
+    return [
+        None if solar is None else _solar_fields(solar),
+        None if weather is None else _weather_fields(weather),
+    ]
+
+
+def load_hour(state: RegionHours, hour: int, value: list[Any]) -> None:
+    """Put a table value back into a region's state (restore after a restart or rebalance)."""
+    solar, weather = value
+    if solar is not None:
+        state.solar[hour] = _solar(hour, solar)
+    if weather is not None:
+        state.weather[hour] = _weather(hour, weather)
+
+
+def encode_rows(rows: list[FeatureRow]) -> bytes:
+    """One message of the rows topic."""
+    return _dumps([row.as_list() for row in rows])
+
+
+def decode_rows(value: bytes) -> list[FeatureRow]:
+    return [FeatureRow.from_list(v) for v in json.loads(value)]

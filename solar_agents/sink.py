@@ -1,0 +1,170 @@
+"""The database: the output table of SPEC on RisingWave, or on PostgreSQL (the embedded default).
+
+Blocking psycopg2 code: the writer agent calls it from a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from solar_agents.features import COLUMNS, FeatureRow
+from solar_agents.hours import hour_start
+from solar_agents.log import get_logger
+
+log = get_logger(__name__)
+
+CREATE_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
+    region              VARCHAR,
+    "timestamp"         TIMESTAMPTZ,
+    production_mw       DOUBLE PRECISION,
+    temperature_c       DOUBLE PRECISION,
+    cloud_cover_pct     DOUBLE PRECISION,
+    solar_radiation_wm2 DOUBLE PRECISION,
+    latitude            DOUBLE PRECISION,
+    longitude           DOUBLE PRECISION,
+    production_ma_24h   DOUBLE PRECISION,
+    temperature_ma_24h  DOUBLE PRECISION,
+    cloud_cover_ma_24h  DOUBLE PRECISION,
+    production_lag_1h   DOUBLE PRECISION,
+    production_lag_24h  DOUBLE PRECISION,
+    hour_of_day         INTEGER,
+    day_of_week         INTEGER,
+    is_weekend          BOOLEAN,
+    PRIMARY KEY (region, "timestamp")
+)"""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str
+    connect_timeout: int = 5
+
+
+class Dialect(Protocol):
+    """How one server takes an upsert."""
+
+    name: str
+    autocommit: bool
+
+    def upsert(self, table: str) -> sql.Composed: ...
+
+
+class PostgresDialect:
+    """PostgreSQL: ``INSERT … ON CONFLICT DO UPDATE``, one transaction a batch."""
+
+    name = "postgresql"
+    autocommit = False
+
+    def upsert(self, table: str) -> sql.Composed:
+        others = [c for c in COLUMNS if c not in ("region", "timestamp")]
+        return sql.SQL("INSERT INTO {} ({}) VALUES %s ON CONFLICT (region, {}) DO UPDATE SET {}").format(
+            sql.Identifier(table),
+            sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+            sql.Identifier("timestamp"),
+            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
+        )
+
+
+class RisingWaveDialect:
+    """RisingWave: a plain ``INSERT`` overwrites on the primary key; ``ON CONFLICT`` is a syntax error there,
+    and it has no read-write transactions, so autocommit."""
+
+    name = "risingwave"
+    autocommit = True
+
+    def upsert(self, table: str) -> sql.Composed:
+        return sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        )
+
+
+def dialect_for(version: str) -> Dialect:
+    """The dialect of a server from its ``SELECT version()``."""
+    return RisingWaveDialect() if "RisingWave" in version else PostgresDialect()
+
+
+def row_values(row: FeatureRow) -> tuple[Any, ...]:
+    values = row.as_list()
+    values[1] = hour_start(row.hour)
+    return tuple(values)
+
+
+def latest_per_key(rows: list[FeatureRow]) -> list[FeatureRow]:
+    """The last row of each (region, hour): a batch must never write an older value after a newer one, and
+    PostgreSQL refuses to update one row twice in one statement."""
+    return list({row.key: row for row in rows}.values())
+
+
+class FeatureSink:
+    """Upserts feature rows; reconnects on the next call after a failure. Not thread-safe: one thread."""
+
+    def __init__(self, info: ConnectionInfo, table: str) -> None:
+        self.info = info
+        self.table = table
+        self.dialect: Dialect | None = None
+        self._conn: psycopg2.extensions.connection | None = None
+
+    def connect(self) -> psycopg2.extensions.connection:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        conn = psycopg2.connect(
+            host=self.info.host,
+            port=self.info.port,
+            dbname=self.info.database,
+            user=self.info.user,
+            password=self.info.password,
+            connect_timeout=self.info.connect_timeout,
+            application_name="solar_agents",
+        )
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT version()")
+            version = str(cur.fetchone()[0])  # type: ignore[index]
+            self.dialect = dialect_for(version)
+            cur.execute(sql.SQL(CREATE_TABLE).format(table=sql.Identifier(self.table)))
+        conn.autocommit = self.dialect.autocommit
+        log.info("sink_connected", dialect=self.dialect.name, table=self.table, host=self.info.host)
+        self._conn = conn
+        return conn
+
+    def write(self, rows: list[FeatureRow]) -> int:
+        """Upsert the rows (latest per key); returns how many were sent. Raises psycopg2.Error."""
+        rows = latest_per_key(rows)
+        if not rows:
+            return 0
+        conn = self.connect()
+        assert self.dialect is not None
+        try:
+            with conn.cursor() as cur:
+                execute_values(
+                    cur, self.dialect.upsert(self.table), [row_values(r) for r in rows], page_size=len(rows)
+                )
+            if not conn.autocommit:
+                conn.commit()
+        except psycopg2.Error:
+            self.close()
+            raise
+        return len(rows)
+
+    def flush(self) -> None:
+        """Make written rows visible now (RisingWave checkpoints about once a second otherwise)."""
+        if isinstance(self.dialect, RisingWaveDialect):
+            with self.connect().cursor() as cur:
+                cur.execute("FLUSH")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self._conn.close()
+            self._conn = None
