@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
 
 import pytest
 from kafka_util import Kafka
+from worker import Names, Worker, worker_env
 
 from solar_agents.local import LocalBroker, LocalPostgres
+
+
+class WorkerFactory(Protocol):
+    def __call__(self, wait: bool = True, data_dir: Path | None = None, **settings: str) -> Worker: ...
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +43,30 @@ def postgres() -> Iterator[LocalPostgres]:
 def kafka(broker: LocalBroker) -> Kafka:
     """Topic, produce and read-back helpers bound to the session broker."""
     return Kafka(broker.bootstrap_servers)
+
+
+@pytest.fixture
+def names() -> Names:
+    """Topic, group and table names of this test alone."""
+    return Names()
+
+
+@pytest.fixture
+def workers(
+    broker: LocalBroker, postgres: LocalPostgres, names: Names, tmp_path: Path
+) -> Iterator[WorkerFactory]:
+    """Start real worker processes for this test; all are stopped at its end, their logs kept on failure."""
+    started: list[Worker] = []
+
+    def start(wait: bool = True, data_dir: Path | None = None, **settings: str) -> Worker:
+        data = data_dir or tmp_path / "state"
+        env = worker_env(broker, postgres, names, data, **settings)
+        worker = Worker(env, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker.start(wait=wait)
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.terminate(timeout=15)
