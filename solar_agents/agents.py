@@ -21,7 +21,7 @@ import faust
 from faust import Stream
 from faust.types import EventT, StreamT
 
-from solar_agents.features import FeatureRow, affected_hours, feature_rows
+from solar_agents.features import FeatureRow, align_batch
 from solar_agents.hours import Record, RegionHours
 from solar_agents.log import get_logger
 from solar_agents.records import (
@@ -84,7 +84,7 @@ class Pipeline:
 
         # Hour tables: one entry per (region, hour) with both halves, and one per region with the latest
         # hours seen (the watermark). Both live on the records topic's partitions, keyed by region.
-        json_schema = faust.Schema(key_serializer="json", value_serializer="json")
+        json_schema: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
         self.hour_table = app.Table("hours", partitions=partitions, schema=json_schema)
         self.region_table = app.Table("regions", partitions=partitions, schema=json_schema)
 
@@ -168,7 +168,7 @@ class Pipeline:
             "reason": reason.encode(),
         }
         await self.deadletter_topic.send(key=message.key, value=message.value, headers=headers)
-        self.stats.dead_letters[message.topic] += 1
+        self.stats.dead_letter(message.topic, message.partition, message.offset, reason, message.value)
         log.warning(
             "dead_letter",
             topic=message.topic,
@@ -226,17 +226,21 @@ class Pipeline:
         assert key is not None and value is not None
         region = key.decode()
         state = self.region_state(region)
-        applied = state.apply(decode_records(value), self.settings.allowed_lateness_hours)
-        self.stats.late += applied.late
-        # Rows first, then retention: a late record is still written from whatever history is kept.
-        rows = feature_rows(state, affected_hours(applied.solar_hours, applied.weather_hours, window), window)
-        pruned = state.prune(self.settings.retention_hours)
-        for hour in applied.hours.difference(pruned):
+        settings = self.settings
+        aligned = align_batch(
+            state,
+            decode_records(value),
+            window,
+            settings.allowed_lateness_hours,
+            settings.retention_hours,
+        )
+        self.stats.late += aligned.late
+        for hour in aligned.stored_hours:
             self.hour_table[hour_key(region, hour)] = hour_value(state, hour)
-        for hour in pruned:
+        for hour in aligned.pruned_hours:
             self.hour_table.pop(hour_key(region, hour), None)
         self.region_table[region] = [state.latest_solar, state.latest_weather]
-        return rows
+        return aligned.rows
 
     # --- write ----------------------------------------------------------------------------------------------
 
@@ -284,3 +288,15 @@ class Pipeline:
 
     def describe(self) -> dict[str, Any]:
         return {"states": len(self._states)}
+
+    # --- read-only views (web) ------------------------------------------------------------------------------
+
+    def region_states(self) -> dict[str, RegionHours]:
+        """Every region's kept hours on this worker, to read and never to change.
+
+        The in-memory states when they are current, else a fresh copy from the tables that is not kept: during
+        a recovery the tables are still filling, and ``align`` must not start from a copy taken then.
+        """
+        if self._states_generation == self.app.consumer_generation_id:
+            return self._states
+        return self._load_states()

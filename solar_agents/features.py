@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 
-from solar_agents.hours import RegionHours
+from solar_agents.hours import Record, RegionHours
 
 # Monday 1970-01-05 00:00 UTC is hour 96: day_of_week counts from there.
 _MONDAY_HOUR = 96
@@ -110,3 +110,26 @@ def feature_rows(state: RegionHours, hours: Iterable[int], window_hours: int) ->
     """The rows of the given hours that exist, in hour order."""
     rows = (feature_row(state, hour, window_hours) for hour in sorted(hours))
     return [row for row in rows if row is not None]
+
+
+@dataclass(slots=True)
+class Aligned:
+    """What one batch of a region's records changed: rows to (re)write, hours to store and to forget."""
+
+    rows: list[FeatureRow]
+    stored_hours: set[int]
+    pruned_hours: list[int]
+    late: int
+
+
+def align_batch(
+    state: RegionHours, records: list[Record], window_hours: int, lateness_hours: int, retention_hours: int
+) -> Aligned:
+    """The step of the align agent: fold records into the region's state, compute the rows they touch,
+    then apply retention. Rows come before retention, so a late record is still written from whatever
+    history is kept (SPEC)."""
+    applied = state.apply(records, lateness_hours)
+    touched = affected_hours(applied.solar_hours, applied.weather_hours, window_hours)
+    rows = feature_rows(state, touched, window_hours)
+    pruned = state.prune(retention_hours)
+    return Aligned(rows, applied.hours.difference(pruned), pruned, applied.late)

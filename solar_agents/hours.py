@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 HOUR_US = 3_600_000_000
 HALF_HOUR_US = HOUR_US // 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Years 1 to 9999, what a datetime (and so a TIMESTAMPTZ column read back in Python) can hold.
+_MIN_US = -62_135_596_800_000_000
+_MAX_US = 253_402_300_799_999_999
 
 
 class InvalidTimestamp(ValueError):
@@ -26,11 +29,11 @@ def to_micros(value: object) -> int:
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise InvalidTimestamp("is not a finite number")
-        us = round(value * 1_000_000)
-        if not -62_135_596_800_000_000 <= us <= 253_402_300_799_999_999:  # years 1 to 9999
+        scaled = value * 1_000_000
+        if not math.isfinite(scaled):
             raise InvalidTimestamp(f"epoch seconds out of range: {value}")
-        return us
-    if isinstance(value, str):
+        us = round(scaled)
+    elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -38,8 +41,13 @@ def to_micros(value: object) -> int:
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         delta = parsed - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    raise InvalidTimestamp(f"is a {type(value).__name__}, not an ISO 8601 string or epoch seconds")
+        us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    else:
+        raise InvalidTimestamp(f"is a {type(value).__name__}, not an ISO 8601 string or epoch seconds")
+    # The hour must be a storable time too: 9999-12-31T23:45 would round into year 10000.
+    if not _MIN_US <= us <= _MAX_US or nearest_hour(us)[0] * HOUR_US > _MAX_US:
+        raise InvalidTimestamp(f"out of range (years 1 to 9999): {str(value)[:40]}")
+    return us
 
 
 def nearest_hour(us: int) -> tuple[int, int]:

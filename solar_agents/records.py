@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from solar_agents.features import FeatureRow
 from solar_agents.hours import (
@@ -38,8 +38,26 @@ def _timestamp(value: object) -> int:
         raise ValueError(str(exc)) from None
 
 
+def storable(text: str) -> bool:
+    """A database text column holds neither NUL nor unpaired surrogates: such a region would block the
+    writer forever, so it is refused at the door."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _region(value: str) -> str:
+    if not storable(value):
+        raise ValueError("has a NUL or an unpaired surrogate")
+    return value
+
+
 Micros = Annotated[int, BeforeValidator(_timestamp)]
-Region = Annotated[str, Field(min_length=1, max_length=64)]
+Region = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_region)]
 _STRICT = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False, frozen=True)
 
 
@@ -110,7 +128,7 @@ class RegionResolver:
                 region = key.decode("utf-8")
             except UnicodeDecodeError:
                 region = ""
-            if 1 <= len(region) <= 64:
+            if 1 <= len(region) <= 64 and storable(region):
                 return region
         if not self.locations:
             return self.default_region

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
+
+# How many of the latest dead letters are kept in memory for the web view.
+RECENT_DEAD_LETTERS = 500
+# How much of a rejected value is kept: enough to see what it was, bounded per message.
+DEAD_LETTER_PREVIEW_BYTES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One rejected message as the web view shows it; the full bytes are on the dead-letter topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    time: float  # epoch seconds, when it was rejected
+    value_size: int  # bytes of the whole value
+    value_preview: str  # the first bytes as text, undecodable bytes replaced
 
 
 @dataclass
@@ -21,6 +40,17 @@ class Stats:
     write_buckets: dict[float, int] = field(
         default_factory=lambda: dict.fromkeys((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), 0)
     )
+    # The latest rejects, newest last; older ones drop off.
+    recent_dead_letters: deque[DeadLetter] = field(default_factory=lambda: deque(maxlen=RECENT_DEAD_LETTERS))
+
+    def dead_letter(self, topic: str, partition: int, offset: int, reason: str, value: bytes | None) -> None:
+        """Count a rejected message and keep it among the latest few."""
+        self.dead_letters[topic] += 1
+        raw = value or b""
+        preview = raw[:DEAD_LETTER_PREVIEW_BYTES].decode("utf-8", errors="replace")
+        self.recent_dead_letters.append(
+            DeadLetter(topic, partition, offset, reason, time.time(), len(raw), preview)
+        )
 
     def observe_write(self, rows: int, seconds: float) -> None:
         self.rows_written += rows

@@ -165,7 +165,20 @@ def _region_field(obj: Mapping[str, Any]) -> str:
         raise _Reject(f"field 'region' is not a string: {_short(raw)}")
     if not 1 <= len(raw) <= 64:
         raise _Reject(f"field 'region' must have 1-64 characters, has {len(raw)}")
+    if not _storable(raw):
+        raise _Reject("field 'region' has a NUL or an unpaired surrogate")
     return raw
+
+
+def _storable(text: str) -> bool:
+    """A database text column holds neither NUL nor unpaired surrogates."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _timestamp_us(obj: Mapping[str, Any]) -> int:
@@ -218,7 +231,7 @@ def _key_region(key: bytes | None) -> str | None:
         text = key.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return text if 1 <= len(text) <= 64 else None
+    return text if 1 <= len(text) <= 64 and _storable(text) else None
 
 
 def _parse_solar(message: RawMessage) -> tuple[str, int, dict[str, float | None]]:
@@ -245,7 +258,7 @@ def _parse_weather(
         "latitude": _number(obj, "latitude", required=True, low=-90.0, high=90.0),
         "longitude": _number(obj, "longitude", required=True, low=-180.0, high=180.0),
     }
-    if "region" in obj:
+    if obj.get("region") is not None:
         region = _region_field(obj)
     else:
         from_key = _key_region(message.key)

@@ -451,6 +451,15 @@ def test_region_from_key_when_payload_has_none() -> None:
     assert set(ref.rows) == {("NORTH", at(1)), ("EAST", at(2))}
 
 
+def test_weather_region_null_counts_as_absent() -> None:
+    log = Log()
+    log.solar(1, 1.0, region="NORTH")
+    log.add(WEATHER, {**weather_payload(1), "region": None}, key=b"NORTH")
+    ref = log.run()
+    assert not ref.rejected
+    assert set(ref.rows) == {("NORTH", at(1))}
+
+
 def test_region_fallbacks_without_key() -> None:
     locations = {"HAMBURG": (53.6, 10.0), "MUNICH": (48.1, 11.6)}
     log = Log()
@@ -611,7 +620,7 @@ MALFORMED: list[tuple[str, str, bytes, str]] = [
     ("region 65 chars", WEATHER, _weather(region="r" * 65), "region"),
     ("region number", SOLAR, _solar(region=7), "region"),
     ("solar region missing", SOLAR, _solar(region=...), "missing field 'region'"),
-    ("weather region null", WEATHER, _weather(region=None), "region"),
+    ("region with NUL", SOLAR, _solar(region="a\u0000b"), "region"),
 ]
 
 

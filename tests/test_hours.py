@@ -1,0 +1,82 @@
+"""Hour alignment, the choice of record per hour, watermark and retention."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from solar_agents.hours import (
+    HOUR_US,
+    InvalidTimestamp,
+    Position,
+    RegionHours,
+    Solar,
+    Weather,
+    hour_label,
+    nearest_hour,
+    to_micros,
+)
+
+H = 430_000  # an hour in 2019
+
+
+def test_iso_and_epoch_agree() -> None:
+    us = to_micros("2019-01-01T00:00:00Z")
+    assert us == to_micros("2019-01-01T01:00:00+01:00") == to_micros("2019-01-01T00:00:00")
+    assert us == to_micros(1546300800) == to_micros(1546300800.0)
+    assert to_micros("2019-01-01T00:00:00.250Z") == us + 250_000
+
+
+@pytest.mark.parametrize(
+    "value", [True, None, "yesterday", float("nan"), float("inf"), [1], "9999-12-31T23:45"]
+)
+def test_bad_timestamps(value: object) -> None:
+    with pytest.raises(InvalidTimestamp):
+        to_micros(value)
+
+
+def test_nearest_hour_half_past_rounds_up() -> None:
+    base = H * HOUR_US
+    assert nearest_hour(base) == (H, 0)
+    assert nearest_hour(base + HOUR_US // 2 - 1) == (H, HOUR_US // 2 - 1)
+    assert nearest_hour(base + HOUR_US // 2) == (H + 1, HOUR_US // 2)
+    assert nearest_hour(base - 60_000_000) == (H, 60_000_000)
+    assert hour_label(int(datetime(2019, 1, 1, 5, tzinfo=UTC).timestamp()) // 3600) == "2019-01-01T05:00Z"
+
+
+def test_nearest_record_wins_then_later_offset() -> None:
+    state = RegionHours("R")
+    far = Solar(H, Position(600_000_000, 5, 0), 1.0)
+    near = Solar(H, Position(60_000_000, 1, 0), 2.0)
+    state.apply([far, near], 48)
+    assert state.solar[H].production_mw == 2.0
+    state.apply([far], 48)  # arriving again changes nothing
+    assert state.solar[H].production_mw == 2.0
+    correction = Solar(H, Position(60_000_000, 9, 0), 3.0)
+    applied = state.apply([correction], 48)
+    assert state.solar[H].production_mw == 3.0 and applied.solar_hours == {H}
+    # The same record again is reported again: its writes may have been lost in a crash.
+    assert state.apply([correction], 48).solar_hours == {H}
+
+
+def test_watermark_is_the_smaller_latest_hour_and_counts_late() -> None:
+    state = RegionHours("R")
+    weather = Weather(H, Position(0, 0, 0), None, None, None, 0.0, 0.0)
+    state.apply([Solar(H + 100, Position(0, 0, 0), 1.0)], 48)
+    assert state.watermark is None
+    state.apply([weather], 48)
+    assert state.watermark == H
+    late = state.apply([Solar(H - 49, Position(0, 1, 0), 1.0), Solar(H - 48, Position(0, 2, 0), 1.0)], 48)
+    assert late.late == 1
+
+
+def test_prune_by_event_time() -> None:
+    state = RegionHours("R")
+    for h in range(H, H + 200):
+        state.apply(
+            [Solar(h, Position(0, h, 0), 1.0), Weather(h, Position(0, h, 0), 1.0, 1.0, 1.0, 0, 0)], 48
+        )
+    pruned = state.prune(72)
+    assert pruned == list(range(H, H + 199 - 72))
+    assert min(state.solar) == min(state.weather) == H + 199 - 72

@@ -1,0 +1,115 @@
+"""Message schemas: what is accepted, what becomes a dead letter with which reason, internal encodings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from solar_agents.features import FeatureRow
+from solar_agents.hours import Position, RegionHours, Solar, Weather
+from solar_agents.records import (
+    InvalidMessage,
+    RegionResolver,
+    decode_records,
+    decode_rows,
+    encode_records,
+    encode_rows,
+    hour_key,
+    hour_value,
+    load_hour,
+    parse_solar,
+    parse_weather,
+    split_hour_key,
+)
+
+NONE = RegionResolver({}, "DE")
+SOLAR = {"timestamp": "2019-01-01T00:00:00Z", "production_mw": 12.5, "region": "DE_50hertz"}
+WEATHER = {
+    "timestamp": 1546300800,
+    "temperature_c": 8.1,
+    "cloud_cover_pct": None,
+    "solar_radiation_wm2": 0,
+    "latitude": 53.6,
+    "longitude": 9.9,
+}
+
+
+def b(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_valid_solar() -> None:
+    record, region = parse_solar(b({**SOLAR, "extra": [1, 2]}), partition=3, offset=7)
+    assert region == "DE_50hertz"
+    assert record.production_mw == 12.5 and record.position == Position(0, 7, 3)
+
+
+def test_valid_weather_region_from_payload_key_location_default() -> None:
+    record, region = parse_weather(b({**WEATHER, "region": "X"}), b"K", 0, 0, NONE)
+    assert region == "X" and record.cloud_cover_pct is None and record.solar_radiation_wm2 == 0.0
+    assert parse_weather(b(WEATHER), b"K", 0, 0, NONE)[1] == "K"
+    assert parse_weather(b({**WEATHER, "region": None}), b"K", 0, 0, NONE)[1] == "K"
+    assert parse_weather(b(WEATHER), None, 0, 0, NONE)[1] == "DE"
+    near = RegionResolver({"HAMBURG": (53.6, 10.0), "MUNICH": (48.1, 11.6)}, "DE")
+    assert parse_weather(b(WEATHER), None, 0, 0, near)[1] == "HAMBURG"
+    assert parse_weather(b(WEATHER), b"\xff", 0, 0, near)[1] == "HAMBURG"  # not UTF-8: not a region
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b({k: v for k, v in SOLAR.items() if k != "production_mw"}), "missing field 'production_mw'"),
+        (b({**SOLAR, "production_mw": "12"}), "production_mw"),
+        (b({**SOLAR, "production_mw": True}), "production_mw"),
+        (b({**SOLAR, "production_mw": -1}), "greater than or equal to 0"),
+        (b'{"timestamp": "2019-01-01T00:00:00Z", "production_mw": NaN, "region": "R"}', "production_mw"),
+        (b({**SOLAR, "timestamp": "yesterday"}), "timestamp"),
+        (b({**SOLAR, "timestamp": False}), "timestamp"),
+        (b({**SOLAR, "region": ""}), "region"),
+        (b({**SOLAR, "region": "x" * 65}), "region"),
+        (b({**SOLAR, "region": "a\u0000b"}), "region"),
+    ],
+)
+def test_bad_solar(value: bytes, reason: str) -> None:
+    with pytest.raises(InvalidMessage) as err:
+        parse_solar(value, 0, 0)
+    assert reason in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"temperature_c": 120}, "temperature_c"),
+        ({"cloud_cover_pct": 101}, "cloud_cover_pct"),
+        ({"solar_radiation_wm2": 2001}, "solar_radiation_wm2"),
+        ({"latitude": 91}, "latitude"),
+        ({"longitude": None}, "longitude"),
+        ({"region": 7}, "region"),
+    ],
+)
+def test_bad_weather(change: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidMessage, match=field):
+        parse_weather(b({**WEATHER, **change}), None, 0, 0, NONE)
+
+
+def test_internal_encodings_round_trip() -> None:
+    solar = Solar(430_000, Position(5, 6, 7), 1.5)
+    weather = Weather(430_001, Position(1, 2, 3), None, 50.0, 0.0, 53.6, 9.9)
+    assert decode_records(encode_records([solar, weather])) == [solar, weather]
+    state = RegionHours("R|x")
+    state.solar[solar.hour] = solar
+    state.weather[weather.hour] = weather
+    copy = RegionHours("R|x")
+    for hour in (solar.hour, weather.hour):
+        value = hour_value(state, hour)
+        assert value is not None
+        load_hour(copy, hour, json.loads(json.dumps(value)))
+    assert copy == state
+    assert split_hour_key(hour_key("R|x", 430_000)) == ("R|x", 430_000)
+    row = FeatureRow("R", 1, 1.0, None, 2.0, 3.0, 4.0, 5.0, 6.0, None, 7.0, None, 8.0, 1, 3, False)
+    assert decode_rows(encode_rows([row])) == [row]
