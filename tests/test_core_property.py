@@ -81,7 +81,7 @@ def feeds(draw: st.DrawFn) -> list[RawMessage]:
 
 
 def run_core(
-    arrival: list[RawMessage], batch: int, restart_at: int | None
+    arrival: list[RawMessage], batch: int, restart_at: int | None, window: int = 24
 ) -> dict[tuple[str, datetime], dict[str, object]]:
     """What the agents do, minus Kafka: parse, group by region, align, keep the latest row per key."""
     resolver = RegionResolver({}, "DE")
