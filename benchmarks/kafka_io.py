@@ -1,8 +1,8 @@
 """confluent-kafka helpers: create topics, produce fast, read topics completely, the raw read rate.
 
 The local broker (tansu) answers ListOffsets(latest) wrongly after batched writes, so nothing here trusts
-``get_watermark_offsets(cached=False)``: a read is complete when every partition has reported end-of-partition
-(librdkafka takes it from the high-water mark of fetch responses, which is right) and every position reached it.
+``get_watermark_offsets(cached=False)``: a read is complete when every partition has reported
+end-of-partition, which librdkafka takes from the high-water mark of fetch responses (that one is right).
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 
 def create_topics(bootstrap: str, topics: Mapping[str, int], timeout: float = 30.0) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = admin.list_topics(timeout=timeout).topics
-    new = [NewTopic(n, num_partitions=p, replication_factor=1) for n, p in topics.items() if n not in existing]
+    new = [
+        NewTopic(n, num_partitions=p, replication_factor=1) for n, p in topics.items() if n not in existing
+    ]
     if new:
         for name, future in admin.create_topics(new, request_timeout=timeout).items():
             try:
@@ -43,6 +46,12 @@ def partitions_of(bootstrap: str, topic: str, timeout: float = 10.0) -> list[int
     if meta is None or meta.error is not None:
         return []
     return sorted(meta.partitions)
+
+
+def changelog_topics(bootstrap: str, group: str, timeout: float = 10.0) -> list[str]:
+    """The changelog topics of a Faust app's tables: ``<group>-<table>-changelog``."""
+    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout).topics
+    return sorted(t for t in topics if t.startswith(f"{group}-") and t.endswith("-changelog"))
 
 
 def bulk_producer(bootstrap: str, **config: Any) -> Producer:
@@ -129,7 +138,9 @@ def read_topics(
     this is the broker's raw read rate as a client sees it: the messages are fetched and touched, not parsed.
     """
     assignment = [
-        TopicPartition(topic, p, OFFSET_BEGINNING) for topic in topics for p in partitions_of(bootstrap, topic)
+        TopicPartition(topic, p, OFFSET_BEGINNING)
+        for topic in topics
+        for p in partitions_of(bootstrap, topic)
     ]
     consumer = Consumer(
         {

@@ -1,18 +1,18 @@
 """A deterministic synthetic history: several regions, hourly solar production and weather, with gaps.
 
-Pure Python and standard library only. The same (regions, hours, seed) always gives the same messages, byte for
-byte. Nothing here imports ``solar_agents``: the data is what a real producer would send.
+Pure Python and standard library only. The same (regions, hours, seed) always gives the same messages, byte
+for byte. Nothing here imports ``solar_agents``: the data is what a real producer would send.
 
 The model is simple but has the shape of the real thing:
 
 - the sun: elevation from latitude, day of year and solar time (longitude); clear-sky irradiance from it;
-- clouds: an AR(1) process per region in logit space, reported in eighths (12.5 % steps) like a synoptic station;
-- irradiance: clear sky damped by clouds; production: capacity × irradiance, less when hot, a little noise;
+- clouds: an AR(1) process per region in logit space, reported in eighths (12.5 % steps) like a station;
+- irradiance: clear sky damped by clouds; production: capacity x irradiance, less when hot, a little noise;
 - temperature: latitude mean, seasonal and diurnal cycles, cooler under clouds, AR(1) weather noise.
 
 Messiness of the history (not of the live tail, where every hour gets both halves exactly once):
 
-- outages: each feed of each region drops out now and then for 1–8 (solar) or 1–6 (weather) hours;
+- outages: each feed of each region drops out now and then for 1-8 (solar) or 1-6 (weather) hours;
 - nulls: a weather field is missing now and then;
 - timestamps: most on the hour with ``Z``; some a few minutes off; some in another UTC offset;
 - duplicates (same bytes again), corrections (same timestamp, new value, later in the partition: it wins) and
@@ -63,9 +63,9 @@ class Region:
 class Obs:
     """One message before encoding: which feed, region and hour, how its timestamp is written, its values.
 
-    ``seconds`` is the timestamp's distance from the hour's start; ``utc_offset_h`` the offset it is written in.
-    Values: solar ``(production_mw,)``; weather ``(temperature_c, cloud_cover_pct, solar_radiation_wm2)``, each
-    possibly None. Latitude and longitude come from the region.
+    ``seconds`` is the timestamp's distance from the hour's start; ``utc_offset_h`` the offset it is written
+    in. Values: solar ``(production_mw,)``; weather ``(temperature_c, cloud_cover_pct, solar_radiation_wm2)``,
+    each possibly None. Latitude and longitude come from the region.
     """
 
     feed: int
@@ -99,7 +99,7 @@ def _clear_sky_wm2(latitude: float, longitude: float, moment: datetime) -> float
     )
     if sin_elevation <= 0:
         return 0.0
-    return 1050.0 * sin_elevation**1.2
+    return float(1050.0 * sin_elevation**1.2)
 
 
 def generate(
@@ -153,7 +153,9 @@ def _region_series(
         production = 0.0
         if radiation > 0:
             derate = 1.0 - 0.0035 * (temperature - 25.0)
-            production = round(max(0.0, region.capacity_mw * radiation / 1000.0 * derate * rng.uniform(0.97, 1.0)), 3)
+            production = round(
+                max(0.0, region.capacity_mw * radiation / 1000.0 * derate * rng.uniform(0.97, 1.0)), 3
+            )
 
         obs: list[Obs] = []
         if not messy:

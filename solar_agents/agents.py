@@ -19,16 +19,19 @@ from typing import Any, cast
 
 import faust
 from faust import Stream
-from faust.types import EventT, StreamT
+from faust.transport.consumer import Consumer
+from faust.types import TP, EventT, StreamT
 
 from solar_agents.features import FeatureRow, align_batch
-from solar_agents.hours import Record, RegionHours
+from solar_agents.hours import FeedProgress, Record, RegionHours
 from solar_agents.log import get_logger
 from solar_agents.records import (
     InvalidMessage,
     RegionResolver,
+    decode_progress,
     decode_records,
     decode_rows,
+    encode_progress,
     encode_records,
     encode_rows,
     hour_key,
@@ -87,10 +90,18 @@ class Pipeline:
         json_schema: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
         self.hour_table = app.Table("hours", partitions=partitions, schema=json_schema)
         self.region_table = app.Table("regions", partitions=partitions, schema=json_schema)
+        # Each records partition's view of how far every raw partition has been read (see FeedProgress).
+        self.progress_table = app.Table("progress", partitions=partitions, schema=json_schema)
 
         # In-memory view of the hour table for window reads; rebuilt from the table after every rebalance.
         self._states: dict[str, RegionHours] = {}
+        self._progress: dict[int, FeedProgress] = defaultdict(FeedProgress)
         self._states_generation: int | None = None
+        # Ingest side: the latest valid hour and offset read from each raw partition by this process.
+        self._read_hour: dict[TP, int] = {}
+        self._read_offset: dict[TP, int] = {}
+        self._last_report: dict[str, bytes] = {}
+        self._last_progress: tuple[int, ...] = ()
 
         self._sink = FeatureSink(
             ConnectionInfo(
@@ -106,6 +117,9 @@ class Pipeline:
         # One thread: psycopg2 blocks, and the event loop must not.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink")
 
+        app.timer(10.0, name="progress")(self.log_progress)
+        # Reports also go out on a timer, so an idle or empty raw topic still tells it is caught up.
+        app.timer(2.0, name="report_progress")(self.report_progress)
         app.agent(self.solar_topic, name="ingest_solar")(self.ingest_solar)
         app.agent(self.weather_topic, name="ingest_weather")(self.ingest_weather)
         app.agent(self.records_topic, name="align")(self.align)
@@ -132,9 +146,12 @@ class Pipeline:
         producer before every commit), so a crash re-reads the batch: at least once, never lost.
         """
         by_region: dict[str, list[Record]] = defaultdict(list)
+        read_offset: dict[TP, int] = {}
+        read_hour: dict[TP, int] = {}
         topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
         for event in events:
             message = event.message
+            read_offset[message.tp] = message.offset
             try:
                 if message.value is None:
                     raise InvalidMessage("empty message (no value)")
@@ -153,11 +170,50 @@ class Pipeline:
                 await self._dead_letter(event, f"internal error: {type(exc).__name__}: {exc}")
                 continue
             by_region[region].append(record)
+            hour = read_hour.get(message.tp)
+            if hour is None or record.hour > hour:
+                read_hour[message.tp] = record.hour
         for region, records in by_region.items():
             await self.records_topic.send(key=region.encode(), value=encode_records(records))
+        # Progress counts a batch only once its records are on their way (a report may go out meanwhile).
+        self._read_offset.update(read_offset)
+        for tp, hour in read_hour.items():
+            self._read_hour[tp] = max(hour, self._read_hour.get(tp, hour))
+        await self._report_progress(topic, "s" if solar else "w")
         self.stats.ingested[topic] += sum(len(r) for r in by_region.values())
         for event in events:
             await stream.ack(event)
+
+    async def report_progress(self) -> None:
+        await self._report_progress(self.settings.kafka_topic_solar, "s")
+        await self._report_progress(self.settings.kafka_topic_weather, "w")
+
+    async def _report_progress(self, topic: str, feed: str) -> None:
+        """Tell every records partition how far each raw partition of ``topic`` has been read.
+
+        Sent after the batch's records, so in each records partition a report follows what it covers.
+        """
+        consumer = self.app.consumer
+        report: dict[int, tuple[int | None, bool]] = {}
+        for tp in consumer.assignment():
+            if tp.topic != topic:
+                continue
+            highwater = consumer.highwater(tp)  # from fetch responses: right even where ListOffsets is not
+            last = self._read_offset.get(tp)
+            # Not yet read here: where the group starts (its committed offset, else the beginning).
+            committed = cast(Consumer, consumer)._committed_offset.get(tp)
+            next_offset = last + 1 if last is not None else committed or 0
+            caught_up = highwater is not None and next_offset >= highwater
+            report[tp.partition] = (self._read_hour.get(tp), caught_up)
+        count = consumer.topic_partitions(topic)
+        if count is None:
+            return  # no metadata yet: the next report will say
+        value = encode_progress(feed, count, report)
+        if value == self._last_report.get(topic):
+            return
+        self._last_report[topic] = value
+        for partition in range(self.settings.topic_partitions):
+            await self.records_topic.send(key=b"", value=value, partition=partition)
 
     async def _dead_letter(self, event: Event, reason: str) -> None:
         message = event.message
@@ -181,17 +237,27 @@ class Pipeline:
 
     def region_state(self, region: str) -> RegionHours:
         """The region's kept hours, from memory; reloaded from the tables after a rebalance."""
-        generation = self.app.consumer_generation_id
-        if generation != self._states_generation:
-            self._states = self._load_states()
-            self._states_generation = generation
+        self._ensure_loaded()
         state = self._states.get(region)
         if state is None:
             state = self._states[region] = RegionHours(region)
         return state
 
+    def _ensure_loaded(self) -> None:
+        generation = self.app.consumer_generation_id
+        if generation != self._states_generation:
+            self._states = self._load_states()
+            self._states_generation = generation
+
     def _load_states(self) -> dict[str, RegionHours]:
         started = time.perf_counter()
+        self._progress.clear()
+        for key, value in self.progress_table.items():
+            partition, feed, raw_partition = key.split("|")
+            if raw_partition == "count":
+                self._progress[int(partition)].set_count(feed, value)
+            else:
+                self._progress[int(partition)].update(feed, int(raw_partition), *value)
         states: dict[str, RegionHours] = {}
         for region, latest in self.region_table.items():
             states[region] = RegionHours(region, latest_solar=latest[0], latest_weather=latest[1])
@@ -213,8 +279,12 @@ class Pipeline:
         settings = self.settings
         window = settings.feature_window_hours
         async for event in stream.events():
+            message = event.message
+            if message.key == b"":  # a progress report, not a region (regions have 1-64 characters)
+                self._progress_report(message.partition, message.value)
+                continue
             try:
-                rows = self._align(event.message.key, event.message.value, window)
+                rows = self._align(message.partition, message.key, message.value, window)
             except Exception:  # keep the worker up; the message is logged for a replay
                 log.exception("align_failed", partition=event.message.partition, offset=event.message.offset)
                 continue
@@ -222,7 +292,18 @@ class Pipeline:
                 self.stats.rows_emitted += len(rows)
                 await self.rows_topic.send(key=event.message.key, value=encode_rows(rows))
 
-    def _align(self, key: bytes | None, value: bytes | None, window: int) -> list[FeatureRow]:
+    def _progress_report(self, partition: int, value: bytes | None) -> None:
+        assert value is not None
+        self._ensure_loaded()  # after a rebalance, so the update below is not lost in a reload
+        feed, count, partitions = decode_progress(value)
+        progress = self._progress[partition]
+        if progress.set_count(feed, count):
+            self.progress_table[f"{partition}|{feed}|count"] = count
+        for raw_partition, hour, caught_up in partitions:
+            if progress.update(feed, raw_partition, hour, caught_up):
+                self.progress_table[f"{partition}|{feed}|{raw_partition}"] = [hour, caught_up]
+
+    def _align(self, partition: int, key: bytes | None, value: bytes | None, window: int) -> list[FeatureRow]:
         assert key is not None and value is not None
         region = key.decode()
         state = self.region_state(region)
@@ -233,6 +314,7 @@ class Pipeline:
             window,
             settings.allowed_lateness_hours,
             settings.retention_hours,
+            self._progress[partition].floor(),
         )
         self.stats.late += aligned.late
         for hour in aligned.stored_hours:
@@ -281,6 +363,23 @@ class Pipeline:
             if attempt:
                 log.info("sink_recovered", attempts=attempt + 1, rows=len(rows))
             return
+
+    async def log_progress(self) -> None:
+        """One line every few seconds while work flows, so long backfills show where they are."""
+        s = self.stats
+        snapshot = (sum(s.ingested.values()), sum(s.dead_letters.values()), s.rows_emitted, s.rows_written)
+        if snapshot == self._last_progress:
+            return
+        self._last_progress = snapshot
+        log.info(
+            "progress",
+            ingested=dict(s.ingested),
+            dead_letters=sum(s.dead_letters.values()),
+            late=s.late,
+            rows_emitted=s.rows_emitted,
+            rows_written=s.rows_written,
+            write_failures=s.write_failures,
+        )
 
     def close(self) -> None:
         self._db.submit(self._sink.close).result(timeout=5)

@@ -7,6 +7,7 @@ import faust
 from solar_agents import log
 from solar_agents.agents import Pipeline
 from solar_agents.settings import Settings
+from solar_agents.web import register_views
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
@@ -31,7 +32,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         value_serializer="raw",
         autodiscover=False,
     )
-    return app, Pipeline(app, settings)
+    pipeline = Pipeline(app, settings)
+    register_views(app, pipeline)
+    return app, pipeline
 
 
 settings = Settings()

@@ -123,13 +123,18 @@ class Aligned:
 
 
 def align_batch(
-    state: RegionHours, records: list[Record], window_hours: int, lateness_hours: int, retention_hours: int
+    state: RegionHours,
+    records: list[Record],
+    window_hours: int,
+    lateness_hours: int,
+    retention_hours: int,
+    floor: int | None = None,
 ) -> Aligned:
     """The step of the align agent: fold records into the region's state, compute the rows they touch,
     then apply retention. Rows come before retention, so a late record is still written from whatever
-    history is kept (SPEC)."""
-    applied = state.apply(records, lateness_hours)
+    history is kept (SPEC). ``floor`` holds the watermark below raw partitions still being read."""
+    applied = state.apply(records, lateness_hours, floor)
     touched = affected_hours(applied.solar_hours, applied.weather_hours, window_hours)
     rows = feature_rows(state, touched, window_hours)
-    pruned = state.prune(retention_hours)
+    pruned = state.prune(retention_hours, floor)
     return Aligned(rows, applied.hours.difference(pruned), pruned, applied.late)

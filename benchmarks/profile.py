@@ -1,0 +1,149 @@
+"""Sampling profile of the worker with py-spy (attached by pid, non-blocking), by function and module.
+
+py-spy's raw (collapsed) output has one line per distinct stack: ``thread (tid): name;frame;...;frame count``,
+each frame ``function (path/file.py:line)``, paths shortened to their import name (``faust/tables/base.py``).
+Only non-idle samples are recorded: a thread waiting in select() or on a lock is not counted.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+# Module groups, first match wins (on the shortened file path).
+GROUPS: tuple[tuple[str, str], ...] = (
+    ("solar_agents/", "solar_agents (our code)"),
+    ("faust/", "faust"),
+    ("mode/", "mode (faust's service runtime)"),
+    ("aiokafka/", "aiokafka"),
+    ("kafka/", "aiokafka"),
+    ("pydantic", "pydantic"),
+    ("json/", "json (stdlib)"),
+    ("asyncio/", "asyncio (event loop)"),
+    ("uvloop", "asyncio (event loop)"),
+    ("psycopg2", "psycopg2"),
+    ("structlog/", "logging"),
+    ("logging/", "logging"),
+    ("rocksdict", "rocksdict"),
+    ("aiohttp/", "aiohttp (web)"),
+    ("concurrent/", "threads (stdlib)"),
+    ("threading.py", "threads (stdlib)"),
+    ("opentracing", "faust"),
+    ("venusian", "faust"),
+    ("croniter", "faust"),
+    ("yarl/", "other libraries"),
+    ("multidict", "other libraries"),
+)
+
+
+def py_spy() -> str | None:
+    """The py-spy executable next to this Python, else on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    if beside.exists():
+        return str(beside)
+    return shutil.which("py-spy")
+
+
+def start(pid: int, output: Path, rate: int = 100) -> subprocess.Popen[bytes] | None:
+    exe = py_spy()
+    if exe is None:
+        return None
+    command = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--threads"]
+    command += ["--format", "raw", "--output", str(output)]
+    with output.with_suffix(".log").open("wb") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGINT makes py-spy write its output and exit."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def group_of(file: str) -> str:
+    for prefix, group in GROUPS:
+        if file.startswith(prefix) or f"/{prefix}" in file:
+            return group
+    top = file.split("/")[0].removesuffix(".py")
+    if top in _STDLIB:
+        return "stdlib (other)"
+    return "other libraries" if "/" in file else "other"
+
+
+_STDLIB = set(sys.stdlib_module_names)
+
+
+def _parse(line: str) -> tuple[str, list[tuple[str, str]], int] | None:
+    stack, _, count = line.rstrip("\n").rpartition(" ")
+    if not stack or not count.isdigit():
+        return None
+    parts = stack.split(";")
+    thread = "main"
+    if parts and parts[0].startswith("thread ("):
+        _tid, _, name = parts[0].partition("): ")
+        thread = name or "main"
+        parts = parts[1:]
+    frames: list[tuple[str, str]] = []
+    for part in parts:
+        m = _FRAME.match(part)
+        frames.append((m["func"], m["file"]) if m else (part, ""))
+    return thread, frames, int(count)
+
+
+def summarize(path: Path, top: int = 20) -> dict[str, Any]:
+    """Self time by function and by module group, inclusive time of our functions, samples per thread."""
+    self_fn: Counter[tuple[str, str]] = Counter()
+    self_group: Counter[str] = Counter()
+    inclusive_ours: Counter[tuple[str, str]] = Counter()
+    inclusive_group: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        parsed = _parse(line)
+        if parsed is None:
+            continue
+        thread, frames, count = parsed
+        total += count
+        threads[thread if thread != "MainThread" else "main"] += count
+        if not frames:
+            continue
+        func, file = frames[-1]
+        self_fn[(func, file)] += count
+        self_group[group_of(file)] += count
+        for key in {(f, fl) for f, fl in frames if fl.startswith("solar_agents/")}:
+            inclusive_ours[key] += count
+        for group in {group_of(fl) for _f, fl in frames}:
+            inclusive_group[group] += count
+
+    def pct(n: int) -> float:
+        return round(100.0 * n / total, 1) if total else 0.0
+
+    return {
+        "samples": total,
+        "self_by_function": [
+            {"function": f, "file": fl, "group": group_of(fl), "samples": n, "percent": pct(n)}
+            for (f, fl), n in self_fn.most_common(top)
+        ],
+        "self_by_group": [{"group": g, "samples": n, "percent": pct(n)} for g, n in self_group.most_common()],
+        "inclusive_by_group": [
+            {"group": g, "samples": n, "percent": pct(n)} for g, n in inclusive_group.most_common()
+        ],
+        "inclusive_our_functions": [
+            {"function": f, "file": fl, "samples": n, "percent": pct(n)}
+            for (f, fl), n in inclusive_ours.most_common(top)
+        ],
+        "threads": [{"thread": t, "samples": n, "percent": pct(n)} for t, n in threads.most_common()],
+    }

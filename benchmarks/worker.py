@@ -1,0 +1,137 @@
+"""The real worker (``faust -A solar_agents worker``) as a child process, and what its JSON log says."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+FAUST = str(Path(sys.executable).with_name("faust"))
+
+
+@dataclass
+class LogEvent:
+    at: float  # epoch seconds, from the line's ISO timestamp
+    event: str
+    fields: dict[str, Any]
+
+
+class WorkerProcess:
+    """One worker; stdout and stderr go to ``log_path``. Settings come from ``env`` only."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, cwd: Path | None = None) -> None:
+        self.env = dict(env)
+        self.log_path = log_path
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.started_at = time.time()
+            self.proc = subprocess.Popen(
+                [FAUST, "-A", "solar_agents", "worker", "-l", "info"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.cwd,
+            )
+        return self
+
+    def wait_event(
+        self, predicate: Callable[[LogEvent], bool], timeout: float, after: float = 0.0
+    ) -> LogEvent:
+        """The first matching log event at or after ``after``; raises if the worker dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events():
+                if event.at >= after and predicate(event):
+                    return event
+            if not self.alive:
+                raise RuntimeError(f"worker exited with {self.returncode()}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker log event not seen within {timeout} s:\n{self.tail()}")
+            time.sleep(0.2)
+
+    def wait_ready(self, timeout: float = 120.0) -> LogEvent:
+        return self.wait_event(lambda e: e.event == "[^Worker]: Ready", timeout, after=self.started_at - 1)
+
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, timeout: float = 60.0) -> float:
+        """SIGTERM and wait (SIGKILL if it overstays); returns the seconds it took."""
+        started = time.monotonic()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def memory_kib(self) -> dict[str, int]:
+        """VmHWM (peak resident set) and VmRSS of the worker, in KiB, from /proc."""
+        out: dict[str, int] = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "VmRSS"):
+                out[name] = int(value.split()[0])
+        return out
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the worker so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def events(self) -> Iterator[LogEvent]:
+        """The worker's structured log lines (JSON), in order; other lines are skipped."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return
+        for line in text.splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                data = json.loads(line)
+                at = datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00")).timestamp()
+            except (ValueError, KeyError, AttributeError):
+                continue
+            yield LogEvent(at, str(data.get("event", "")), data)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def remove_state(data_dir: Path) -> None:
+    shutil.rmtree(data_dir, ignore_errors=True)
