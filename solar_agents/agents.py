@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, cast
 
 import faust
@@ -56,6 +57,32 @@ async def batches(stream: StreamT[bytes], size: int, within: float) -> AsyncIter
     """
     async for events in cast(Stream[bytes], stream).noack_take(size, within=within):
         yield cast(list[Event], events)
+
+
+async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_delay: float = 10.0) -> None:
+    """Run ``attempt`` until it succeeds, backing off; a failure is logged, never raised, so the agent
+    lives on and its unacked input is neither lost nor skipped."""
+    delay = 0.2
+    failures = 0
+    while True:
+        try:
+            await attempt()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            log.warning(
+                event,
+                attempt=failures,
+                error=f"{type(exc).__name__}: {str(exc).strip()}"[:300],
+                retry_in=round(delay, 2),
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+            continue
+        if failures:
+            log.info(event.replace("_failed", "_recovered"), attempts=failures + 1)
+        return
 
 
 class Pipeline:
@@ -290,7 +317,10 @@ class Pipeline:
                 continue
             if rows:
                 self.stats.rows_emitted += len(rows)
-                await self.rows_topic.send(key=event.message.key, value=encode_rows(rows))
+                value = encode_rows(rows)
+                await retrying(
+                    "rows_send_failed", partial(self.rows_topic.send, key=message.key, value=value)
+                )
 
     def _progress_report(self, partition: int, value: bytes | None) -> None:
         assert value is not None
@@ -339,30 +369,17 @@ class Pipeline:
     async def write_rows(self, rows: list[FeatureRow]) -> None:
         """Write one batch, retrying with backoff until it succeeds; each retry is logged once."""
         loop = asyncio.get_running_loop()
-        delay = 0.2
-        attempt = 0
-        while True:
+
+        async def attempt() -> None:
             started = time.perf_counter()
             try:
                 await loop.run_in_executor(self._db, self._sink.write, rows)
-            except Exception as exc:
-                attempt += 1
+            except Exception:
                 self.stats.write_failures += 1
-                log.warning(
-                    "sink_write_failed",
-                    attempt=attempt,
-                    rows=len(rows),
-                    error=f"{type(exc).__name__}: {str(exc).strip()}"[:300],
-                    retry_in=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.db_retry_max_seconds)
-                continue
-            seconds = time.perf_counter() - started
-            self.stats.observe_write(len(rows), seconds)
-            if attempt:
-                log.info("sink_recovered", attempts=attempt + 1, rows=len(rows))
-            return
+                raise
+            self.stats.observe_write(len(rows), time.perf_counter() - started)
+
+        await retrying("sink_write_failed", attempt, self.settings.db_retry_max_seconds)
 
     async def log_progress(self) -> None:
         """One line every few seconds while work flows, so long backfills show where they are."""

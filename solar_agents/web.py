@@ -188,12 +188,14 @@ def _weather_json(record: Weather) -> dict[str, Any]:
 def hours_answer(state: RegionHours, hours: range, window_hours: int, retention_hours: int) -> dict[str, Any]:
     """The kept records of the region in ``hours`` and, where both halves are there, the feature row.
 
-    ``history_kept`` is false where the row's window or lags reach behind the kept state: its averages and
-    lags are then computed from less than the row written at the time.
+    ``history_kept`` is false where the row's window or lags may reach behind the retention horizon: its
+    averages and lags may then be computed from less than the row written at the time. (Pruning can lag the
+    horizon, so it is false for a few rows whose history is in fact still there: the safe side.)
     """
     horizon = state.horizon(retention_hours)
     reach = max(window_hours - 1, 24)
-    kept = sorted(h for h in state.solar.keys() | state.weather.keys() if h in hours)
+    every = state.solar.keys() | state.weather.keys()
+    kept = sorted(h for h in every if h in hours)
     out: list[dict[str, Any]] = []
     for hour in kept:
         solar, weather = state.solar.get(hour), state.weather.get(hour)
@@ -216,7 +218,7 @@ def hours_answer(state: RegionHours, hours: range, window_hours: int, retention_
         "from": iso_hour(hours.start),
         "to": iso_hour(hours.stop - 1),
         "watermark": iso_hour(state.watermark),
-        "oldest_kept": iso_hour(horizon),
+        "oldest_hour": iso_hour(min(every, default=None)),
         "window_hours": window_hours,
         "hours": out,
     }

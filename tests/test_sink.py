@@ -1,0 +1,94 @@
+"""The sink on a real PostgreSQL, and the exact SQL of the RisingWave dialect."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import psycopg2
+import pytest
+from pipeline_util import sink_rows
+
+from solar_agents.features import FeatureRow
+from solar_agents.local import LocalPostgres
+from solar_agents.sink import (
+    ConnectionInfo,
+    FeatureSink,
+    PostgresDialect,
+    RisingWaveDialect,
+    dialect_for,
+    latest_per_key,
+)
+
+
+def row(hour: int, mw: float, region: str = "R") -> FeatureRow:
+    return FeatureRow(region, hour, mw, None, 50.0, 1.0, 53.6, 9.9, mw, None, 50.0, None, None, 5, 1, False)
+
+
+def sink_for(postgres: LocalPostgres, table: str) -> FeatureSink:
+    return FeatureSink(
+        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user, ""), table
+    )
+
+
+def test_dialect_detection() -> None:
+    assert isinstance(dialect_for("PostgreSQL 13.14.0-RisingWave-2.1.0 (abc)"), RisingWaveDialect)
+    assert isinstance(dialect_for("PostgreSQL 15.8 (Debian 15.8-0+deb12u1)"), PostgresDialect)
+
+
+def test_risingwave_sql_is_a_plain_insert(postgres: LocalPostgres) -> None:
+    conn = postgres.connect()
+    try:
+        text = RisingWaveDialect().upsert('odd "name"; DROP').as_string(conn)
+    finally:
+        conn.close()
+    assert text.startswith('INSERT INTO "odd ""name""; DROP" ("region", "timestamp", "production_mw"')
+    assert text.endswith(") VALUES %s")
+    assert "ON CONFLICT" not in text
+    assert RisingWaveDialect.autocommit is True
+
+
+def test_postgres_upsert_creates_table_overwrites_and_keeps_regions_apart(postgres: LocalPostgres) -> None:
+    table = f"sink_{uuid.uuid4().hex[:8]}"
+    sink = sink_for(postgres, table)
+    hour = 430_000
+    assert sink.write([row(hour, 1.0), row(hour, 2.0), row(hour, 5.0, region="Other")]) == 2
+    sink.write([row(hour, 3.0), row(hour + 1, 4.0)])
+    sink.close()
+    rows = sink_rows(postgres, table)
+    at = datetime.fromtimestamp(hour * 3600, UTC)
+    assert rows[("R", at)]["production_mw"] == 3.0
+    assert rows[("Other", at)]["production_mw"] == 5.0
+    assert len(rows) == 3
+    assert rows[("R", at)]["temperature_c"] is None and rows[("R", at)]["is_weekend"] is False
+    conn = postgres.connect()
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s "
+            "ORDER BY ordinal_position",
+            (table,),
+        )
+        types = dict(cur.fetchall())
+    conn.close()
+    assert types["region"] == "character varying" and types["timestamp"] == "timestamp with time zone"
+    assert types["hour_of_day"] == "integer" and types["is_weekend"] == "boolean"
+
+
+def test_latest_per_key_keeps_the_last() -> None:
+    rows = latest_per_key([row(1, 1.0), row(2, 2.0), row(1, 3.0)])
+    assert [(r.hour, r.production_mw) for r in rows] == [(1, 3.0), (2, 2.0)]
+
+
+def test_write_to_stopped_database_raises_then_reconnects(postgres: LocalPostgres) -> None:
+    table = f"sink_{uuid.uuid4().hex[:8]}"
+    sink = sink_for(postgres, table)
+    sink.write([row(1, 1.0)])
+    postgres.stop()
+    try:
+        with pytest.raises(psycopg2.Error):
+            sink.write([row(2, 2.0)])
+    finally:
+        postgres.start()
+    sink.write([row(2, 2.0)])
+    sink.close()
+    assert len(sink_rows(postgres, table)) == 2
