@@ -759,9 +759,8 @@ class Bench:
                 )
         # Check the restored state: one more hour for every region makes the align agent load its state from
         # the tables (the 'state_loaded' log line), and writes rows that need the restored window and lags.
-        probe_from = time.time()
         self._produce_pairs(self.g1, self._live_messages(self.o.regions))
-        loaded = worker.wait_event(lambda e: e.event == "state_loaded", 60, after=probe_from - 1)
+        loaded = worker.wait_event(lambda e: e.event == "state_loaded", 60, after=worker.started_at - 1)
         fig["state_hours"] = loaded.fields.get("hours")
         fig["expected_state_hours"] = expected_hours
         fig["state_complete"] = loaded.fields.get("hours") == expected_hours

@@ -11,6 +11,9 @@ All logic is in ``records``, ``hours`` and ``features``; this module only moves 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -128,7 +131,9 @@ class Pipeline:
         self._read_hour: dict[TP, int] = {}
         self._read_offset: dict[TP, int] = {}
         self._last_report: dict[str, bytes] = {}
-        self._last_progress: tuple[int, ...] = ()
+        self._last_progress: tuple[str, ...] = ()
+        self._caught_up_checks = 0
+        self._started = time.monotonic()
 
         self._sink = FeatureSink(
             ConnectionInfo(
@@ -147,6 +152,8 @@ class Pipeline:
         app.timer(10.0, name="progress")(self.log_progress)
         # Reports also go out on a timer, so an idle or empty raw topic still tells it is caught up.
         app.timer(2.0, name="report_progress")(self.report_progress)
+        if settings.exit_when_caught_up:
+            app.timer(1.0, name="exit_when_caught_up")(self.exit_when_caught_up)
         app.agent(self.solar_topic, name="ingest_solar")(self.ingest_solar)
         app.agent(self.weather_topic, name="ingest_weather")(self.ingest_weather)
         app.agent(self.records_topic, name="align")(self.align)
@@ -383,20 +390,78 @@ class Pipeline:
 
     async def log_progress(self) -> None:
         """One line every few seconds while work flows, so long backfills show where they are."""
-        s = self.stats
-        snapshot = (sum(s.ingested.values()), sum(s.dead_letters.values()), s.rows_emitted, s.rows_written)
+        fields = self.stats_fields()
+        snapshot = tuple(str(v) for v in fields.values())
         if snapshot == self._last_progress:
             return
         self._last_progress = snapshot
-        log.info(
-            "progress",
-            ingested=dict(s.ingested),
-            dead_letters=sum(s.dead_letters.values()),
-            late=s.late,
-            rows_emitted=s.rows_emitted,
-            rows_written=s.rows_written,
-            write_failures=s.write_failures,
-        )
+        log.info("progress", **fields)
+
+    # --- caught up? -----------------------------------------------------------------------------------------
+
+    def lag(self) -> dict[TP, int | None]:
+        """Messages not yet committed per source partition of this worker; None while its end is unknown.
+
+        The end is the high-water mark of fetch responses, not ListOffsets (wrong on some brokers), and
+        "committed" means processed through to the sink: the writer commits only after the write.
+        """
+        consumer = self.app.consumer
+        committed = cast(Consumer, consumer)._committed_offset
+        sources = {
+            self.settings.kafka_topic_solar,
+            self.settings.kafka_topic_weather,
+            self.settings.records_topic,
+            self.settings.rows_topic,
+        }
+        out: dict[TP, int | None] = {}
+        for tp in consumer.assignment():
+            if tp.topic in sources:
+                highwater = consumer.highwater(tp)
+                out[tp] = None if highwater is None else max(0, highwater - (committed.get(tp) or 0))
+        return out
+
+    async def exit_when_caught_up(self) -> None:
+        """Backfill mode: once every source partition is processed to its end and written, say so and stop."""
+        lag = self.lag()
+        if not lag or any(v != 0 for v in lag.values()):
+            self._caught_up_checks = 0
+            return
+        self._caught_up_checks += 1
+        if self._caught_up_checks < 3:  # the same answer three times in a row, a second apart
+            return
+        await asyncio.get_running_loop().run_in_executor(self._db, self._sink.flush)
+        # The real stdout: the worker redirects print() into its log.
+        sys.__stdout__.write(self.summary())
+        sys.__stdout__.flush()
+        log.info("backfill_done", **self.stats_fields())
+        os.kill(os.getpid(), signal.SIGTERM)  # the worker's own graceful stop: commit, close, exit 0
+
+    def stats_fields(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "ingested": dict(s.ingested),
+            "dead_letters": sum(s.dead_letters.values()),
+            "late": s.late,
+            "rows_emitted": s.rows_emitted,
+            "rows_written": s.rows_written,
+            "write_failures": s.write_failures,
+        }
+
+    def summary(self) -> str:
+        s = self.stats
+        seconds = time.monotonic() - self._started
+        read = sum(s.ingested.values()) + sum(s.dead_letters.values())
+        lines = ["", "backfill done", f"  {'elapsed':<24}{seconds:,.1f} s"]
+        for topic in (self.settings.kafka_topic_solar, self.settings.kafka_topic_weather):
+            lines.append(f"  {'read ' + topic:<24}{s.ingested[topic] + s.dead_letters[topic]:,}")
+        lines += [
+            f"  {'dead letters':<24}{sum(s.dead_letters.values()):,}  ({self.settings.deadletter_topic})",
+            f"  {'late records':<24}{s.late:,}",
+            f"  {'rows written':<24}{s.rows_written:,}  ({self.settings.features_table})",
+            f"  {'rate':<24}{read / seconds if seconds else 0:,.0f} messages/s",
+            "",
+        ]
+        return "\n".join(lines)
 
     def close(self) -> None:
         self._db.submit(self._sink.close).result(timeout=5)
@@ -410,9 +475,16 @@ class Pipeline:
     def region_states(self) -> dict[str, RegionHours]:
         """Every region's kept hours on this worker, to read and never to change.
 
-        The in-memory states when they are current, else a fresh copy from the tables that is not kept: during
-        a recovery the tables are still filling, and ``align`` must not start from a copy taken then.
+        The in-memory states when they are current, else a fresh copy from the tables that nothing keeps:
+        during a recovery the tables are still filling, and ``align`` must not start from a copy taken then.
+        Not ``_load_states``, which also resets the feed progress.
         """
         if self._states_generation == self.app.consumer_generation_id:
             return self._states
-        return self._load_states()
+        states: dict[str, RegionHours] = {}
+        for region, latest in self.region_table.items():
+            states[region] = RegionHours(region, latest_solar=latest[0], latest_weather=latest[1])
+        for key, value in self.hour_table.items():
+            region, hour = split_hour_key(key)
+            load_hour(states.setdefault(region, RegionHours(region)), hour, value)
+        return states

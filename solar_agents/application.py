@@ -6,6 +6,7 @@ import faust
 
 from solar_agents import log
 from solar_agents.agents import Pipeline
+from solar_agents.commands import register_commands
 from solar_agents.settings import Settings
 from solar_agents.web import register_views
 
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     )
     pipeline = Pipeline(app, settings)
     register_views(app, pipeline)
+    register_commands(app, pipeline)
     return app, pipeline
 
 

@@ -145,11 +145,23 @@ class FeedProgress:
         return True
 
     def floor(self) -> int | None:
-        """The lowest hour a raw partition still being read may deliver; None when all are caught up."""
-        pending = [
-            NOT_YET_READ if h is None else h for h, caught_up in self.partitions.values() if not caught_up
-        ]
-        return min(pending) if pending else None
+        """The lowest hour a raw partition still being read may deliver; None when all are caught up.
+
+        A feed, or a partition of it, that has not reported yet may hold anything: NOT_YET_READ.
+        """
+        lowest: int | None = None
+        for feed in self.feeds:
+            count = self.counts.get(feed)
+            if count is None:
+                return NOT_YET_READ
+            for partition in range(count):
+                hour, caught_up = self.partitions.get((feed, partition), (None, False))
+                if caught_up:
+                    continue
+                if hour is None:
+                    return NOT_YET_READ
+                lowest = hour if lowest is None else min(lowest, hour)
+        return lowest
 
 
 @dataclass(slots=True)

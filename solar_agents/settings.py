@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
 
     # Beyond SPEC: tuning knobs with safe defaults.
+    exit_when_caught_up: bool = False  # set by the backfill command
     log_level: str = "info"
     ingest_batch_size: int = Field(2000, ge=1)
     ingest_batch_max_wait_seconds: float = Field(0.05, gt=0)

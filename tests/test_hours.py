@@ -8,6 +8,8 @@ import pytest
 
 from solar_agents.hours import (
     HOUR_US,
+    NOT_YET_READ,
+    FeedProgress,
     InvalidTimestamp,
     Position,
     RegionHours,
@@ -80,3 +82,34 @@ def test_prune_by_event_time() -> None:
     pruned = state.prune(72)
     assert pruned == list(range(H, H + 199 - 72))
     assert min(state.solar) == min(state.weather) == H + 199 - 72
+
+
+def test_feed_progress_floor() -> None:
+    progress = FeedProgress()
+    assert progress.floor() == NOT_YET_READ  # nothing reported: anything may come
+    progress.set_count("s", 2)
+    progress.set_count("w", 1)
+    progress.update("s", 0, H + 10, False)
+    progress.update("w", 0, H + 50, True)
+    assert progress.floor() == NOT_YET_READ  # solar partition 1 has not reported
+    progress.update("s", 1, H + 3, False)
+    assert progress.floor() == H + 3
+    progress.update("s", 1, H + 90, True)
+    assert progress.floor() == H + 10
+    progress.update("s", 0, H + 20, True)
+    assert progress.floor() is None  # all read to the end: the watermark alone decides
+    progress.update("s", 0, H, False)  # a replay moves back
+    assert progress.floor() == H
+
+
+def test_floor_holds_the_watermark_and_retention() -> None:
+    state = RegionHours("R")
+    for h in range(H, H + 200):
+        state.apply(
+            [Solar(h, Position(0, h, 0), 1.0), Weather(h, Position(0, h, 0), 1.0, 1.0, 1.0, 0, 0)], 48
+        )
+    assert state.effective_watermark(H + 5) == H + 5
+    assert state.prune(72, floor=NOT_YET_READ) == []
+    assert state.prune(72, floor=H + 80) == list(range(H, H + 8))
+    late = state.apply([Solar(H + 50, Position(0, 999, 0), 1.0)], 48, floor=H + 60)
+    assert late.late == 0
