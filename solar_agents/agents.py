@@ -431,8 +431,9 @@ class Pipeline:
             return
         await asyncio.get_running_loop().run_in_executor(self._db, self._sink.flush)
         # The real stdout: the worker redirects print() into its log.
-        sys.__stdout__.write(self.summary())
-        sys.__stdout__.flush()
+        out = sys.__stdout__ or sys.stderr
+        out.write(self.summary())
+        out.flush()
         log.info("backfill_done", **self.stats_fields())
         os.kill(os.getpid(), signal.SIGTERM)  # the worker's own graceful stop: commit, close, exit 0
 
