@@ -674,6 +674,12 @@ class Bench:
                 max_seconds=round(max(latencies), 3),
                 mean_seconds=round(statistics.fmean(latencies), 3),
             )
+            # Median latency per second of the phase: flat means a steady delay, rising means a backlog.
+            by_second: dict[int, list[float]] = {}
+            for k, t in produced.items():
+                if k in seen:
+                    by_second.setdefault(int(t - wall_started), []).append(seen[k] - t)
+            fig["p50_by_second"] = [round(statistics.median(by_second[s]), 2) for s in sorted(by_second)]
         fig["measured"] = "produce() of an hour's second half to the NOTIFY of its row (sent at commit)"
         self.figures["live"] = fig
         self.progress(

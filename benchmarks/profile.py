@@ -39,6 +39,9 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("opentracing", "faust"),
     ("venusian", "faust"),
     ("croniter", "faust"),
+    ("click/", "faust"),  # the `faust` command's entry frames
+    ("<string>", "dataclasses (generated code)"),
+    ("dataclasses.py", "dataclasses (generated code)"),
     ("yarl/", "other libraries"),
     ("multidict", "other libraries"),
 )
@@ -74,6 +77,8 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
 
 
 def group_of(file: str) -> str:
+    if file == "faust":
+        return "faust"
     for prefix, group in GROUPS:
         if file.startswith(prefix) or f"/{prefix}" in file:
             return group
@@ -103,6 +108,38 @@ def _parse(line: str) -> tuple[str, list[tuple[str, str]], int] | None:
     return thread, frames, int(count)
 
 
+# Pipeline stages, from the outermost frame of our code in a stack (the agent or timer that runs it).
+STAGES: tuple[tuple[str, str], ...] = (
+    ("report_progress", "progress reports (ingest side)"),
+    ("progress_report", "progress reports (align side)"),
+    ("log_progress", "progress log"),
+    ("ingest", "ingest: raw -> records"),
+    ("dead_letter", "ingest: raw -> records"),
+    ("align", "align: records -> rows + tables"),
+    ("region_state", "align: records -> rows + tables"),
+    ("load_states", "align: records -> rows + tables"),
+    ("write", "write: rows -> database"),
+    ("FeatureSink", "write: rows -> database"),
+    ("row_values", "write: rows -> database"),
+)
+
+
+def stage_of(frames: list[tuple[str, str]]) -> str:
+    """The stage a sample belongs to: the outermost function of ours in it, else the runtime's module."""
+    for func, file in frames:
+        if file.startswith("solar_agents/"):
+            for needle, stage in STAGES:
+                if needle in func:
+                    return stage
+            return f"solar_agents: {func}"
+    for _func, file in reversed(frames):
+        if file == "mode/worker.py":  # nothing between the loop's entry and the sample: the loop itself
+            return "runtime: the event loop itself (scheduling, select, socket I/O)"
+        if file.startswith(("faust/", "mode/", "aiokafka/")):
+            return f"runtime: {file}"
+    return "runtime: " + (frames[-1][1] if frames else "?")
+
+
 def summarize(path: Path, top: int = 20) -> dict[str, Any]:
     """Self time by function and by module group, inclusive time of our functions, samples per thread."""
     self_fn: Counter[tuple[str, str]] = Counter()
@@ -110,6 +147,8 @@ def summarize(path: Path, top: int = 20) -> dict[str, Any]:
     inclusive_ours: Counter[tuple[str, str]] = Counter()
     inclusive_group: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
+    stage_groups: dict[str, Counter[str]] = {}
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         parsed = _parse(line)
@@ -123,6 +162,9 @@ def summarize(path: Path, top: int = 20) -> dict[str, Any]:
         func, file = frames[-1]
         self_fn[(func, file)] += count
         self_group[group_of(file)] += count
+        stage = stage_of(frames)
+        stages[stage] += count
+        stage_groups.setdefault(stage, Counter())[group_of(file)] += count
         for key in {(f, fl) for f, fl in frames if fl.startswith("solar_agents/")}:
             inclusive_ours[key] += count
         for group in {group_of(fl) for _f, fl in frames}:
@@ -146,4 +188,13 @@ def summarize(path: Path, top: int = 20) -> dict[str, Any]:
             for (f, fl), n in inclusive_ours.most_common(top)
         ],
         "threads": [{"thread": t, "samples": n, "percent": pct(n)} for t, n in threads.most_common()],
+        "by_stage": [
+            {
+                "stage": stage,
+                "samples": n,
+                "percent": pct(n),
+                "self_by_group": {g: pct(m) for g, m in stage_groups[stage].most_common(6)},
+            }
+            for stage, n in stages.most_common(top)
+        ],
     }

@@ -27,13 +27,15 @@ from faust.transport.consumer import Consumer
 from faust.types import TP, EventT, StreamT
 
 from solar_agents.features import FeatureRow, align_batch
-from solar_agents.hours import FeedProgress, Record, RegionHours
+from solar_agents.hours import FeedProgress, Record, RegionHours, Replay
 from solar_agents.log import get_logger
 from solar_agents.records import (
     InvalidMessage,
     RegionResolver,
+    decode_control,
     decode_progress,
     decode_records,
+    decode_replay,
     decode_rows,
     encode_progress,
     encode_records,
@@ -41,8 +43,12 @@ from solar_agents.records import (
     hour_key,
     hour_value,
     load_hour,
+    load_region,
+    load_replay,
     parse_solar,
     parse_weather,
+    region_value,
+    replay_value,
     split_hour_key,
 )
 from solar_agents.settings import Settings
@@ -122,10 +128,12 @@ class Pipeline:
         self.region_table = app.Table("regions", partitions=partitions, schema=json_schema)
         # Each records partition's view of how far every raw partition has been read (see FeedProgress).
         self.progress_table = app.Table("progress", partitions=partitions, schema=json_schema)
+        self.hour_table.on_recover(self._on_recovered)
 
         # In-memory view of the hour table for window reads; rebuilt from the table after every rebalance.
         self._states: dict[str, RegionHours] = {}
         self._progress: dict[int, FeedProgress] = defaultdict(FeedProgress)
+        self._replays: dict[int, Replay] = {}
         self._states_generation: int | None = None
         # Ingest side: the latest valid hour and offset read from each raw partition by this process.
         self._read_hour: dict[TP, int] = {}
@@ -133,6 +141,7 @@ class Pipeline:
         self._last_report: dict[str, bytes] = {}
         self._last_progress: tuple[str, ...] = ()
         self._caught_up_checks = 0
+        self._recovered_once = False
         self._started = time.monotonic()
 
         self._sink = FeatureSink(
@@ -228,7 +237,7 @@ class Pipeline:
         Sent after the batch's records, so in each records partition a report follows what it covers.
         """
         consumer = self.app.consumer
-        report: dict[int, tuple[int | None, bool]] = {}
+        report: dict[int, tuple[int | None, bool, int]] = {}
         for tp in consumer.assignment():
             if tp.topic != topic:
                 continue
@@ -238,7 +247,7 @@ class Pipeline:
             committed = cast(Consumer, consumer)._committed_offset.get(tp)
             next_offset = last + 1 if last is not None else committed or 0
             caught_up = highwater is not None and next_offset >= highwater
-            report[tp.partition] = (self._read_hour.get(tp), caught_up)
+            report[tp.partition] = (self._read_hour.get(tp), caught_up, next_offset)
         count = consumer.topic_partitions(topic)
         if count is None:
             return  # no metadata yet: the next report will say
@@ -277,6 +286,17 @@ class Pipeline:
             state = self._states[region] = RegionHours(region)
         return state
 
+    async def _on_recovered(self) -> None:
+        """After every rebalance's restore: say how long the worker took to get its tables back."""
+        if self._recovered_once:
+            return
+        self._recovered_once = True
+        log.info(
+            "tables_recovered",
+            seconds_since_start=round(time.monotonic() - self._started, 2),
+            hours_kept=len(self.hour_table),
+        )
+
     def _ensure_loaded(self) -> None:
         generation = self.app.consumer_generation_id
         if generation != self._states_generation:
@@ -286,15 +306,18 @@ class Pipeline:
     def _load_states(self) -> dict[str, RegionHours]:
         started = time.perf_counter()
         self._progress.clear()
+        self._replays.clear()
         for key, value in self.progress_table.items():
-            partition, feed, raw_partition = key.split("|")
+            partition, _, rest = key.partition("|")
+            if rest == "replay":
+                self._replays[int(partition)] = load_replay(value)
+                continue
+            feed, raw_partition = rest.split("|")
             if raw_partition == "count":
                 self._progress[int(partition)].set_count(feed, value)
             else:
                 self._progress[int(partition)].update(feed, int(raw_partition), *value)
-        states: dict[str, RegionHours] = {}
-        for region, latest in self.region_table.items():
-            states[region] = RegionHours(region, latest_solar=latest[0], latest_weather=latest[1])
+        states = {region: load_region(region, value) for region, value in self.region_table.items()}
         hours = 0
         for key, value in self.hour_table.items():
             region, hour = split_hour_key(key)
@@ -314,8 +337,8 @@ class Pipeline:
         window = settings.feature_window_hours
         async for event in stream.events():
             message = event.message
-            if message.key == b"":  # a progress report, not a region (regions have 1-64 characters)
-                self._progress_report(message.partition, message.value)
+            if message.key == b"":  # a control message, not a region (regions have 1-64 characters)
+                self._control(message.partition, message.value)
                 continue
             try:
                 rows = self._align(message.partition, message.key, message.value, window)
@@ -329,16 +352,39 @@ class Pipeline:
                     "rows_send_failed", partial(self.rows_topic.send, key=message.key, value=value)
                 )
 
-    def _progress_report(self, partition: int, value: bytes | None) -> None:
+    def _control(self, partition: int, value: bytes | None) -> None:
+        """A progress report of the ingest, or a replay marker of the replay command."""
         assert value is not None
         self._ensure_loaded()  # after a rebalance, so the update below is not lost in a reload
-        feed, count, partitions = decode_progress(value)
+        data = decode_control(value)
         progress = self._progress[partition]
-        if progress.set_count(feed, count):
-            self.progress_table[f"{partition}|{feed}|count"] = count
-        for raw_partition, hour, caught_up in partitions:
-            if progress.update(feed, raw_partition, hour, caught_up):
-                self.progress_table[f"{partition}|{feed}|{raw_partition}"] = [hour, caught_up]
+        if data["type"] == "progress":
+            feed, count, partitions = decode_progress(data)
+            if progress.set_count(feed, count):
+                self.progress_table[f"{partition}|{feed}|count"] = count
+            for raw_partition, hour, caught_up, offset in partitions:
+                if progress.update(feed, raw_partition, hour, caught_up, offset):
+                    self.progress_table[f"{partition}|{feed}|{raw_partition}"] = [hour, caught_up, offset]
+            self._replay(partition)  # ends a replay the ingest has now read past
+        elif data["type"] == "replay":
+            replay, starts = decode_replay(data)
+            # The moved partitions will be read again from their new start: nothing is known of them now.
+            for (feed, raw_partition), start in starts.items():
+                progress.update(feed, raw_partition, None, False, start)
+                self.progress_table[f"{partition}|{feed}|{raw_partition}"] = [None, False, start]
+            self._replays[partition] = replay
+            self.progress_table[f"{partition}|replay"] = replay_value(replay)
+            log.info("replay_started", partition=partition, region=replay.region, from_hour=replay.from_hour)
+
+    def _replay(self, partition: int) -> Replay | None:
+        """The replay in progress in this records partition; ends it once the ingest has read past it."""
+        replay = self._replays.get(partition)
+        if replay is not None and replay.done(self._progress[partition]):
+            del self._replays[partition]
+            self.progress_table.pop(f"{partition}|replay", None)
+            log.info("replay_finished", partition=partition, region=replay.region)
+            return None
+        return replay
 
     def _align(self, partition: int, key: bytes | None, value: bytes | None, window: int) -> list[FeatureRow]:
         assert key is not None and value is not None
@@ -352,13 +398,14 @@ class Pipeline:
             settings.allowed_lateness_hours,
             settings.retention_hours,
             self._progress[partition].floor(),
+            self._replay(partition),
         )
         self.stats.late += aligned.late
         for hour in aligned.stored_hours:
             self.hour_table[hour_key(region, hour)] = hour_value(state, hour)
         for hour in aligned.pruned_hours:
             self.hour_table.pop(hour_key(region, hour), None)
-        self.region_table[region] = [state.latest_solar, state.latest_weather]
+        self.region_table[region] = region_value(state)
         return aligned.rows
 
     # --- write ----------------------------------------------------------------------------------------------
@@ -482,9 +529,7 @@ class Pipeline:
         """
         if self._states_generation == self.app.consumer_generation_id:
             return self._states
-        states: dict[str, RegionHours] = {}
-        for region, latest in self.region_table.items():
-            states[region] = RegionHours(region, latest_solar=latest[0], latest_weather=latest[1])
+        states = {region: load_region(region, value) for region, value in self.region_table.items()}
         for key, value in self.hour_table.items():
             region, hour = split_hour_key(key)
             load_hour(states.setdefault(region, RegionHours(region)), hour, value)

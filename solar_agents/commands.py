@@ -2,6 +2,8 @@
 
 - ``demo``: the embedded default: a local broker and PostgreSQL, the real data set flowing, a worker.
 - ``backfill``: process everything in the topics, write it, print a summary and exit once caught up.
+- ``replay``: move the group back so that every row from a time on is rewritten by the next start.
+- ``rebuild``: remove the local table state so that the next start restores it from the changelogs.
 - ``rows``: print the latest rows of the output table.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import fcntl
 import json
 import os
 import shutil
@@ -136,6 +139,25 @@ def register_commands(app: faust.App, pipeline: Pipeline) -> None:
         os.execve(argv[0], argv, env)
 
     @app.command(
+        option(
+            "--from",
+            "from_",
+            type=str,
+            default=None,
+            help="Event time (ISO 8601) from which every row is rewritten; omitted: the whole history.",
+        ),
+        option("--region", type=str, default=None, help="Only this region's rows (default: all)."),
+    )
+    async def replay(self: AppCommand, from_: str | None, region: str | None) -> None:
+        """Move the group back on the raw topics so the next start rewrites every row from --from on."""
+        raise SystemExit(await run_replay(settings, self.app.conf.tabledir, from_, region))
+
+    @app.command()
+    async def rebuild(self: AppCommand) -> None:
+        """Remove the local table state; the next start restores it from the changelogs."""
+        raise SystemExit(run_rebuild(self.app.conf.tabledir))
+
+    @app.command(
         option("--limit", type=int, default=24, help="How many rows."),
         option("--region", type=str, default=None, help="Only this region."),
     )
@@ -222,3 +244,203 @@ async def run_demo(settings: Settings, rate: float, workdir: Path) -> None:
             if worker.returncode is None:
                 worker.terminate()
                 await worker.wait()
+
+
+def running_here(tabledir: Path) -> list[Path]:
+    """Table stores of this DATA_DIR held open by a running worker (RocksDB locks its LOCK file)."""
+    held = []
+    for lock in sorted(tabledir.glob("*.db/LOCK")):
+        with lock.open("rb+") as handle:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                held.append(lock.parent)
+            else:
+                fcntl.lockf(handle, fcntl.LOCK_UN)
+    return held
+
+
+def run_rebuild(tabledir: Path) -> int:
+    held = running_here(tabledir)
+    if held:
+        print(f"refused: a worker is running on this state ({held[0]}); stop it first", file=sys.stderr)
+        return 2
+    entries = sorted(tabledir.glob("*")) if tabledir.exists() else []
+    if not entries:
+        print(f"nothing to remove: {tabledir} holds no table state")
+        return 0
+    for entry in entries:
+        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else 0
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        print(f"removed {entry} ({size / 1e6:.1f} MB)")
+    print("The next worker start restores the tables from their changelog topics;")
+    print('it logs "tables_recovered" with the seconds the restore took.')
+    return 0
+
+
+async def run_replay(settings: Settings, tabledir: Path, from_: str | None, region: str | None) -> int:
+    """See the ``replay`` command. Returns the exit code."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition
+
+    from solar_agents.broker_compat import fetched_end_offsets
+    from solar_agents.hours import HOUR_US, InvalidTimestamp, Replay, to_micros
+    from solar_agents.records import RegionResolver, encode_replay
+
+    held = running_here(tabledir)
+    if held:
+        print(f"refused: a worker of the group is running here ({held[0]}); stop it first", file=sys.stderr)
+        return 2
+    from_hour: int | None = None
+    target: int | None = None
+    if from_ is not None:
+        try:
+            from_hour = -(-to_micros(from_) // HOUR_US)  # rows whose hour starts at or after --from
+        except InvalidTimestamp as exc:
+            print(f"refused: --from {exc}", file=sys.stderr)
+            return 2
+        # The rows from --from on need the window and the 24 h lag before them.
+        target = from_hour - max(settings.feature_window_hours - 1, 24)
+    feeds = {"s": settings.kafka_topic_solar, "w": settings.kafka_topic_weather}
+    regions = RegionResolver(settings.region_locations, settings.default_region)
+    servers = settings.kafka_bootstrap_servers
+    scanner = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None)
+    group = AIOKafkaConsumer(
+        bootstrap_servers=servers, enable_auto_commit=False, group_id=settings.kafka_consumer_group
+    )
+    await scanner.start()
+    await group.start()
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in feeds.values()
+            for p in sorted(scanner.partitions_for_topic(topic) or ())
+        ]
+        ends = await fetched_end_offsets(scanner, tps)
+        starts: dict[tuple[str, int], int] = {}
+        until: dict[tuple[str, int], int] = {}
+        for feed, topic in feeds.items():
+            for tp in (tp for tp in tps if tp.topic == topic):
+                committed = await group.committed(tp)
+                if committed is None:
+                    continue  # never read by the group: the next start reads it from the beginning anyway
+                start = (
+                    0
+                    if target is None
+                    else await _first_offset(scanner, tp, ends[tp], feed, target, region, regions)
+                )
+                if start is not None and start < committed:
+                    starts[feed, tp.partition] = start
+                    until[feed, tp.partition] = committed
+                    again = committed - start
+                    print(f"{topic}[{tp.partition}]: offset {committed} -> {start} ({again:,} to read again)")
+        if not starts:
+            print("nothing to replay: the group has not read past that time on any raw partition")
+            return 0
+        moved = {TopicPartition(feeds[f], p): o for (f, p), o in starts.items()}
+        refusal = await commit_offsets(settings, moved, set(tps))
+        if refusal:
+            print(f"refused: {refusal}", file=sys.stderr)
+            return 2
+    finally:
+        await scanner.stop()
+        await group.stop()
+    marker = encode_replay(Replay(from_hour, region, until), starts)
+    producer = AIOKafkaProducer(bootstrap_servers=servers)
+    await producer.start()
+    try:
+        partitions = await producer.partitions_for(settings.records_topic)
+        for partition in sorted(partitions):
+            await producer.send_and_wait(settings.records_topic, marker, key=b"", partition=partition)
+    finally:
+        await producer.stop()
+    when = "the whole history" if from_ is None else f"every row from {from_}"
+    print(f"replay set: the next worker start rewrites {when}" + (f" of region {region}" if region else ""))
+    return 0
+
+
+async def _first_offset(
+    consumer: Any, tp: Any, end: int, feed: str, target: int, region: str | None, regions: Any
+) -> int | None:
+    """The first offset of ``tp`` holding a valid record (of ``region``) at or after hour ``target``.
+
+    Read from the payloads: offsets by time answer producer or broker time, not event time.
+    """
+    from solar_agents.hours import Solar, Weather
+    from solar_agents.records import InvalidMessage, parse_solar, parse_weather
+
+    consumer.assign([tp])
+    consumer.seek(tp, 0)
+    position = 0
+    while position < end:
+        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+        for message in batch.get(tp, []):
+            position = message.offset + 1
+            if message.value is None:
+                continue
+            try:
+                record: Solar | Weather
+                if feed == "s":
+                    record, name = parse_solar(message.value, message.partition, message.offset)
+                else:
+                    record, name = parse_weather(
+                        message.value, message.key, message.partition, message.offset, regions
+                    )
+            except InvalidMessage:
+                continue
+            if record.hour >= target and (region is None or name == region):
+                return int(message.offset)
+        if not batch:
+            break
+    return None
+
+
+async def commit_offsets(settings: Settings, offsets: dict[Any, int], raw: set[Any]) -> str | None:
+    """Commit ``offsets`` for the group, which must have no live member; returns why not, or None.
+
+    First as a non-member, which a broker accepts only for an empty group. A worker stopped without
+    leaving (killed, or the first of a group on some brokers) stays a member until a rebalance: then join
+    the group under the workers' protocol name, and commit only if the group hands over every raw partition,
+    that is, if no live worker answered the rebalance.
+    """
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+    from aiokafka.errors import KafkaError
+
+    class AsFaust(RoundRobinPartitionAssignor):  # type: ignore[misc]
+        name = "faust"  # the protocol the workers announce; a group refuses members of another
+
+    servers = settings.kafka_bootstrap_servers
+    group_id = settings.kafka_consumer_group
+    outsider = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=group_id)
+    await outsider.start()
+    try:
+        outsider.assign(list(offsets))
+        await outsider.commit(offsets)
+        return None
+    except KafkaError:
+        pass  # the group has members, live or stale
+    finally:
+        await outsider.stop()
+    member = AIOKafkaConsumer(
+        *sorted({tp.topic for tp in raw}),
+        bootstrap_servers=servers,
+        enable_auto_commit=False,
+        group_id=group_id,
+        session_timeout_ms=int(settings.broker_session_timeout_seconds * 1000),
+        heartbeat_interval_ms=int(settings.broker_heartbeat_interval_seconds * 1000),
+        partition_assignment_strategy=(AsFaust,),
+    )
+    try:
+        await member.start()
+        deadline = time.monotonic() + 3 * settings.broker_session_timeout_seconds + 10
+        while not member.assignment() and time.monotonic() < deadline:
+            await member.getmany(timeout_ms=200, max_records=1)
+        if member.assignment() != raw:
+            return "a worker of the group is running (it holds raw partitions); stop every worker first"
+        await member.commit(offsets)
+        return None
+    except KafkaError as exc:
+        return f"the group would not take the offsets ({type(exc).__name__}); is a worker running?"
+    finally:
+        await member.stop()  # leaves the group, so the next worker joins at once

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 
-from solar_agents.hours import Record, RegionHours
+from solar_agents.hours import Record, RegionHours, Replay
 
 # Monday 1970-01-05 00:00 UTC is hour 96: day_of_week counts from there.
 _MONDAY_HOUR = 96
@@ -129,12 +129,16 @@ def align_batch(
     lateness_hours: int,
     retention_hours: int,
     floor: int | None = None,
+    replay: Replay | None = None,
 ) -> Aligned:
     """The step of the align agent: fold records into the region's state, compute the rows they touch,
     then apply retention. Rows come before retention, so a late record is still written from whatever
-    history is kept (SPEC). ``floor`` holds the watermark below raw partitions still being read."""
+    history is kept (SPEC). ``floor`` holds the watermark below raw partitions still being read; a
+    ``replay`` in progress keeps rows before its start from being rewritten."""
     applied = state.apply(records, lateness_hours, floor)
     touched = affected_hours(applied.solar_hours, applied.weather_hours, window_hours)
+    if replay is not None:
+        touched = {h for h in touched if not replay.hides(state.region, h)}
     rows = feature_rows(state, touched, window_hours)
     pruned = state.prune(retention_hours, floor)
     return Aligned(rows, applied.hours.difference(pruned), pruned, applied.late)

@@ -126,7 +126,8 @@ class FeedProgress:
     watermark of a region is also held below the progress of every raw partition not yet read to its end.
     """
 
-    partitions: dict[tuple[str, int], tuple[int | None, bool]] = field(default_factory=dict)
+    # (feed, raw partition) -> (latest hour read, read to its end, next offset to read)
+    partitions: dict[tuple[str, int], tuple[int | None, bool, int]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # feed -> partitions of its raw topic
     feeds: tuple[str, ...] = ("s", "w")
 
@@ -136,13 +137,17 @@ class FeedProgress:
         self.counts[feed] = count
         return True
 
-    def update(self, feed: str, partition: int, hour: int | None, caught_up: bool) -> bool:
+    def update(self, feed: str, partition: int, hour: int | None, caught_up: bool, offset: int = 0) -> bool:
         """Record a report (the latest wins: a replay moves progress back); returns whether it changed."""
         key = (feed, partition)
-        if self.partitions.get(key) == (hour, caught_up):
+        if self.partitions.get(key) == (hour, caught_up, offset):
             return False
-        self.partitions[key] = (hour, caught_up)
+        self.partitions[key] = (hour, caught_up, offset)
         return True
+
+    def offset(self, feed: str, partition: int) -> int | None:
+        report = self.partitions.get((feed, partition))
+        return None if report is None else report[2]
 
     def floor(self) -> int | None:
         """The lowest hour a raw partition still being read may deliver; None when all are caught up.
@@ -155,13 +160,36 @@ class FeedProgress:
             if count is None:
                 return NOT_YET_READ
             for partition in range(count):
-                hour, caught_up = self.partitions.get((feed, partition), (None, False))
+                hour, caught_up, _ = self.partitions.get((feed, partition), (None, False, 0))
                 if caught_up:
                     continue
                 if hour is None:
                     return NOT_YET_READ
                 lowest = hour if lowest is None else min(lowest, hour)
         return lowest
+
+
+@dataclass(slots=True, frozen=True)
+class Replay:
+    """A replay in progress in one records partition: rows before ``from_hour`` (of ``region``, or of all)
+    are history only, not rewritten, until the ingest has read every moved raw partition past ``until``.
+
+    Rows before the replay's start would be computed from a window cut short; they were right already.
+    """
+
+    from_hour: int | None
+    region: str | None
+    until: dict[tuple[str, int], int]  # (feed, raw partition) -> offset the ingest must reach
+
+    def done(self, progress: FeedProgress) -> bool:
+        for (feed, partition), end in self.until.items():
+            offset = progress.offset(feed, partition)
+            if offset is None or offset < end:
+                return False
+        return True
+
+    def hides(self, region: str, hour: int) -> bool:
+        return self.from_hour is not None and hour < self.from_hour and self.region in (None, region)
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ from solar_agents.hours import (
     Position,
     Record,
     RegionHours,
+    Replay,
     Solar,
     Weather,
     nearest_hour,
@@ -249,14 +250,59 @@ def decode_rows(value: bytes) -> list[FeatureRow]:
     return [FeatureRow.from_list(v) for v in json.loads(value)]
 
 
-def encode_progress(feed: str, count: int, partitions: dict[int, tuple[int | None, bool]]) -> bytes:
+# Control messages of the records topic have an empty key (a region has 1-64 characters) and a "type".
+
+
+def encode_progress(feed: str, count: int, partitions: dict[int, tuple[int | None, bool, int]]) -> bytes:
     """A progress report of one raw topic with ``count`` partitions, of those this worker reads:
-    partition -> (latest hour read, read to its end)."""
+    partition -> (latest hour read, read to its end, next offset)."""
+    listed = [[p, h, c, o] for p, (h, c, o) in sorted(partitions.items())]
+    return _dumps({"type": "progress", "feed": feed, "count": count, "partitions": listed})
+
+
+def decode_progress(data: dict[str, Any]) -> tuple[str, int, list[tuple[int, int | None, bool, int]]]:
+    return data["feed"], data["count"], [(p, h, c, o) for p, h, c, o in data["partitions"]]
+
+
+def encode_replay(replay: Replay, starts: dict[tuple[str, int], int]) -> bytes:
+    """A replay marker: the replay, and where each moved raw partition now starts."""
     return _dumps(
-        {"feed": feed, "count": count, "partitions": [[p, h, c] for p, (h, c) in sorted(partitions.items())]}
+        {
+            "type": "replay",
+            "from": replay.from_hour,
+            "region": replay.region,
+            "moved": [[f, p, starts[f, p], end] for (f, p), end in sorted(replay.until.items())],
+        }
     )
 
 
-def decode_progress(value: bytes) -> tuple[str, int, list[tuple[int, int | None, bool]]]:
-    data = json.loads(value)
-    return data["feed"], data["count"], [(p, h, c) for p, h, c in data["partitions"]]
+def decode_replay(data: dict[str, Any]) -> tuple[Replay, dict[tuple[str, int], int]]:
+    until = {(f, p): end for f, p, _, end in data["moved"]}
+    starts = {(f, p): start for f, p, start, _ in data["moved"]}
+    return Replay(data["from"], data["region"], until), starts
+
+
+def decode_control(value: bytes) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(value)
+    return data
+
+
+def region_value(state: RegionHours) -> list[int | None]:
+    """Table value of a region: the latest hours seen of each feed (its watermark)."""
+    return [state.latest_solar, state.latest_weather]
+
+
+def load_region(region: str, value: list[int | None]) -> RegionHours:
+    return RegionHours(region, latest_solar=value[0], latest_weather=value[1])
+
+
+def replay_value(replay: Replay) -> dict[str, Any]:
+    return {
+        "from": replay.from_hour,
+        "region": replay.region,
+        "until": [[f, p, e] for (f, p), e in replay.until.items()],
+    }
+
+
+def load_replay(value: dict[str, Any]) -> Replay:
+    return Replay(value["from"], value["region"], {(f, p): e for f, p, e in value["until"]})

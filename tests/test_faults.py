@@ -1,0 +1,509 @@
+"""Faults on real services: crashes, lost state, a database outage, shutdown, a second worker, late data.
+
+Every case ends with the same check as the end-to-end test: the sink equals the independent reference row for
+row, and the dead-letter topic holds exactly the bad messages. Random fault points come from a seeded
+``random.Random`` (``FAULT_SEED``), so a failing schedule can be replayed; ``pytest -s`` prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+
+import pytest
+from conftest import WorkerFactory
+from faults_util import (
+    Feeder,
+    all_logs,
+    api_features,
+    assert_rows_equal_except,
+    get_json,
+    hour_index,
+    hour_start,
+    log_events,
+    message_hour,
+    sink_count,
+    sink_equals_except,
+    solar_message,
+    split_out,
+    wait_for,
+    weather_message,
+    web_answers,
+)
+from kafka_util import Kafka
+from pipeline_util import (
+    Produced,
+    Rows,
+    assert_dead_letters,
+    produce_in_order,
+    reference_for,
+    sink_rows,
+    wait_until_equal,
+)
+from reference import Reference, assert_rows_equal
+from scenario import Feed, build_feed, interleave
+from worker import FAUST, Names, Worker, remove_state, worker_env
+
+from solar_agents.local import LocalBroker, LocalPostgres
+from solar_agents.web import region_partition
+
+SEED = int(os.environ.get("FAULT_SEED", "20240611"))
+REGIONS = ("DE_50hertz", "DE_north")
+HOURS = 24 * 40  # about 2k messages per topic with two regions
+PARTITIONS = 4  # TOPIC_PARTITIONS of the test workers (tests/worker.py)
+WINDOW = 24
+LATENESS = 48  # ALLOWED_LATENESS_HOURS default
+
+
+def make_feed(
+    names: Names, hours: int = HOURS, regions: Sequence[str] = REGIONS
+) -> tuple[Feed, list[Produced]]:
+    feed = build_feed(
+        hours=hours,
+        regions=regions,
+        solar_topic=names.solar,
+        weather_topic=names.weather,
+        weather_lag_hours=9,
+        shuffle_block_hours=6,
+        duplicate_rate=0.02,
+    )
+    return feed, interleave(feed)
+
+
+def last_hour(feed: Feed) -> int:
+    hours = [parsed[1] for _, value in feed.solar if (parsed := message_hour(value)) is not None]
+    return max(hours)
+
+
+def final_check(
+    kafka: Kafka,
+    postgres: LocalPostgres,
+    names: Names,
+    produced: int,
+    worker: Worker,
+    timeout: float = 120.0,
+) -> Reference:
+    """The end of every case: the sink equals the reference over all messages; the dead letters are exact."""
+    reference = reference_for(kafka, names, produced)
+    wait_until_equal(
+        postgres,
+        names.table,
+        reference.rows,
+        timeout=timeout,
+        alive=lambda: worker.alive,
+        on_timeout=worker.tail,
+    )
+    assert_dead_letters(kafka, names, reference)
+    assert worker.alive, worker.tail()
+    return reference
+
+
+def restored_state_check(
+    worker: Worker, reference: Reference, regions: Sequence[str], timeout: float = 30.0
+) -> float:
+    """Wait until the restarted worker's kept state gives exactly the reference rows of the latest hours.
+
+    Nothing new was produced since the kill, so this is the state the worker restored (from its local store
+    and the changelogs, or from the changelogs alone). Returns the seconds it took.
+    """
+    latest = max(hour_index(stamp) for _, stamp in reference.rows)
+    first = latest - (LATENESS - 8)  # well inside the retention: every row's window and lags are kept
+    expected = {k: v for k, v in reference.rows.items() if hour_index(k[1]) >= first}
+    started = time.monotonic()
+    last_error = "no answer"
+    while time.monotonic() - started < timeout:
+        assert worker.alive, worker.tail()
+        try:
+            actual: Rows = {}
+            for region in regions:
+                rows, _ = api_features(worker, region, first, latest)
+                actual.update(rows)
+            assert_rows_equal(expected, actual)
+            return time.monotonic() - started
+        except (OSError, ValueError, AssertionError) as exc:
+            last_error = str(exc)[:3000]
+        time.sleep(0.5)
+    raise AssertionError(
+        f"the restored state is not complete: the kept hours {hour_start(first)}..{hour_start(latest)}"
+        f" do not give the reference rows after {timeout} s:\n{last_error}\n{worker.tail(30)}"
+    )
+
+
+# --- kill -9 ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keep_state", [True, False], ids=["state-kept", "state-deleted"])
+def test_kill_9_at_random_points(
+    kafka: Kafka,
+    postgres: LocalPostgres,
+    names: Names,
+    workers: WorkerFactory,
+    tmp_path: Path,
+    keep_state: bool,
+) -> None:
+    """``kill -9`` six times: right after the first rows appear (a writer batch in flight), then at five
+    seeded random moments while the second half of the feed is produced; each time a restart in the same
+    group, with the local state kept or deleted (then the tables come back from their changelogs alone).
+
+    A last kill after everything is written, then a restart, and the restored state must give the reference
+    rows before anything new arrives; a held-back tail of the feed then needs that state for its windows."""
+    rng = random.Random(f"{SEED}-kill-{keep_state}")
+    kafka.create_topics({names.solar: 3, names.weather: 2})
+    _, order = make_feed(names)
+    tail_start = len(order) - len(order) // 20
+    body, tail = order[:tail_start], order[tail_start:]
+    half = len(body) // 2
+    state = tmp_path / "state"
+    started: list[Worker] = []
+    kills: list[str] = []
+
+    def restart() -> Worker:
+        if not keep_state:
+            remove_state(state)
+            assert not state.exists()
+        worker = workers()
+        started.append(worker)
+        return worker
+
+    worker = workers()
+    started.append(worker)
+    produce_in_order(kafka, body[:half])
+    wait_for(lambda: sink_count(postgres, names.table) > 0, 60, "first rows", worker.tail)
+    worker.kill()
+    kills.append(f"right after the first rows: {sink_count(postgres, names.table)} rows in the sink")
+    worker = restart()
+
+    feeder = Feeder(kafka, body[half:], chunk=100, interval=1.0)
+    moments = sorted(rng.uniform(0.5, feeder.duration) for _ in range(5))
+    feeder.start()
+    for moment in moments:
+        time.sleep(max(0.0, feeder.started_at + moment - time.monotonic()))
+        worker.kill()
+        kills.append(
+            f"at {moment:5.1f} s (scheduled) / {feeder.elapsed:5.1f} s: {feeder.produced} of "
+            f"{len(feeder.order)} produced, {sink_count(postgres, names.table)} rows in the sink"
+        )
+        worker = restart()
+    feeder.finish()
+    print(f"\nkill -9 schedule (seed {SEED}, state {'kept' if keep_state else 'deleted'}):")
+    print("\n".join(f"  kill {i + 1}: {line}" for i, line in enumerate(kills)))
+    assert len(kills) >= 6
+
+    reference = final_check(kafka, postgres, names, len(body), worker)
+
+    # Everything is written and committed: one more kill, and the restored state must be the whole state.
+    worker.kill()
+    worker = restart()
+    took = restored_state_check(worker, reference, REGIONS)
+    print(f"  restored state complete {took:.1f} s after the web port answered")
+    produce_in_order(kafka, tail)
+    final_check(kafka, postgres, names, len(order), worker)
+    failures = log_events(all_logs(started), "align_failed")
+    assert not failures, failures[:3]
+
+
+# --- PostgreSQL down ----------------------------------------------------------------------------------------
+
+
+def test_postgres_down_for_30_s(
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory
+) -> None:
+    """The database stops for 30 s while data flows: the worker stays up, retries with capped backoff,
+    logs each retry once and the recovery once, and catches up by itself."""
+    kafka.create_topics({names.solar: 3, names.weather: 2})
+    _, order = make_feed(names)
+    third = len(order) // 3
+    worker = workers()
+    produce_in_order(kafka, order[:third])
+    wait_for(lambda: sink_count(postgres, names.table) > 0, 60, "first rows", worker.tail)
+    feeder = Feeder(kafka, order[third:], chunk=100, interval=1.2)  # about 32 s of data flowing
+    feeder.start()
+    down_at = time.monotonic()
+    try:
+        time.sleep(1.0)
+        postgres.stop()
+        down_at = time.monotonic()
+        for _ in range(30):
+            time.sleep(1.0)
+            assert worker.alive, worker.tail()
+    finally:
+        postgres.start()
+    up_at = time.monotonic()
+    assert worker.alive, worker.tail()
+    feeder.finish()
+    final_check(kafka, postgres, names, len(order), worker)
+    caught_up = time.monotonic() - up_at
+
+    text = worker.log_text()
+    failed = log_events(text, "sink_write_failed")
+    recovered = log_events(text, "sink_write_recovered")
+    print(
+        f"\nPostgreSQL down {up_at - down_at:.1f} s: {len(failed)} sink_write_failed, "
+        f"retry_in {[e['retry_in'] for e in failed]}, {len(recovered)} sink_write_recovered "
+        f"{[e.get('attempts') for e in recovered]}; sink equal {caught_up:.1f} s after the restart"
+    )
+    assert 1 < len(failed) < 30, [e.get("error") for e in failed[:3]]
+    # Each retry logged once: attempts 1, 2, ... n, with a backoff that grows and is capped at 10 s.
+    assert [e["attempt"] for e in failed] == list(range(1, len(failed) + 1))
+    delays = [e["retry_in"] for e in failed]
+    assert delays == sorted(delays) and max(delays) <= 10.0, delays
+    assert len(recovered) == 1, recovered
+    assert recovered[0]["attempts"] == len(failed) + 1
+
+
+# --- SIGTERM ------------------------------------------------------------------------------------------------
+
+
+def test_sigterm_while_data_flows(
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory
+) -> None:
+    """SIGTERM mid-stream: a clean exit (code 0) within 10 s; a restart then finishes the job exactly."""
+    rng = random.Random(f"{SEED}-sigterm")
+    kafka.create_topics({names.solar: 3, names.weather: 2})
+    _, order = make_feed(names)
+    worker = workers()
+    feeder = Feeder(kafka, order, chunk=200, interval=0.5)
+    feeder.start()
+    wait_for(lambda: sink_count(postgres, names.table) > 0, 60, "first rows", worker.tail)
+    time.sleep(rng.uniform(0.5, 2.5))
+    produced, rows = feeder.produced, sink_count(postgres, names.table)
+    started = time.monotonic()
+    code = worker.terminate(timeout=30)
+    elapsed = time.monotonic() - started
+    print(
+        f"\nSIGTERM with {produced} of {len(order)} produced, {rows} rows written: "
+        f"exit {code} in {elapsed:.2f} s"
+    )
+    assert code == 0, worker.tail()
+    assert elapsed < 10, worker.tail()
+    worker = workers()
+    feeder.finish()
+    final_check(kafka, postgres, names, len(order), worker)
+
+
+# --- two workers --------------------------------------------------------------------------------------------
+
+
+def held_partitions(worker: Worker) -> set[int]:
+    return set(get_json(worker.url + "/api/regions")["worker"]["partitions"])
+
+
+def test_two_workers_one_killed(
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, tmp_path: Path
+) -> None:
+    """Two workers in one group split the partitions; one is killed mid-run, the other takes over its
+    partitions and their state, and the end state is exact."""
+    rng = random.Random(f"{SEED}-pair")
+    regions = ("DE_50hertz", "DE_north", "DE_south", "CH")  # one region per records partition
+    assert {region_partition(r, PARTITIONS) for r in regions} == set(range(PARTITIONS))
+    kafka.create_topics({names.solar: 3, names.weather: 2})
+    _, order = make_feed(names, hours=24 * 20, regions=regions)
+    pair = [workers(data_dir=tmp_path / "state-a"), workers(data_dir=tmp_path / "state-b")]
+
+    def split() -> bool:
+        held = [held_partitions(w) for w in pair]
+        return all(held) and not held[0] & held[1] and held[0] | held[1] == set(range(PARTITIONS))
+
+    wait_for(split, 60, "the two workers splitting the partitions", lambda: pair[0].tail() + pair[1].tail())
+    half = len(order) // 2
+    produce_in_order(kafka, order[:half])
+    reference = reference_for(kafka, names, half)
+    wait_until_equal(postgres, names.table, reference.rows, timeout=120, on_timeout=pair[1].tail)
+    victim, survivor = pair
+    lost = held_partitions(victim)
+
+    feeder = Feeder(kafka, order[half:], chunk=100, interval=0.5)
+    moment = rng.uniform(1.0, feeder.duration - 1.0)
+    feeder.start()
+    time.sleep(moment)
+    victim.kill()
+    print(
+        f"\nkilled the worker holding partitions {sorted(lost)} at {moment:.1f} s, {feeder.produced} produced"
+    )
+    feeder.finish()
+    took = wait_for(
+        lambda: held_partitions(survivor) == set(range(PARTITIONS)), 60, "the takeover", survivor.tail
+    )
+    print(f"  the survivor holds every partition {took:.1f} s after the feed ended")
+    final_check(kafka, postgres, names, len(order), survivor)
+    assert held_partitions(survivor) == set(range(PARTITIONS))
+
+
+# --- late data ----------------------------------------------------------------------------------------------
+
+
+def test_late_data(kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory) -> None:
+    """(a) Records within ALLOWED_LATENESS_HOURS that arrive after the rows depending on them were written
+    rewrite those rows: the sink equals the reference over all messages. (b) Older ones are still written
+    from what is kept and counted as late."""
+    kafka.create_topics({names.solar: 3, names.weather: 2})
+    feed, order = make_feed(names)
+    end = last_hour(feed)
+    a, b = REGIONS
+    held_back = {(names.solar, a, end - 15), (names.weather, b, end - 10)}
+    kept, held = split_out(order, lambda topic, region, hour: (topic, region, hour) in held_back)
+    assert len(held) >= 2, held
+    worker = workers()
+    produce_in_order(kafka, kept)
+    before = final_check(kafka, postgres, names, len(kept), worker)
+    assert (a, hour_start(end - 15)) not in before.rows
+    assert (b, hour_start(end - 10)) not in before.rows
+
+    # (a) Within the lateness: the held-back halves (completing pairs), corrections and a farther record.
+    weather = {"temperature_c": 33.5, "cloud_cover_pct": 12.0, "solar_radiation_wm2": 456.0}
+    late_a: list[Produced] = [
+        *held,
+        (names.solar, *solar_message(a, end - 20, 1234.25)),  # on the hour, later: replaces
+        (names.weather, *weather_message(b, end - 30, {**weather, "latitude": 52.5, "longitude": 11.7})),
+        (names.solar, *solar_message(b, end - 5, 999.0, minutes_off=20)),  # farther from its hour: ignored
+    ]
+    produce_in_order(kafka, late_a)
+    produced = len(kept) + len(late_a)
+    reference = final_check(kafka, postgres, names, produced, worker)
+    assert reference.rows[(a, hour_start(end - 20))]["production_mw"] == 1234.25
+    assert reference.rows[(a, hour_start(end - 19))]["production_lag_1h"] == 1234.25
+    assert reference.rows[(b, hour_start(end - 30))]["temperature_c"] == 33.5
+    assert (a, hour_start(end - 15)) in reference.rows and (b, hour_start(end - 10)) in reference.rows
+    changed = {k for k, row in reference.rows.items() if before.rows.get(k) != row}
+    print(f"\nlate data within the lateness rewrote {len(changed)} rows")
+
+    # (b) Beyond the lateness: one inside the kept history (its row is written from it), one behind it all.
+    late_before = get_json(worker.url + "/api/regions")["counts"]["late"]
+    old, ancient = end - LATENESS - 12, end - 300
+    late_b: list[Produced] = [
+        (names.solar, *solar_message(a, old, 2222.5)),
+        (names.solar, *solar_message(b, ancient, 3333.5)),
+    ]
+    produce_in_order(kafka, late_b)
+    produced += len(late_b)
+    wait_for(
+        lambda: get_json(worker.url + "/api/regions")["counts"]["late"] == late_before + 2,
+        60,
+        f"the late counter going from {late_before} to {late_before + 2}",
+        worker.tail,
+    )
+    full = reference_for(kafka, names, produced)
+    # The rows that read the late records (their own hour, the window and the lags): from what is kept.
+    affected = {(a, hour_start(h)) for h in range(old, old + WINDOW + 1)}
+    affected |= {(b, hour_start(h)) for h in range(ancient, ancient + WINDOW + 1)}
+    wait_for(
+        lambda: (
+            sink_equals_except(postgres, names.table, full.rows, affected)
+            and sink_rows(postgres, names.table).get((a, hour_start(old)), {}).get("production_mw") == 2222.5
+        ),
+        60,
+        "the late row written and every other row equal to the reference",
+        worker.tail,
+    )
+    time.sleep(3.0)  # and it stays so
+    actual = sink_rows(postgres, names.table)
+    _, late_rows = assert_rows_equal_except(full.rows, actual, affected)
+    assert late_rows[(a, hour_start(old))]["production_mw"] == 2222.5
+    assert (b, hour_start(ancient)) in late_rows
+    assert_dead_letters(kafka, names, full)
+    assert worker.alive, worker.tail()
+
+
+# --- backfill -----------------------------------------------------------------------------------------------
+
+
+def test_backfill_command(
+    broker: LocalBroker, kafka: Kafka, postgres: LocalPostgres, names: Names, tmp_path: Path
+) -> None:
+    """``faust -A solar_agents backfill`` on a fully produced feed: exit 0, a summary with the counts, and
+    the sink equal to the reference the moment it returns."""
+    kafka.create_topics({names.solar: 3, names.weather: 2})
+    feed, order = make_feed(names)
+    produce_in_order(kafka, order)
+    reference = reference_for(kafka, names, len(order))
+    env = worker_env(broker, postgres, names, tmp_path / "state")
+    started = time.monotonic()
+    result = subprocess.run(
+        [FAUST, "-A", "solar_agents", "backfill"], env=env, capture_output=True, timeout=180, check=False
+    )
+    elapsed = time.monotonic() - started
+    stdout = result.stdout.decode(errors="replace")
+    (tmp_path / "backfill.stdout").write_text(stdout)
+    (tmp_path / "backfill.stderr").write_bytes(result.stderr)
+    actual = sink_rows(postgres, names.table)  # at this moment: no waiting
+    summary = stdout[stdout.find("backfill done") :] if "backfill done" in stdout else stdout[-3000:]
+    print(f"\nbackfill exited {result.returncode} after {elapsed:.1f} s:\n{summary[:1200]}")
+    assert result.returncode == 0, summary
+    assert elapsed < 120
+    assert "backfill done" in stdout
+
+    def count(label: str) -> int:
+        match = re.search(rf"^\s+{re.escape(label)}\s+([\d,]+)", summary, re.MULTILINE)
+        assert match, f"no {label!r} in the summary:\n{summary}"
+        return int(match.group(1).replace(",", ""))
+
+    per_topic = {t: sum(1 for topic, _, _ in order if topic == t) for t in (names.solar, names.weather)}
+    assert count(f"read {names.solar}") == per_topic[names.solar]
+    assert count(f"read {names.weather}") == per_topic[names.weather]
+    assert count("dead letters") == len(reference.rejected) == len(feed.malformed)
+    assert count("late records") == 0
+    assert count("rows written") >= len(reference.rows)
+    assert_rows_equal(reference.rows, actual)
+    assert_dead_letters(kafka, names, reference)
+
+
+# --- restart to ready ---------------------------------------------------------------------------------------
+
+
+def has_row(postgres: LocalPostgres, table: str, key: tuple[str, datetime]) -> bool:
+    return key in sink_rows(postgres, table)
+
+
+def test_restart_to_ready(
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory
+) -> None:
+    """Time from starting a worker again to its web port answering and to the row of a record produced at
+    that moment being in the sink, after SIGTERM and after ``kill -9``. Printed; only a generous bound is
+    asserted (timing assertions are flaky)."""
+    region = REGIONS[0]
+    kafka.create_topics({names.solar: 3, names.weather: 2})
+    feed, order = make_feed(names, hours=24 * 10, regions=(region,))
+    end = last_hour(feed)
+    worker = workers()
+    produce_in_order(kafka, order)
+    produced = len(order)
+    final_check(kafka, postgres, names, produced, worker)
+    weather = {"temperature_c": 4.5, "cloud_cover_pct": 80.0, "solar_radiation_wm2": 20.0}
+    figures = []
+    for how, probe in (("SIGTERM", end + 1), ("kill -9", end + 2)):
+        if how == "SIGTERM":
+            assert worker.terminate(timeout=30) == 0, worker.tail()
+        else:
+            worker.kill()
+        started = time.monotonic()
+        worker = workers(wait=False)
+        produce_in_order(
+            kafka,
+            [
+                (names.solar, *solar_message(region, probe, 100.0 + probe % 7)),
+                (
+                    names.weather,
+                    *weather_message(region, probe, {**weather, "latitude": 53.6, "longitude": 10.0}),
+                ),
+            ],
+        )
+        produced += 2
+        wait_for(partial(web_answers, worker), 30, f"web port after {how}", worker.tail)
+        web = time.monotonic() - started
+        key = (region, hour_start(probe))
+        wait_for(partial(has_row, postgres, names.table, key), 60, f"the probe row after {how}", worker.tail)
+        row = time.monotonic() - started
+        figures.append((how, web, row))
+    print("\nrestart to ready:")
+    for how, web, row in figures:
+        print(f"  after {how:<8} web port {web:5.1f} s, new record's row in the sink {row:5.1f} s")
+    for how, _, row in figures:
+        assert row < 30, f"restart after {how} took {row:.1f} s"
+    final_check(kafka, postgres, names, produced, worker)
