@@ -158,6 +158,7 @@ class Pipeline:
         # One thread: psycopg2 blocks, and the event loop must not.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink")
 
+        app.on_before_shutdown.connect(self.close)
         app.timer(10.0, name="progress")(self.log_progress)
         # Reports also go out on a timer, so an idle or empty raw topic still tells it is caught up.
         app.timer(2.0, name="report_progress")(self.report_progress)
@@ -317,19 +318,21 @@ class Pipeline:
                 self._progress[int(partition)].set_count(feed, value)
             else:
                 self._progress[int(partition)].update(feed, int(raw_partition), *value)
-        states = {region: load_region(region, value) for region, value in self.region_table.items()}
-        hours = 0
-        for key, value in self.hour_table.items():
-            region, hour = split_hour_key(key)
-            state = states.get(region) or states.setdefault(region, RegionHours(region))
-            load_hour(state, hour, value)
-            hours += 1
+        states = self._read_states()
         log.info(
             "state_loaded",
             regions=len(states),
-            hours=hours,
+            hours=sum(len(s.solar.keys() | s.weather.keys()) for s in states.values()),
             seconds=round(time.perf_counter() - started, 3),
         )
+        return states
+
+    def _read_states(self) -> dict[str, RegionHours]:
+        """The regions' kept hours as the tables hold them."""
+        states = {region: load_region(region, value) for region, value in self.region_table.items()}
+        for key, value in self.hour_table.items():
+            region, hour = split_hour_key(key)
+            load_hour(states.setdefault(region, RegionHours(region)), hour, value)
         return states
 
     async def align(self, stream: StreamT[bytes]) -> None:
@@ -511,12 +514,10 @@ class Pipeline:
         ]
         return "\n".join(lines)
 
-    def close(self) -> None:
-        self._db.submit(self._sink.close).result(timeout=5)
+    async def close(self, _sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        """On worker shutdown: close the database connection in its own thread."""
+        await asyncio.get_running_loop().run_in_executor(self._db, self._sink.close)
         self._db.shutdown(wait=False)
-
-    def describe(self) -> dict[str, Any]:
-        return {"states": len(self._states)}
 
     # --- read-only views (web) ------------------------------------------------------------------------------
 
@@ -529,8 +530,4 @@ class Pipeline:
         """
         if self._states_generation == self.app.consumer_generation_id:
             return self._states
-        states = {region: load_region(region, value) for region, value in self.region_table.items()}
-        for key, value in self.hour_table.items():
-            region, hour = split_hour_key(key)
-            load_hour(states.setdefault(region, RegionHours(region)), hour, value)
-        return states
+        return self._read_states()

@@ -10,11 +10,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import fcntl
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -127,7 +129,13 @@ def register_commands(app: faust.App, pipeline: Pipeline) -> None:
     )
     async def demo(self: AppCommand, rate: float, workdir: str) -> None:
         """Run it all locally: broker, PostgreSQL, the real data set flowing in, a worker, the web view."""
-        await run_demo(settings, rate, Path(workdir))
+        task = asyncio.ensure_future(run_demo(settings, rate, Path(workdir)))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # stop everything it started, whatever stops it
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        print("stopped: worker, broker and database")
 
     @app.command()
     async def backfill(self: AppCommand) -> None:
