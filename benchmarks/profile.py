@@ -48,11 +48,23 @@ GROUPS: tuple[tuple[str, str], ...] = (
 
 
 def py_spy() -> str | None:
-    """The py-spy executable next to this Python, else on PATH."""
-    beside = Path(sys.executable).with_name("py-spy")
-    if beside.exists():
-        return str(beside)
+    """The py-spy executable: next to this Python (``uv pip install py-spy``), on PATH, or a uv tool
+    (``uv tool install py-spy``, which survives ``uv sync``)."""
+    for candidate in (Path(sys.executable).with_name("py-spy"), Path.home() / ".local" / "bin" / "py-spy"):
+        if candidate.exists():
+            return str(candidate)
     return shutil.which("py-spy")
+
+
+def version() -> str:
+    exe = py_spy()
+    if exe is None:
+        return "?"
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return out.stdout.strip().removeprefix("py-spy ") or "?"
 
 
 def start(pid: int, output: Path, rate: int = 100) -> subprocess.Popen[bytes] | None:

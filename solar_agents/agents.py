@@ -24,7 +24,7 @@ from typing import Any, cast
 import faust
 from faust import Stream
 from faust.transport.consumer import Consumer
-from faust.types import TP, EventT, StreamT
+from faust.types import TP, EventT, StreamT, TableT
 
 from solar_agents.features import FeatureRow, align_batch
 from solar_agents.hours import FeedProgress, Record, RegionHours, Replay
@@ -94,6 +94,14 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
         return
 
 
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 * 1024**2,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * 1024**2,
+    "block_cache_compressed_size": 0,
+}
+
+
 class Pipeline:
     """The topology of one app: built once from settings, then only driven by Faust."""
 
@@ -123,11 +131,20 @@ class Pipeline:
 
         # Hour tables: one entry per (region, hour) with both halves, and one per region with the latest
         # hours seen (the watermark). Both live on the records topic's partitions, keyed by region.
-        json_schema: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
-        self.hour_table = app.Table("hours", partitions=partitions, schema=json_schema)
-        self.region_table = app.Table("regions", partitions=partitions, schema=json_schema)
-        # Each records partition's view of how far every raw partition has been read (see FeedProgress).
-        self.progress_table = app.Table("progress", partitions=partitions, schema=json_schema)
+        def table(name: str) -> TableT[str, Any]:
+            return app.Table(
+                name,
+                partitions=partitions,
+                schema=faust.Schema(key_serializer="json", value_serializer="json"),
+                # The state is small (bounded by event time); RocksDB's defaults (64 MB write buffers, a
+                # 2 GB block cache per partition) would let memory grow with the history written instead.
+                options=ROCKSDB_OPTIONS,
+            )
+
+        self.hour_table = table("hours")
+        self.region_table = table("regions")
+        # Replays in progress, per records partition (see ``Replay``).
+        self.replay_table = table("replays")
         self.hour_table.on_recover(self._on_recovered)
 
         # In-memory view of the hour table for window reads; rebuilt from the table after every rebalance.
@@ -232,6 +249,16 @@ class Pipeline:
         await self._report_progress(self.settings.kafka_topic_solar, "s")
         await self._report_progress(self.settings.kafka_topic_weather, "w")
 
+    def _read_position(self, tp: TP) -> tuple[int, bool]:
+        """The next offset the ingest will read from a raw partition, and whether that is its end."""
+        consumer = self.app.consumer
+        highwater = consumer.highwater(tp)  # from fetch responses: right even where ListOffsets is not
+        last = self._read_offset.get(tp)
+        # Not yet read here: where the group starts (its committed offset, else the beginning).
+        committed = cast(Consumer, consumer)._committed_offset.get(tp)
+        next_offset = last + 1 if last is not None else committed or 0
+        return next_offset, highwater is not None and next_offset >= highwater
+
     async def _report_progress(self, topic: str, feed: str) -> None:
         """Tell every records partition how far each raw partition of ``topic`` has been read.
 
@@ -240,15 +267,9 @@ class Pipeline:
         consumer = self.app.consumer
         report: dict[int, tuple[int | None, bool, int]] = {}
         for tp in consumer.assignment():
-            if tp.topic != topic:
-                continue
-            highwater = consumer.highwater(tp)  # from fetch responses: right even where ListOffsets is not
-            last = self._read_offset.get(tp)
-            # Not yet read here: where the group starts (its committed offset, else the beginning).
-            committed = cast(Consumer, consumer)._committed_offset.get(tp)
-            next_offset = last + 1 if last is not None else committed or 0
-            caught_up = highwater is not None and next_offset >= highwater
-            report[tp.partition] = (self._read_hour.get(tp), caught_up, next_offset)
+            if tp.topic == topic:
+                next_offset, caught_up = self._read_position(tp)
+                report[tp.partition] = (self._read_hour.get(tp), caught_up, next_offset)
         count = consumer.topic_partitions(topic)
         if count is None:
             return  # no metadata yet: the next report will say
@@ -306,18 +327,10 @@ class Pipeline:
 
     def _load_states(self) -> dict[str, RegionHours]:
         started = time.perf_counter()
+        # Progress is not kept: until the ingest reports again (within seconds), nothing is known, which
+        # holds every watermark back; the safe side.
         self._progress.clear()
-        self._replays.clear()
-        for key, value in self.progress_table.items():
-            partition, _, rest = key.partition("|")
-            if rest == "replay":
-                self._replays[int(partition)] = load_replay(value)
-                continue
-            feed, raw_partition = rest.split("|")
-            if raw_partition == "count":
-                self._progress[int(partition)].set_count(feed, value)
-            else:
-                self._progress[int(partition)].update(feed, int(raw_partition), *value)
+        self._replays = {int(p): load_replay(value) for p, value in self.replay_table.items()}
         states = self._read_states()
         log.info(
             "state_loaded",
@@ -363,20 +376,17 @@ class Pipeline:
         progress = self._progress[partition]
         if data["type"] == "progress":
             feed, count, partitions = decode_progress(data)
-            if progress.set_count(feed, count):
-                self.progress_table[f"{partition}|{feed}|count"] = count
+            progress.set_count(feed, count)
             for raw_partition, hour, caught_up, offset in partitions:
-                if progress.update(feed, raw_partition, hour, caught_up, offset):
-                    self.progress_table[f"{partition}|{feed}|{raw_partition}"] = [hour, caught_up, offset]
+                progress.update(feed, raw_partition, hour, caught_up, offset)
             self._replay(partition)  # ends a replay the ingest has now read past
         elif data["type"] == "replay":
             replay, starts = decode_replay(data)
             # The moved partitions will be read again from their new start: nothing is known of them now.
             for (feed, raw_partition), start in starts.items():
                 progress.update(feed, raw_partition, None, False, start)
-                self.progress_table[f"{partition}|{feed}|{raw_partition}"] = [None, False, start]
             self._replays[partition] = replay
-            self.progress_table[f"{partition}|replay"] = replay_value(replay)
+            self.replay_table[str(partition)] = replay_value(replay)
             log.info("replay_started", partition=partition, region=replay.region, from_hour=replay.from_hour)
 
     def _replay(self, partition: int) -> Replay | None:
@@ -384,7 +394,7 @@ class Pipeline:
         replay = self._replays.get(partition)
         if replay is not None and replay.done(self._progress[partition]):
             del self._replays[partition]
-            self.progress_table.pop(f"{partition}|replay", None)
+            self.replay_table.pop(str(partition), None)
             log.info("replay_finished", partition=partition, region=replay.region)
             return None
         return replay

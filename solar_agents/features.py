@@ -140,5 +140,5 @@ def align_batch(
     if replay is not None:
         touched = {h for h in touched if not replay.hides(state.region, h)}
     rows = feature_rows(state, touched, window_hours)
-    pruned = state.prune(retention_hours, floor)
+    pruned = state.prune(retention_hours, floor, applied.hours)
     return Aligned(rows, applied.hours.difference(pruned), pruned, applied.late)

@@ -7,6 +7,7 @@ number of hours since the epoch (``hour * 3600`` is its start in epoch seconds).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -218,6 +219,8 @@ class RegionHours:
     weather: dict[int, Weather] = field(default_factory=dict)
     latest_solar: int | None = None
     latest_weather: int | None = None
+    # Everything below this hour has been pruned, so the next prune only looks at the hours since.
+    pruned_below: int | None = None
 
     @property
     def watermark(self) -> int | None:
@@ -266,13 +269,27 @@ class RegionHours:
         watermark = self.effective_watermark(floor)
         return None if watermark is None else watermark - retention_hours
 
-    def prune(self, retention_hours: int, floor: int | None = None) -> list[int]:
-        """Forget hours older than the horizon (event time, never the wall clock); return them."""
+    def prune(self, retention_hours: int, floor: int | None = None, touched: Iterable[int] = ()) -> list[int]:
+        """Forget hours older than the horizon (event time, never the wall clock); return them.
+
+        Costs the hours the horizon moved over (plus ``touched``, where a late record may have put one back
+        below it), not the size of the state.
+        """
         horizon = self.horizon(retention_hours, floor)
         if horizon is None:
             return []
-        old = {h for h in self.solar if h < horizon} | {h for h in self.weather if h < horizon}
+        start = self.pruned_below
+        candidates: Iterable[int]
+        if start is None or horizon - start > len(self.solar) + len(self.weather):
+            candidates = set(self.solar) | set(self.weather)
+        else:
+            candidates = range(start, horizon)
+        if start is None or horizon > start:
+            self.pruned_below = horizon
+        old = {h for h in candidates if h < horizon} | {h for h in touched if h < horizon}
+        gone = []
         for hour in old:
-            self.solar.pop(hour, None)
-            self.weather.pop(hour, None)
-        return sorted(old)
+            had_solar = self.solar.pop(hour, None) is not None
+            if self.weather.pop(hour, None) is not None or had_solar:
+                gone.append(hour)
+        return sorted(gone)

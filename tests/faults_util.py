@@ -10,12 +10,14 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Consumer, TopicPartition
 from kafka_util import Kafka
 from pipeline_util import Produced, Rows, sink_rows
 from reference import assert_rows_equal
-from worker import Worker
+from worker import Names, Worker
 
 from solar_agents.local import LocalPostgres
 
@@ -114,6 +116,46 @@ def assert_rows_equal_except(
         {k: v for k, v in actual.items() if k not in skip},
     )
     return {k: expected[k] for k in skip if k in expected}, {k: actual[k] for k in skip}
+
+
+def sink_mismatch(
+    postgres: LocalPostgres,
+    table: str,
+    expected: Rows,
+    alive: Callable[[], bool] | None = None,
+    timeout: float = 120.0,
+    stuck: float = 20.0,
+    settle: float = 3.0,
+) -> str | None:
+    """None once the sink equals ``expected`` and still does ``settle`` seconds later. Otherwise the last
+    difference: at ``timeout``, when the worker died, or as soon as the sink has not changed for ``stuck``
+    seconds while still different (a wrong end state: no need to wait for the timeout)."""
+    started = time.monotonic()
+    last_rows: Rows | None = None
+    last_change = started
+    error = "never read"
+    while time.monotonic() - started < timeout:
+        actual = sink_rows(postgres, table)
+        try:
+            assert_rows_equal(expected, actual)
+        except AssertionError as exc:
+            error = str(exc)
+            now = time.monotonic()
+            if actual != last_rows:
+                last_rows, last_change = actual, now
+            elif now - last_change > stuck:
+                return f"{error}\n(the sink has not changed for {stuck:.0f} s)"
+            if alive is not None and not alive():
+                return f"{error}\n(the worker is dead)"
+            time.sleep(1.0)
+            continue
+        time.sleep(settle)
+        try:
+            assert_rows_equal(expected, sink_rows(postgres, table))
+        except AssertionError as exc:
+            return f"{exc}\n(equal once, then not {settle:.0f} s later)"
+        return None
+    return f"{error}\n(timeout after {timeout:.0f} s)"
 
 
 def sink_equals_except(
@@ -264,3 +306,36 @@ def solar_message(region: str, hour: int, production: float, minutes_off: int = 
 def weather_message(region: str, hour: int, values: Mapping[str, float | None]) -> tuple[bytes, bytes]:
     payload = {"timestamp": hour_start(hour).isoformat(), "region": region, **values}
     return region.encode(), json.dumps(payload).encode()
+
+
+# --- evidence -----------------------------------------------------------------------------------------------
+
+
+def committed_offsets(bootstrap: str, group: str, topics: Mapping[str, int]) -> dict[str, int]:
+    """The group's committed offset of every partition of ``topics`` (name -> partition count)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
+        return {f"{tp.topic}:{tp.partition}": tp.offset for tp in consumer.committed(tps, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def dump_topics(kafka: Kafka, names: Names, directory: Path, partitions: int = 4) -> Path:
+    """Write the group's committed offsets and its internal topics (records, rows, changelogs) as JSON lines
+    under ``directory``, for the analysis of a failure; returns the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    internal = [f"{names.group}-{t}" for t in ("records", "rows")]
+    internal += [f"{names.group}-{t}-changelog" for t in ("hours", "regions", "progress")]
+    raw = {t: len(kafka.partitions(t)) for t in (names.solar, names.weather)}
+    offsets = committed_offsets(
+        kafka.bootstrap, names.group, {**raw, **dict.fromkeys(internal[:2], partitions)}
+    )
+    (directory / "committed.json").write_text(json.dumps(offsets, indent=1))
+    for topic in internal:
+        with (directory / f"{topic.removeprefix(names.group + '-')}.jsonl").open("w") as out:
+            for m in kafka.consume_all(topic, timeout=60, idle=1.0):
+                value = None if m.value is None else m.value.decode(errors="replace")
+                key = None if m.key is None else m.key.decode(errors="replace")
+                out.write(json.dumps({"p": m.partition, "o": m.offset, "k": key, "v": value}) + "\n")
+    return directory

@@ -24,6 +24,7 @@ from faults_util import (
     all_logs,
     api_features,
     assert_rows_equal_except,
+    dump_topics,
     get_json,
     hour_index,
     hour_start,
@@ -31,6 +32,7 @@ from faults_util import (
     message_hour,
     sink_count,
     sink_equals_except,
+    sink_mismatch,
     solar_message,
     split_out,
     wait_for,
@@ -45,7 +47,6 @@ from pipeline_util import (
     produce_in_order,
     reference_for,
     sink_rows,
-    wait_until_equal,
 )
 from reference import Reference, assert_rows_equal
 from scenario import Feed, build_feed, interleave
@@ -60,6 +61,11 @@ HOURS = 24 * 40  # about 2k messages per topic with two regions
 PARTITIONS = 4  # TOPIC_PARTITIONS of the test workers (tests/worker.py)
 WINDOW = 24
 LATENESS = 48  # ALLOWED_LATENESS_HOURS default
+# Messages per produce call while a worker runs. A chunk of the interleaved order spans CHUNK / 4 hours (two
+# regions, two topics), and a worker may read one raw partition's part of a chunk before another's: with
+# weather 9 h behind and 6 h shuffle blocks, 100 keeps that skew (about 40 h) inside the lateness, so the
+# feed itself never makes late data and the ideal reference is the right expectation.
+CHUNK = 100
 
 
 def make_feed(
@@ -82,26 +88,44 @@ def last_hour(feed: Feed) -> int:
     return max(hours)
 
 
+def sink_problem(
+    kafka: Kafka,
+    postgres: LocalPostgres,
+    names: Names,
+    produced: int,
+    worker: Worker,
+    evidence: Path | None = None,
+) -> tuple[Reference, str | None]:
+    """The check every case ends with, as a finding: the sink equals the reference over all ``produced``
+    messages and the dead-letter topic holds exactly the bad ones; None when all is well.
+
+    On a sink mismatch the group's committed offsets and internal topics are written under ``evidence``."""
+    reference = reference_for(kafka, names, produced)
+    mismatch = sink_mismatch(postgres, names.table, reference.rows, alive=lambda: worker.alive)
+    if mismatch is not None:
+        if evidence is not None:
+            print(f"\nevidence of the failure: {dump_topics(kafka, names, evidence)}")
+        return reference, f"the sink does not equal the reference:\n{mismatch[:3000]}\n{worker.tail(40)}"
+    try:
+        assert_dead_letters(kafka, names, reference)
+    except AssertionError as exc:
+        return reference, f"dead letters: {exc}"
+    if not worker.alive:
+        return reference, f"the worker died:\n{worker.tail()}"
+    return reference, None
+
+
 def final_check(
     kafka: Kafka,
     postgres: LocalPostgres,
     names: Names,
     produced: int,
     worker: Worker,
-    timeout: float = 120.0,
+    evidence: Path | None = None,
 ) -> Reference:
     """The end of every case: the sink equals the reference over all messages; the dead letters are exact."""
-    reference = reference_for(kafka, names, produced)
-    wait_until_equal(
-        postgres,
-        names.table,
-        reference.rows,
-        timeout=timeout,
-        alive=lambda: worker.alive,
-        on_timeout=worker.tail,
-    )
-    assert_dead_letters(kafka, names, reference)
-    assert worker.alive, worker.tail()
+    reference, problem = sink_problem(kafka, postgres, names, produced, worker, evidence)
+    assert problem is None, problem
     return reference
 
 
@@ -139,6 +163,10 @@ def restored_state_check(
 # --- kill -9 ------------------------------------------------------------------------------------------------
 
 
+def more_rows(postgres: LocalPostgres, table: str, than: int) -> bool:
+    return sink_count(postgres, table) > than
+
+
 @pytest.mark.parametrize("keep_state", [True, False], ids=["state-kept", "state-deleted"])
 def test_kill_9_at_random_points(
     kafka: Kafka,
@@ -149,11 +177,13 @@ def test_kill_9_at_random_points(
     keep_state: bool,
 ) -> None:
     """``kill -9`` six times: right after the first rows appear (a writer batch in flight), then at five
-    seeded random moments while the second half of the feed is produced; each time a restart in the same
-    group, with the local state kept or deleted (then the tables come back from their changelogs alone).
+    seeded random moments while the second half of the feed is produced, some during the restarted worker's
+    recovery and some while it processes; each time a restart in the same group, with the local state kept
+    or deleted (then the tables come back from their changelogs alone).
 
-    A last kill after everything is written, then a restart, and the restored state must give the reference
-    rows before anything new arrives; a held-back tail of the feed then needs that state for its windows."""
+    Then a last kill after everything is written, a restart, and the restored state must give the reference
+    rows before anything new arrives; a held-back tail of the feed then needs that state for its windows.
+    Every finding of the three checks is reported together."""
     rng = random.Random(f"{SEED}-kill-{keep_state}")
     kafka.create_topics({names.solar: 3, names.weather: 2})
     _, order = make_feed(names)
@@ -163,6 +193,7 @@ def test_kill_9_at_random_points(
     state = tmp_path / "state"
     started: list[Worker] = []
     kills: list[str] = []
+    problems: list[str] = []
 
     def restart() -> Worker:
         if not keep_state:
@@ -172,58 +203,78 @@ def test_kill_9_at_random_points(
         started.append(worker)
         return worker
 
+    produce_in_order(kafka, body[:half])
     worker = workers()
     started.append(worker)
-    produce_in_order(kafka, body[:half])
     wait_for(lambda: sink_count(postgres, names.table) > 0, 60, "first rows", worker.tail)
     worker.kill()
     kills.append(f"right after the first rows: {sink_count(postgres, names.table)} rows in the sink")
     worker = restart()
 
-    feeder = Feeder(kafka, body[half:], chunk=100, interval=1.0)
-    moments = sorted(rng.uniform(0.5, feeder.duration) for _ in range(5))
+    # About 38 s of feed at 50 messages a second; the five kills take about 30 s.
+    feeder = Feeder(kafka, body[half:], chunk=CHUNK // 2, interval=1.0)
+    plan = rng.sample(["processing"] * 3 + ["recovery"] * 2, 5)
     feeder.start()
-    for moment in moments:
-        time.sleep(max(0.0, feeder.started_at + moment - time.monotonic()))
+    feeding = 0
+    for kind in plan:
+        restarted = time.monotonic()
+        if kind == "recovery":  # restart to ready is about 5 s after a kill -9
+            time.sleep(rng.uniform(0.5, 4.0))
+        else:  # once the restarted worker writes rows again, then a little later
+            written = sink_count(postgres, names.table)
+            wait_for(partial(more_rows, postgres, names.table, written), 60, "rows again", worker.tail)
+            time.sleep(rng.uniform(0.0, 1.0))
+        feeding += feeder.is_alive()
         worker.kill()
         kills.append(
-            f"at {moment:5.1f} s (scheduled) / {feeder.elapsed:5.1f} s: {feeder.produced} of "
-            f"{len(feeder.order)} produced, {sink_count(postgres, names.table)} rows in the sink"
+            f"{kind:<10} {time.monotonic() - restarted:4.1f} s after the restart, feed at "
+            f"{feeder.elapsed:4.1f} s: {feeder.produced} of {len(feeder.order)} produced, "
+            f"{sink_count(postgres, names.table)} rows"
         )
         worker = restart()
     feeder.finish()
     print(f"\nkill -9 schedule (seed {SEED}, state {'kept' if keep_state else 'deleted'}):")
     print("\n".join(f"  kill {i + 1}: {line}" for i, line in enumerate(kills)))
     assert len(kills) >= 6
+    assert feeding >= 4, f"only {feeding} of the 5 kills while the feed was produced"
 
-    reference = final_check(kafka, postgres, names, len(body), worker)
+    reference, problem = sink_problem(kafka, postgres, names, len(body), worker, tmp_path / "evidence")
+    if problem:
+        problems.append(f"after the kills: {problem}")
 
     # Everything is written and committed: one more kill, and the restored state must be the whole state.
     worker.kill()
     worker = restart()
-    took = restored_state_check(worker, reference, REGIONS)
-    print(f"  restored state complete {took:.1f} s after the web port answered")
-    produce_in_order(kafka, tail)
-    final_check(kafka, postgres, names, len(order), worker)
+    try:
+        took = restored_state_check(worker, reference, REGIONS)
+        print(f"  restored state complete {took:.1f} s after the web port answered")
+    except AssertionError as exc:
+        problems.append(f"after the last restart: {exc}")
+    produce_in_order(kafka, tail, chunk=CHUNK)
+    _, problem = sink_problem(kafka, postgres, names, len(order), worker, tmp_path / "evidence-tail")
+    if problem:
+        problems.append(f"after the tail: {problem}")
     failures = log_events(all_logs(started), "align_failed")
-    assert not failures, failures[:3]
+    if failures:
+        problems.append(f"align_failed in the logs: {failures[:3]}")
+    assert not problems, "\n\n".join(problems)
 
 
 # --- PostgreSQL down ----------------------------------------------------------------------------------------
 
 
 def test_postgres_down_for_30_s(
-    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, tmp_path: Path
 ) -> None:
     """The database stops for 30 s while data flows: the worker stays up, retries with capped backoff,
     logs each retry once and the recovery once, and catches up by itself."""
     kafka.create_topics({names.solar: 3, names.weather: 2})
     _, order = make_feed(names)
     third = len(order) // 3
-    worker = workers()
     produce_in_order(kafka, order[:third])
+    worker = workers()
     wait_for(lambda: sink_count(postgres, names.table) > 0, 60, "first rows", worker.tail)
-    feeder = Feeder(kafka, order[third:], chunk=100, interval=1.2)  # about 32 s of data flowing
+    feeder = Feeder(kafka, order[third:], chunk=CHUNK, interval=1.2)  # about 32 s of data flowing
     feeder.start()
     down_at = time.monotonic()
     try:
@@ -238,7 +289,7 @@ def test_postgres_down_for_30_s(
     up_at = time.monotonic()
     assert worker.alive, worker.tail()
     feeder.finish()
-    final_check(kafka, postgres, names, len(order), worker)
+    final_check(kafka, postgres, names, len(order), worker, tmp_path / "evidence")
     caught_up = time.monotonic() - up_at
 
     text = worker.log_text()
@@ -262,14 +313,14 @@ def test_postgres_down_for_30_s(
 
 
 def test_sigterm_while_data_flows(
-    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, tmp_path: Path
 ) -> None:
     """SIGTERM mid-stream: a clean exit (code 0) within 10 s; a restart then finishes the job exactly."""
     rng = random.Random(f"{SEED}-sigterm")
     kafka.create_topics({names.solar: 3, names.weather: 2})
     _, order = make_feed(names)
     worker = workers()
-    feeder = Feeder(kafka, order, chunk=200, interval=0.5)
+    feeder = Feeder(kafka, order, chunk=CHUNK, interval=0.25)
     feeder.start()
     wait_for(lambda: sink_count(postgres, names.table) > 0, 60, "first rows", worker.tail)
     time.sleep(rng.uniform(0.5, 2.5))
@@ -285,7 +336,7 @@ def test_sigterm_while_data_flows(
     assert elapsed < 10, worker.tail()
     worker = workers()
     feeder.finish()
-    final_check(kafka, postgres, names, len(order), worker)
+    final_check(kafka, postgres, names, len(order), worker, tmp_path / "evidence")
 
 
 # --- two workers --------------------------------------------------------------------------------------------
@@ -313,13 +364,12 @@ def test_two_workers_one_killed(
 
     wait_for(split, 60, "the two workers splitting the partitions", lambda: pair[0].tail() + pair[1].tail())
     half = len(order) // 2
-    produce_in_order(kafka, order[:half])
-    reference = reference_for(kafka, names, half)
-    wait_until_equal(postgres, names.table, reference.rows, timeout=120, on_timeout=pair[1].tail)
+    produce_in_order(kafka, order[:half], chunk=CHUNK)
+    final_check(kafka, postgres, names, half, pair[1], tmp_path / "evidence-half")
     victim, survivor = pair
     lost = held_partitions(victim)
 
-    feeder = Feeder(kafka, order[half:], chunk=100, interval=0.5)
+    feeder = Feeder(kafka, order[half:], chunk=CHUNK, interval=0.5)
     moment = rng.uniform(1.0, feeder.duration - 1.0)
     feeder.start()
     time.sleep(moment)
@@ -332,14 +382,16 @@ def test_two_workers_one_killed(
         lambda: held_partitions(survivor) == set(range(PARTITIONS)), 60, "the takeover", survivor.tail
     )
     print(f"  the survivor holds every partition {took:.1f} s after the feed ended")
-    final_check(kafka, postgres, names, len(order), survivor)
+    final_check(kafka, postgres, names, len(order), survivor, tmp_path / "evidence")
     assert held_partitions(survivor) == set(range(PARTITIONS))
 
 
 # --- late data ----------------------------------------------------------------------------------------------
 
 
-def test_late_data(kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory) -> None:
+def test_late_data(
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, tmp_path: Path
+) -> None:
     """(a) Records within ALLOWED_LATENESS_HOURS that arrive after the rows depending on them were written
     rewrite those rows: the sink equals the reference over all messages. (b) Older ones are still written
     from what is kept and counted as late."""
@@ -350,9 +402,9 @@ def test_late_data(kafka: Kafka, postgres: LocalPostgres, names: Names, workers:
     held_back = {(names.solar, a, end - 15), (names.weather, b, end - 10)}
     kept, held = split_out(order, lambda topic, region, hour: (topic, region, hour) in held_back)
     assert len(held) >= 2, held
-    worker = workers()
     produce_in_order(kafka, kept)
-    before = final_check(kafka, postgres, names, len(kept), worker)
+    worker = workers()
+    before = final_check(kafka, postgres, names, len(kept), worker, tmp_path / "evidence")
     assert (a, hour_start(end - 15)) not in before.rows
     assert (b, hour_start(end - 10)) not in before.rows
 
@@ -366,7 +418,7 @@ def test_late_data(kafka: Kafka, postgres: LocalPostgres, names: Names, workers:
     ]
     produce_in_order(kafka, late_a)
     produced = len(kept) + len(late_a)
-    reference = final_check(kafka, postgres, names, produced, worker)
+    reference = final_check(kafka, postgres, names, produced, worker, tmp_path / "evidence")
     assert reference.rows[(a, hour_start(end - 20))]["production_mw"] == 1234.25
     assert reference.rows[(a, hour_start(end - 19))]["production_lag_1h"] == 1234.25
     assert reference.rows[(b, hour_start(end - 30))]["temperature_c"] == 33.5
@@ -462,7 +514,7 @@ def has_row(postgres: LocalPostgres, table: str, key: tuple[str, datetime]) -> b
 
 
 def test_restart_to_ready(
-    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, tmp_path: Path
 ) -> None:
     """Time from starting a worker again to its web port answering and to the row of a record produced at
     that moment being in the sink, after SIGTERM and after ``kill -9``. Printed; only a generous bound is
@@ -471,10 +523,10 @@ def test_restart_to_ready(
     kafka.create_topics({names.solar: 3, names.weather: 2})
     feed, order = make_feed(names, hours=24 * 10, regions=(region,))
     end = last_hour(feed)
-    worker = workers()
     produce_in_order(kafka, order)
+    worker = workers()
     produced = len(order)
-    final_check(kafka, postgres, names, produced, worker)
+    final_check(kafka, postgres, names, produced, worker, tmp_path / "evidence")
     weather = {"temperature_c": 4.5, "cloud_cover_pct": 80.0, "solar_radiation_wm2": 20.0}
     figures = []
     for how, probe in (("SIGTERM", end + 1), ("kill -9", end + 2)):
@@ -506,4 +558,4 @@ def test_restart_to_ready(
         print(f"  after {how:<8} web port {web:5.1f} s, new record's row in the sink {row:5.1f} s")
     for how, _, row in figures:
         assert row < 30, f"restart after {how} took {row:.1f} s"
-    final_check(kafka, postgres, names, produced, worker)
+    final_check(kafka, postgres, names, produced, worker, tmp_path / "evidence")

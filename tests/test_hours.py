@@ -113,3 +113,20 @@ def test_floor_holds_the_watermark_and_retention() -> None:
     assert state.prune(72, floor=H + 80) == list(range(H, H + 8))
     late = state.apply([Solar(H + 50, Position(0, 999, 0), 1.0)], 48, floor=H + 60)
     assert late.late == 0
+
+
+def test_prune_is_incremental_and_catches_late_records_put_back() -> None:
+    state = RegionHours("R")
+
+    def both(h: int) -> list[Solar | Weather]:
+        return [Solar(h, Position(0, h, 0), 1.0), Weather(h, Position(0, h, 0), 1.0, 1.0, 1.0, 0, 0)]
+
+    for h in range(H, H + 100):
+        state.apply(both(h), 48)
+    assert state.prune(72) == list(range(H, H + 99 - 72))
+    state.apply(both(H + 100), 48)
+    assert state.prune(72) == [H + 99 - 72]
+    late = state.apply([Solar(H + 3, Position(0, 5, 0), 2.0)], 48)
+    assert late.late == 1 and H + 3 in state.solar
+    assert state.prune(72, touched=late.hours) == [H + 3]
+    assert min(state.solar) == H + 100 - 72
