@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -24,6 +25,8 @@ import os
 import platform
 import re
 import select
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -262,6 +265,26 @@ def machine_info(pg: LocalPostgres) -> dict[str, Any]:
     }
 
 
+def source_digest(root: Path) -> str:
+    """A short hash of the pipeline's source under ``root`` (solar_agents/**/*.py)."""
+    digest = hashlib.sha256()
+    for path in sorted((root / "solar_agents").rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        with contextlib.suppress(OSError):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def snapshot_source(target: Path) -> tuple[Path, str]:
+    """Copy solar_agents/ into ``target`` for the workers: a long run must not mix versions of the pipeline
+    when it is edited meanwhile (each worker would import whatever is on disk when it starts)."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(
+        ROOT / "solar_agents", target / "solar_agents", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    return target, source_digest(target)
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds of processes (those that are gone count 0)."""
     total = 0.0
@@ -305,10 +328,15 @@ class Group:
     table: str
     data_dir: Path
 
-    def env(self, broker: LocalBroker, pg: LocalPostgres, extra: dict[str, str]) -> dict[str, str]:
+    def env(
+        self, broker: LocalBroker, pg: LocalPostgres, extra: dict[str, str], source: Path
+    ) -> dict[str, str]:
         setting_names = {name.upper() for name in Settings.model_fields}
         env = {k: v for k, v in os.environ.items() if k not in setting_names}
+        # The pipeline as it was when the run started (see snapshot_source), ahead of the working tree.
+        pythonpath = [str(source), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         env.update(
+            PYTHONPATH=os.pathsep.join(pythonpath),
             KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
             KAFKA_TOPIC_SOLAR=self.solar,
             KAFKA_TOPIC_WEATHER=self.weather,
@@ -363,6 +391,7 @@ class Bench:
         self.live_next = 0  # index of the next unused live hour
         self.workers: list[WorkerProcess] = []
         self._spy_pids: list[int] = []
+        self.source, self.source_digest = snapshot_source(options.workdir / "source")
 
     # -- helpers --
 
@@ -370,7 +399,7 @@ class Bench:
         return group.solar if feed == synth.SOLAR else group.weather
 
     def worker(self, group: Group, label: str) -> WorkerProcess:
-        env = group.env(self.broker, self.pg, self.o.settings)
+        env = group.env(self.broker, self.pg, self.o.settings, self.source)
         # Its own working directory, so that a developer's settings.env is not read.
         proc = WorkerProcess(env, self.o.workdir / f"worker-{label}.log", cwd=self.o.workdir)
         self.workers.append(proc)
@@ -977,9 +1006,15 @@ class Bench:
         }  # fmt: skip
         settings["TOPIC_PARTITIONS"] = PARTITIONS
         settings.update(self.o.settings)
+        if source_digest(ROOT) != self.source_digest:
+            self.notes.append(
+                "solar_agents/ was edited during the run; every worker ran the snapshot taken at its start "
+                f"({self.source_digest})"
+            )
         return {
             "benchmark": {
                 "started": started.isoformat(timespec="seconds"),
+                "solar_agents_source": self.source_digest,
                 "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
                 "command": " ".join(["benchmarks/run", *sys.argv[1:]]),
                 "full_size": self.o.full and not self.o.quick,
@@ -1144,8 +1179,15 @@ def render(results: dict[str, Any]) -> str:
 # --- main ---------------------------------------------------------------------------------------------------
 
 
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    # Unwind through the finally blocks, which stop the workers and the services this run started.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGINT, _stop_on_signal)
     progress = Progress()
     options.workdir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)

@@ -209,6 +209,7 @@ class Pipeline:
         by_region: dict[str, list[Record]] = defaultdict(list)
         read_offset: dict[TP, int] = {}
         read_hour: dict[TP, int] = {}
+        batch_lowest: dict[TP, int] = {}
         topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
         for event in events:
             message = event.message
@@ -234,13 +235,20 @@ class Pipeline:
             hour = read_hour.get(message.tp)
             if hour is None or record.hour > hour:
                 read_hour[message.tp] = record.hour
+            lowest = batch_lowest.get(message.tp)
+            if lowest is None or record.hour < lowest:
+                batch_lowest[message.tp] = record.hour
+        feed = "s" if solar else "w"
+        # Before the records: their partitions are not read to the end yet, and reach back this far. The
+        # align agent must not apply them under an older report that says "caught up".
+        await self._report_progress(topic, feed, reading=batch_lowest)
         for region, records in by_region.items():
             await self.records_topic.send(key=region.encode(), value=encode_records(records))
         # Progress counts a batch only once its records are on their way (a report may go out meanwhile).
         self._read_offset.update(read_offset)
         for tp, hour in read_hour.items():
             self._read_hour[tp] = max(hour, self._read_hour.get(tp, hour))
-        await self._report_progress(topic, "s" if solar else "w")
+        await self._report_progress(topic, feed)
         self.stats.ingested[topic] += sum(len(r) for r in by_region.values())
         for event in events:
             await stream.ack(event)
@@ -251,25 +259,35 @@ class Pipeline:
 
     def _read_position(self, tp: TP) -> tuple[int, bool]:
         """The next offset the ingest will read from a raw partition, and whether that is its end."""
-        consumer = self.app.consumer
+        consumer = cast(Consumer, self.app.consumer)
         highwater = consumer.highwater(tp)  # from fetch responses: right even where ListOffsets is not
         last = self._read_offset.get(tp)
-        # Not yet read here: where the group starts (its committed offset, else the beginning).
-        committed = cast(Consumer, consumer)._committed_offset.get(tp)
-        next_offset = last + 1 if last is not None else committed or 0
-        return next_offset, highwater is not None and next_offset >= highwater
+        if last is not None:
+            return last + 1, highwater is not None and last + 1 >= highwater
+        # Nothing read here yet: only a partition the group had read to its end is caught up, and only while
+        # nothing of it is on its way to the ingest agent.
+        committed = consumer._committed_offset.get(tp)
+        in_flight = consumer._read_offset.get(tp) is not None
+        caught_up = (
+            highwater is not None and committed is not None and committed >= highwater and not in_flight
+        )
+        return committed or 0, caught_up
 
-    async def _report_progress(self, topic: str, feed: str) -> None:
+    async def _report_progress(self, topic: str, feed: str, reading: dict[TP, int] | None = None) -> None:
         """Tell every records partition how far each raw partition of ``topic`` has been read.
 
-        Sent after the batch's records, so in each records partition a report follows what it covers.
+        Sent before a batch's records (``reading``: the lowest hour of the batch per raw partition, which is
+        then not caught up) and after them, so in each records partition the records sit between the two.
         """
         consumer = self.app.consumer
         report: dict[int, tuple[int | None, bool, int]] = {}
         for tp in consumer.assignment():
             if tp.topic == topic:
                 next_offset, caught_up = self._read_position(tp)
-                report[tp.partition] = (self._read_hour.get(tp), caught_up, next_offset)
+                hour = self._read_hour.get(tp)
+                if reading and tp in reading:  # records of this partition are on their way
+                    hour, caught_up = reading[tp] if hour is None else min(hour, reading[tp]), False
+                report[tp.partition] = (hour, caught_up, next_offset)
         count = consumer.topic_partitions(topic)
         if count is None:
             return  # no metadata yet: the next report will say

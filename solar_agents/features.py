@@ -137,6 +137,16 @@ def align_batch(
     ``replay`` in progress keeps rows before its start from being rewritten."""
     applied = state.apply(records, lateness_hours, floor)
     touched = affected_hours(applied.solar_hours, applied.weather_hours, window_hours)
+    if (applied.repeated_solar or applied.repeated_weather) and state.pruned_below is not None:
+        # A record kept already (read again after a crash, or a duplicate) rewrites its rows in case their
+        # first write was lost, but never from history cut short by retention: those rows were right.
+        new = affected_hours(
+            applied.solar_hours - applied.repeated_solar,
+            applied.weather_hours - applied.repeated_weather,
+            window_hours,
+        )
+        reach = max(window_hours - 1, 24)
+        touched = new | {h for h in touched if h - reach >= state.pruned_below}
     if replay is not None:
         touched = {h for h in touched if not replay.hides(state.region, h)}
     rows = feature_rows(state, touched, window_hours)

@@ -200,6 +200,10 @@ class Applied:
     solar_hours: set[int] = field(default_factory=set)  # hours whose solar record is (again) the best
     weather_hours: set[int] = field(default_factory=set)
     late: int = 0  # records older than the watermark minus the allowed lateness
+    # Of those, the hours where the record was the very one already kept: a duplicate, or a record read
+    # again after a crash.
+    repeated_solar: set[int] = field(default_factory=set)
+    repeated_weather: set[int] = field(default_factory=set)
 
     @property
     def hours(self) -> set[int]:
@@ -251,6 +255,8 @@ class RegionHours:
             if isinstance(record, Solar):
                 current_solar = self.solar.get(hour)
                 if current_solar is None or not current_solar.position.beats(record.position):
+                    if current_solar == record:
+                        applied.repeated_solar.add(hour)
                     self.solar[hour] = record
                     applied.solar_hours.add(hour)
                 if self.latest_solar is None or hour > self.latest_solar:
@@ -258,6 +264,8 @@ class RegionHours:
             else:
                 current_weather = self.weather.get(hour)
                 if current_weather is None or not current_weather.position.beats(record.position):
+                    if current_weather == record:
+                        applied.repeated_weather.add(hour)
                     self.weather[hour] = record
                     applied.weather_hours.add(hour)
                 if self.latest_weather is None or hour > self.latest_weather:
