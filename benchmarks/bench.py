@@ -468,7 +468,7 @@ class Bench:
             "messages": self.messages_1x,
             "rates": [round(r) for r in rates],
             "rate": round(statistics.median(rates)),
-            "client": f"confluent-kafka {confluent_kafka.version()[0]} Consumer.consume(10000), no parsing",
+            "client": f"confluent-kafka {_version('confluent-kafka')} Consumer.consume(10000), no parsing",
         }
 
     # -- 3. SQL peer --

@@ -209,7 +209,6 @@ class Pipeline:
         by_region: dict[str, list[Record]] = defaultdict(list)
         read_offset: dict[TP, int] = {}
         read_hour: dict[TP, int] = {}
-        batch_lowest: dict[TP, int] = {}
         topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
         for event in events:
             message = event.message
@@ -235,13 +234,10 @@ class Pipeline:
             hour = read_hour.get(message.tp)
             if hour is None or record.hour > hour:
                 read_hour[message.tp] = record.hour
-            lowest = batch_lowest.get(message.tp)
-            if lowest is None or record.hour < lowest:
-                batch_lowest[message.tp] = record.hour
         feed = "s" if solar else "w"
-        # Before the records: their partitions are not read to the end yet, and reach back this far. The
-        # align agent must not apply them under an older report that says "caught up".
-        await self._report_progress(topic, feed, reading=batch_lowest)
+        # Before the records: their partitions are not read to the end yet. The align agent must not apply
+        # them under an older report that says "caught up".
+        await self._report_progress(topic, feed, reading=set(read_offset))
         for region, records in by_region.items():
             await self.records_topic.send(key=region.encode(), value=encode_records(records))
         # Progress counts a batch only once its records are on their way (a report may go out meanwhile).
@@ -273,11 +269,11 @@ class Pipeline:
         )
         return committed or 0, caught_up
 
-    async def _report_progress(self, topic: str, feed: str, reading: dict[TP, int] | None = None) -> None:
+    async def _report_progress(self, topic: str, feed: str, reading: set[TP] | None = None) -> None:
         """Tell every records partition how far each raw partition of ``topic`` has been read.
 
-        Sent before a batch's records (``reading``: the lowest hour of the batch per raw partition, which is
-        then not caught up) and after them, so in each records partition the records sit between the two.
+        Sent before a batch's records (the raw partitions in ``reading`` are then not caught up, whatever an
+        older report said) and after them, so in each records partition the records sit between the two.
         """
         consumer = self.app.consumer
         report: dict[int, tuple[int | None, bool, int]] = {}
@@ -285,8 +281,8 @@ class Pipeline:
             if tp.topic == topic:
                 next_offset, caught_up = self._read_position(tp)
                 hour = self._read_hour.get(tp)
-                if reading and tp in reading:  # records of this partition are on their way
-                    hour, caught_up = reading[tp] if hour is None else min(hour, reading[tp]), False
+                if reading and tp in reading:
+                    caught_up = False  # records of this partition are on their way
                 report[tp.partition] = (hour, caught_up, next_offset)
         count = consumer.topic_partitions(topic)
         if count is None:
