@@ -27,10 +27,11 @@ from faust.transport.consumer import Consumer
 from faust.types import TP, EventT, StreamT, TableT
 
 from solar_agents.features import FeatureRow, align_batch
-from solar_agents.hours import FeedProgress, Record, RegionHours, Replay
+from solar_agents.hours import NOT_YET_READ, FeedProgress, Record, RegionHours, Replay, Uncommitted
 from solar_agents.log import get_logger
 from solar_agents.records import (
     InvalidMessage,
+    ProgressReport,
     RegionResolver,
     decode_control,
     decode_progress,
@@ -152,6 +153,10 @@ class Pipeline:
         self._progress: dict[int, FeedProgress] = defaultdict(FeedProgress)
         self._replays: dict[int, Replay] = {}
         self._states_generation: int | None = None
+        # What a crash would bring back: records read but not committed, per records partition (align)
+        # and per raw partition (ingest). Retention keeps the history they need.
+        self._records_uncommitted: dict[int, Uncommitted] = defaultdict(Uncommitted)
+        self._raw_uncommitted: dict[TP, Uncommitted] = defaultdict(Uncommitted)
         # Ingest side: the latest valid hour and offset read from each raw partition by this process.
         self._read_hour: dict[TP, int] = {}
         self._read_offset: dict[TP, int] = {}
@@ -209,6 +214,7 @@ class Pipeline:
         by_region: dict[str, list[Record]] = defaultdict(list)
         read_offset: dict[TP, int] = {}
         read_hour: dict[TP, int] = {}
+        low_hour: dict[TP, int] = {}
         topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
         for event in events:
             message = event.message
@@ -234,6 +240,11 @@ class Pipeline:
             hour = read_hour.get(message.tp)
             if hour is None or record.hour > hour:
                 read_hour[message.tp] = record.hour
+            low = low_hour.get(message.tp)
+            if low is None or record.hour < low:
+                low_hour[message.tp] = record.hour
+        for tp, low in low_hour.items():
+            self._raw_uncommitted[tp].add(read_offset[tp], low)
         feed = "s" if solar else "w"
         # Before the records: their partitions are not read to the end yet. The align agent must not apply
         # them under an older report that says "caught up".
@@ -276,14 +287,17 @@ class Pipeline:
         older report said) and after them, so in each records partition the records sit between the two.
         """
         consumer = self.app.consumer
-        report: dict[int, tuple[int | None, bool, int]] = {}
+        committed = cast(Consumer, consumer)._committed_offset
+        report: dict[int, ProgressReport] = {}
         for tp in consumer.assignment():
             if tp.topic == topic:
                 next_offset, caught_up = self._read_position(tp)
                 hour = self._read_hour.get(tp)
                 if reading and tp in reading:
                     caught_up = False  # records of this partition are on their way
-                report[tp.partition] = (hour, caught_up, next_offset)
+                tracker = self._raw_uncommitted.get(tp)
+                uncommitted = None if tracker is None else tracker.lowest(committed.get(tp))
+                report[tp.partition] = (hour, caught_up, next_offset, uncommitted)
         count = consumer.topic_partitions(topic)
         if count is None:
             return  # no metadata yet: the next report will say
@@ -371,7 +385,7 @@ class Pipeline:
                 self._control(message.partition, message.value)
                 continue
             try:
-                rows = self._align(message.partition, message.key, message.value, window)
+                rows = self._align(message.partition, message.offset, message.key, message.value, window)
             except Exception:  # keep the worker up; the message is logged for a replay
                 log.exception("align_failed", partition=event.message.partition, offset=event.message.offset)
                 continue
@@ -391,8 +405,8 @@ class Pipeline:
         if data["type"] == "progress":
             feed, count, partitions = decode_progress(data)
             progress.set_count(feed, count)
-            for raw_partition, hour, caught_up, offset in partitions:
-                progress.update(feed, raw_partition, hour, caught_up, offset)
+            for raw_partition, report in partitions:
+                progress.update(feed, raw_partition, *report)
             self._replay(partition)  # ends a replay the ingest has now read past
         elif data["type"] == "replay":
             replay, starts = decode_replay(data)
@@ -413,20 +427,26 @@ class Pipeline:
             return None
         return replay
 
-    def _align(self, partition: int, key: bytes | None, value: bytes | None, window: int) -> list[FeatureRow]:
+    def _align(
+        self, partition: int, offset: int, key: bytes | None, value: bytes | None, window: int
+    ) -> list[FeatureRow]:
         assert key is not None and value is not None
         region = key.decode()
         state = self.region_state(region)
         settings = self.settings
+        records = decode_records(value)
         aligned = align_batch(
             state,
-            decode_records(value),
+            records,
             window,
             settings.allowed_lateness_hours,
             settings.retention_hours,
             self._progress[partition].floor(),
             self._replay(partition),
+            self._uncommitted(partition, offset, state, records),
         )
+        if state.applied_through is None or offset > state.applied_through:
+            state.applied_through = offset
         self.stats.late += aligned.late
         for hour in aligned.stored_hours:
             self.hour_table[hour_key(region, hour)] = hour_value(state, hour)
@@ -434,6 +454,26 @@ class Pipeline:
             self.hour_table.pop(hour_key(region, hour), None)
         self.region_table[region] = region_value(state)
         return aligned.rows
+
+    def _uncommitted(
+        self, partition: int, offset: int, state: RegionHours, records: list[Record]
+    ) -> int | None:
+        """The lowest hour a crash could deliver again to this records partition: of its own batches not
+        committed yet, and of the raw records the ingest has not committed."""
+        tracker = self._records_uncommitted[partition]
+        if records:
+            tracker.add(offset, min(record.hour for record in records))
+        if state.applied_through is not None and offset <= state.applied_through:
+            # Read again after a restart: the batches up to the last one applied come back in order, each
+            # needing the history it had the first time; nothing may be pruned until they are through.
+            return NOT_YET_READ
+        committed = cast(Consumer, self.app.consumer)._committed_offset
+        lows = [
+            tracker.lowest(committed.get(TP(self.settings.records_topic, partition))),
+            self._progress[partition].uncommitted(),
+        ]
+        present = [low for low in lows if low is not None]
+        return min(present) if present else None
 
     # --- write ----------------------------------------------------------------------------------------------
 

@@ -63,6 +63,11 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def history_hours(window_hours: int) -> int:
+    """How far back a row reads: its window and its 24 h lag."""
+    return max(window_hours - 1, 24)
+
+
 def feature_row(state: RegionHours, hour: int, window_hours: int) -> FeatureRow | None:
     """The row of (region, hour), or None while one half of the hour is missing."""
     solar = state.solar.get(hour)
@@ -130,12 +135,15 @@ def align_batch(
     retention_hours: int,
     floor: int | None = None,
     replay: Replay | None = None,
+    uncommitted: int | None = None,
 ) -> Aligned:
     """The step of the align agent: fold records into the region's state, compute the rows they touch,
     then apply retention. Rows come before retention, so a late record is still written from whatever
     history is kept (SPEC). ``floor`` holds the watermark below raw partitions still being read; a
-    ``replay`` in progress keeps rows before its start from being rewritten."""
+    ``replay`` in progress keeps rows before its start from being rewritten; ``uncommitted`` is the lowest
+    hour that a crash could deliver again, whose rows' history must outlive it."""
     applied = state.apply(records, lateness_hours, floor)
+    reach = history_hours(window_hours)
     touched = affected_hours(applied.solar_hours, applied.weather_hours, window_hours)
     if (applied.repeated_solar or applied.repeated_weather) and state.pruned_below is not None:
         # A record kept already (read again after a crash, or a duplicate) rewrites its rows in case their
@@ -145,10 +153,10 @@ def align_batch(
             applied.weather_hours - applied.repeated_weather,
             window_hours,
         )
-        reach = max(window_hours - 1, 24)
         touched = new | {h for h in touched if h - reach >= state.pruned_below}
     if replay is not None:
         touched = {h for h in touched if not replay.hides(state.region, h)}
     rows = feature_rows(state, touched, window_hours)
-    pruned = state.prune(retention_hours, floor, applied.hours)
+    keep_from = None if uncommitted is None else uncommitted - reach
+    pruned = state.prune(retention_hours, floor, applied.hours, keep_from)
     return Aligned(rows, applied.hours.difference(pruned), pruned, applied.late)

@@ -7,6 +7,7 @@ number of hours since the epoch (``hour * 3600`` is its start in epoch seconds).
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -127,8 +128,9 @@ class FeedProgress:
     watermark of a region is also held below the progress of every raw partition not yet read to its end.
     """
 
-    # (feed, raw partition) -> (latest hour read, read to its end, next offset to read)
-    partitions: dict[tuple[str, int], tuple[int | None, bool, int]] = field(default_factory=dict)
+    # (feed, raw partition) -> (latest hour read, read to its end, next offset to read, lowest hour of the
+    # records read but not committed yet: what a crash would bring back)
+    partitions: dict[tuple[str, int], tuple[int | None, bool, int, int | None]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # feed -> partitions of its raw topic
     feeds: tuple[str, ...] = ("s", "w")
 
@@ -138,12 +140,21 @@ class FeedProgress:
         self.counts[feed] = count
         return True
 
-    def update(self, feed: str, partition: int, hour: int | None, caught_up: bool, offset: int = 0) -> bool:
+    def update(
+        self,
+        feed: str,
+        partition: int,
+        hour: int | None,
+        caught_up: bool,
+        offset: int = 0,
+        uncommitted: int | None = None,
+    ) -> bool:
         """Record a report (the latest wins: a replay moves progress back); returns whether it changed."""
         key = (feed, partition)
-        if self.partitions.get(key) == (hour, caught_up, offset):
+        report = (hour, caught_up, offset, uncommitted)
+        if self.partitions.get(key) == report:
             return False
-        self.partitions[key] = (hour, caught_up, offset)
+        self.partitions[key] = report
         return True
 
     def offset(self, feed: str, partition: int) -> int | None:
@@ -161,13 +172,48 @@ class FeedProgress:
             if count is None:
                 return NOT_YET_READ
             for partition in range(count):
-                hour, caught_up, _ = self.partitions.get((feed, partition), (None, False, 0))
+                hour, caught_up, _, _ = self.partitions.get((feed, partition), (None, False, 0, None))
                 if caught_up:
                     continue
                 if hour is None:
                     return NOT_YET_READ
                 lowest = hour if lowest is None else min(lowest, hour)
         return lowest
+
+    def uncommitted(self) -> int | None:
+        """The lowest hour a crash of the ingest could deliver again; None when all read is committed."""
+        hours = [report[3] for report in self.partitions.values() if report[3] is not None]
+        return min(hours) if hours else None
+
+
+class Uncommitted:
+    """The lowest hour among records read from one partition at offsets not committed yet.
+
+    After a crash the consumer reads again from the committed offset, so these records come back, and the
+    history their rows need must still be kept. Entries are (last offset, lowest hour) with hours rising
+    left to right: an entry behind a later one with a lower hour can never be the answer.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: deque[tuple[int, int]] = deque()
+
+    def add(self, offset: int, hour: int) -> None:
+        entries = self._entries
+        while entries and entries[-1][0] >= offset:  # read again from an earlier offset
+            entries.pop()
+        while entries and entries[-1][1] >= hour:
+            entries.pop()
+        entries.append((offset, hour))
+
+    def lowest(self, committed: int | None) -> int | None:
+        """The lowest hour read at or after ``committed`` (the next offset the group would read)."""
+        entries = self._entries
+        if committed is not None:
+            while entries and entries[0][0] < committed:
+                entries.popleft()
+        return entries[0][1] if entries else None
 
 
 @dataclass(slots=True, frozen=True)
@@ -223,8 +269,14 @@ class RegionHours:
     weather: dict[int, Weather] = field(default_factory=dict)
     latest_solar: int | None = None
     latest_weather: int | None = None
-    # Everything below this hour has been pruned, so the next prune only looks at the hours since.
+    # History below this hour may have been pruned: rows that read it are no longer computed exactly.
     pruned_below: int | None = None
+    # Position (in its records partition) of the last batch applied: a batch at or before it is read again
+    # after a restart, and must find the history it found the first time.
+    applied_through: int | None = None
+    # The last prune's horizon: the next prune only looks at the hours since (it can be below pruned_below
+    # while history is held back for records that may be read again).
+    scan_from: int | None = None
 
     @property
     def watermark(self) -> int | None:
@@ -272,27 +324,40 @@ class RegionHours:
                     self.latest_weather = hour
         return applied
 
-    def horizon(self, retention_hours: int, floor: int | None = None) -> int | None:
-        """The oldest hour still kept, or None while there is no watermark."""
+    def horizon(
+        self, retention_hours: int, floor: int | None = None, keep_from: int | None = None
+    ) -> int | None:
+        """The oldest hour still kept, or None while there is no watermark; never above ``keep_from``."""
         watermark = self.effective_watermark(floor)
-        return None if watermark is None else watermark - retention_hours
+        if watermark is None:
+            return None
+        horizon = watermark - retention_hours
+        return horizon if keep_from is None else min(horizon, keep_from)
 
-    def prune(self, retention_hours: int, floor: int | None = None, touched: Iterable[int] = ()) -> list[int]:
+    def prune(
+        self,
+        retention_hours: int,
+        floor: int | None = None,
+        touched: Iterable[int] = (),
+        keep_from: int | None = None,
+    ) -> list[int]:
         """Forget hours older than the horizon (event time, never the wall clock); return them.
 
-        Costs the hours the horizon moved over (plus ``touched``, where a late record may have put one back
-        below it), not the size of the state.
+        ``keep_from`` holds history that records which may still be read again need. Costs the hours the
+        horizon moved over (plus ``touched``, where a late record may have put one back below it), not the
+        size of the state.
         """
-        horizon = self.horizon(retention_hours, floor)
+        horizon = self.horizon(retention_hours, floor, keep_from)
         if horizon is None:
             return []
-        start = self.pruned_below
+        start = self.scan_from
         candidates: Iterable[int]
         if start is None or horizon - start > len(self.solar) + len(self.weather):
             candidates = set(self.solar) | set(self.weather)
         else:
             candidates = range(start, horizon)
-        if start is None or horizon > start:
+        self.scan_from = horizon
+        if self.pruned_below is None or horizon > self.pruned_below:
             self.pruned_below = horizon
         old = {h for h in candidates if h < horizon} | {h for h in touched if h < horizon}
         gone = []

@@ -253,15 +253,23 @@ def decode_rows(value: bytes) -> list[FeatureRow]:
 # Control messages of the records topic have an empty key (a region has 1-64 characters) and a "type".
 
 
-def encode_progress(feed: str, count: int, partitions: dict[int, tuple[int | None, bool, int]]) -> bytes:
+ProgressReport = tuple[int | None, bool, int, int | None]
+
+
+def encode_progress(feed: str, count: int, partitions: dict[int, ProgressReport]) -> bytes:
     """A progress report of one raw topic with ``count`` partitions, of those this worker reads:
-    partition -> (latest hour read, read to its end, next offset)."""
-    listed = [[p, h, c, o] for p, (h, c, o) in sorted(partitions.items())]
+    partition -> (latest hour read, read to its end, next offset, lowest hour read but not committed)."""
+    listed = [[p, *report] for p, report in sorted(partitions.items())]
     return _dumps({"type": "progress", "feed": feed, "count": count, "partitions": listed})
 
 
-def decode_progress(data: dict[str, Any]) -> tuple[str, int, list[tuple[int, int | None, bool, int]]]:
-    return data["feed"], data["count"], [(p, h, c, o) for p, h, c, o in data["partitions"]]
+def decode_progress(data: dict[str, Any]) -> tuple[str, int, list[tuple[int, ProgressReport]]]:
+    # Reports without the uncommitted hour (written by earlier versions) hold nothing back.
+    return (
+        data["feed"],
+        data["count"],
+        [(p, (h, c, o, u[0] if u else None)) for p, h, c, o, *u in data["partitions"]],
+    )
 
 
 def encode_replay(replay: Replay, starts: dict[tuple[str, int], int]) -> bytes:
@@ -288,12 +296,14 @@ def decode_control(value: bytes) -> dict[str, Any]:
 
 
 def region_value(state: RegionHours) -> list[int | None]:
-    """Table value of a region: the latest hours seen of each feed (its watermark)."""
-    return [state.latest_solar, state.latest_weather]
+    """Table value of a region: the latest hours seen of each feed (its watermark), and the records offset
+    of the last batch applied (what a restart reads again)."""
+    return [state.latest_solar, state.latest_weather, state.applied_through]
 
 
 def load_region(region: str, value: list[int | None]) -> RegionHours:
-    return RegionHours(region, latest_solar=value[0], latest_weather=value[1])
+    applied = value[2] if len(value) > 2 else None
+    return RegionHours(region, latest_solar=value[0], latest_weather=value[1], applied_through=applied)
 
 
 def replay_value(replay: Replay) -> dict[str, Any]:

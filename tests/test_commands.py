@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from conftest import WorkerFactory
 from kafka_util import Kafka
 from pipeline_util import produce_in_order, reference_for, sink_rows, wait_until_equal
@@ -66,13 +65,6 @@ def test_replay_rewrites_every_row_from_a_time_on_and_nothing_before(
     assert "replay_finished" in again.log_text()
 
 
-@pytest.mark.xfail(
-    reason=(
-        "flaky with the known kill -9 issue: when the first worker stops before its raw offsets are "
-        "committed, the input read again meets a restored state that moved on; see the README"
-    ),
-    strict=False,
-)
 def test_rebuild_removes_state_and_the_restore_brings_it_back(
     kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, tmp_path: Path
 ) -> None:
@@ -87,9 +79,6 @@ def test_rebuild_removes_state_and_the_restore_brings_it_back(
     )
     refused = run_command(worker, "rebuild")
     assert refused.returncode == 2 and "refused" in refused.stderr
-    # Past a commit interval, so the group's offsets cover the first half: this test is about the restore;
-    # input read again after a stop that left offsets behind is the known kill -9 issue (test_faults.py).
-    time.sleep(3.0)
     assert worker.terminate() == 0
 
     rebuilt = run_command(worker, "rebuild")

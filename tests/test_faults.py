@@ -169,13 +169,6 @@ def more_rows(postgres: LocalPostgres, table: str, than: int) -> bool:
     return sink_count(postgres, table) > than
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known open bug: after kill -9 the records read again since the last commit can meet a region state "
-        "that moved on and was pruned meanwhile, and a few dozen rows get windows cut short; see the README"
-    ),
-    strict=False,
-)
 @pytest.mark.parametrize("keep_state", [True, False], ids=["state-kept", "state-deleted"])
 def test_kill_9_at_random_points(
     kafka: Kafka,

@@ -105,3 +105,23 @@ def test_align_batch_writes_late_record_from_kept_history() -> None:
     assert [r.hour for r in late.rows] == [h + 1]
     assert late.rows[0].production_lag_1h is None  # h was forgotten: whatever history is kept
     assert late.pruned_hours == [h + 1] and not late.stored_hours
+
+
+def test_align_batch_keeps_the_history_of_records_a_crash_may_bring_back() -> None:
+    state = RegionHours("R")
+    h = SATURDAY_NOON
+
+    def both(hour: int) -> list[Solar | Weather]:
+        return [Solar(hour, P, float(hour - h)), Weather(hour, P, 1.0, 1.0, 1.0, 0.0, 0.0)]
+
+    for hour in range(h, h + 30):
+        align_batch(state, both(hour), 24, 48, 72)
+    # Far ahead, while the records from h + 29 on are not committed: their rows' history stays.
+    ahead = align_batch(state, both(h + 300), 24, 48, 72, uncommitted=h + 29)
+    assert ahead.pruned_hours == list(range(h, h + 29 - 24))
+    again = align_batch(state, both(h + 29), 24, 48, 72, uncommitted=h + 29)
+    row = next(r for r in again.rows if r.hour == h + 29)
+    assert row.production_lag_24h == 5.0 and row.production_ma_24h == sum(range(6, 30)) / 24
+    # Once committed, retention catches up with the watermark.
+    later = align_batch(state, both(h + 301), 24, 48, 72)
+    assert later.pruned_hours == list(range(h + 5, h + 30))

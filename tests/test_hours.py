@@ -14,6 +14,7 @@ from solar_agents.hours import (
     Position,
     RegionHours,
     Solar,
+    Uncommitted,
     Weather,
     hour_label,
     nearest_hour,
@@ -130,3 +131,43 @@ def test_prune_is_incremental_and_catches_late_records_put_back() -> None:
     assert late.late == 1 and H + 3 in state.solar
     assert state.prune(72, touched=late.hours) == [H + 3]
     assert min(state.solar) == H + 100 - 72
+
+
+def test_uncommitted_is_the_lowest_hour_at_or_after_the_committed_offset() -> None:
+    tracker = Uncommitted()
+    assert tracker.lowest(None) is None
+    tracker.add(10, H + 5)
+    tracker.add(20, H + 2)  # lower and later: the entry before can never be the answer again
+    tracker.add(30, H + 9)
+    assert tracker.lowest(None) == H + 2
+    assert tracker.lowest(20) == H + 2  # offset 20 is the next to read: it comes back after a crash
+    assert tracker.lowest(21) == H + 9
+    assert tracker.lowest(31) is None
+    tracker.add(40, H + 1)
+    tracker.add(35, H + 7)  # read again from an earlier offset: what came after it is read again too
+    assert tracker.lowest(31) == H + 7
+
+
+def test_feed_progress_uncommitted_is_the_lowest_report() -> None:
+    progress = FeedProgress()
+    assert progress.uncommitted() is None
+    progress.update("s", 0, H + 10, False, 100, H + 4)
+    progress.update("s", 1, H + 12, True, 80, None)
+    progress.update("w", 0, H + 9, False, 50, H + 6)
+    assert progress.uncommitted() == H + 4
+    progress.update("s", 0, H + 10, False, 100, None)  # committed since
+    assert progress.uncommitted() == H + 6
+
+
+def test_keep_from_holds_retention_back_and_the_next_prune_catches_up() -> None:
+    state = RegionHours("R")
+    for h in range(H, H + 200):
+        state.apply(
+            [Solar(h, Position(0, h, 0), 1.0), Weather(h, Position(0, h, 0), 1.0, 1.0, 1.0, 0, 0)], 48
+        )
+    assert state.prune(72, keep_from=H + 100) == list(range(H, H + 100))
+    assert state.pruned_below == H + 100
+    assert state.prune(72, keep_from=H + 20) == []  # held further back: nothing more goes
+    assert state.pruned_below == H + 100  # history below it may still be missing
+    assert state.prune(72) == list(range(H + 100, H + 199 - 72))
+    assert min(state.solar) == H + 199 - 72

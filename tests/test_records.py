@@ -11,15 +11,20 @@ from solar_agents.hours import Position, RegionHours, Solar, Weather
 from solar_agents.records import (
     InvalidMessage,
     RegionResolver,
+    decode_control,
+    decode_progress,
     decode_records,
     decode_rows,
+    encode_progress,
     encode_records,
     encode_rows,
     hour_key,
     hour_value,
     load_hour,
+    load_region,
     parse_solar,
     parse_weather,
+    region_value,
     split_hour_key,
 )
 
@@ -113,3 +118,14 @@ def test_internal_encodings_round_trip() -> None:
     assert split_hour_key(hour_key("R|x", 430_000)) == ("R|x", 430_000)
     row = FeatureRow("R", 1, 1.0, None, 2.0, 3.0, 4.0, 5.0, 6.0, None, 7.0, None, 8.0, 1, 3, False)
     assert decode_rows(encode_rows([row])) == [row]
+
+
+def test_region_and_progress_values_round_trip_and_read_older_ones() -> None:
+    state = RegionHours("R", latest_solar=430_010, latest_weather=430_008, applied_through=77)
+    assert load_region("R", json.loads(json.dumps(region_value(state)))) == state
+    assert load_region("R", [430_010, 430_008]).applied_through is None
+    report = {0: (430_010, False, 120, 430_002), 1: (None, True, 0, None)}
+    data = decode_control(encode_progress("s", 2, report))
+    assert decode_progress(data) == ("s", 2, [(0, report[0]), (1, report[1])])
+    older = {"type": "progress", "feed": "w", "count": 1, "partitions": [[0, 430_001, True, 9]]}
+    assert decode_progress(older) == ("w", 1, [(0, (430_001, True, 9, None))])
