@@ -283,14 +283,21 @@ def settled(base: str, ingested: Counter[str], dead: Counter[str]) -> dict[str, 
 def wait_settled(
     worker: Worker, postgres: LocalPostgres, table: str, rows: int, ingested: Counter[str], dead: Counter[str]
 ) -> dict[str, Any]:
+    """Wait until the worker is settled and stays so for 6 s (two commit intervals): right after the last
+    commit the ingest still reports that nothing it read is uncommitted any more, which is new input for the
+    align agent, committed in turn."""
     deadline = time.monotonic() + 120
     answer: dict[str, Any] | None = None
+    since: float | None = None
     while time.monotonic() < deadline:
         assert worker.alive, worker.tail()
-        if sink_count(postgres, table) == rows:
-            answer = settled(worker.url, ingested, dead)
-            if answer is not None:
-                return answer
+        answer = settled(worker.url, ingested, dead) if sink_count(postgres, table) == rows else None
+        if answer is None:
+            since = None
+        elif since is None:
+            since = time.monotonic()
+        elif time.monotonic() - since >= 6.0:
+            return answer
         time.sleep(0.5)
     raise AssertionError(f"worker never settled; last answer {json.dumps(answer)[:2000]}\n{worker.tail()}")
 
