@@ -22,6 +22,15 @@ def run_command(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_help_lists_the_history_commands() -> None:
+    result = subprocess.run(
+        [FAUST, "-A", "solar_agents", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert {"worker", "backfill", "replay", "rebuild", "demo", "rows"} <= listed, result.stdout
+
+
 def test_replay_rewrites_every_row_from_a_time_on_and_nothing_before(
     kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, tmp_path: Path
 ) -> None:
