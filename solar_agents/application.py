@@ -14,7 +14,7 @@ from solar_agents.web import register_views
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     """The app and its pipeline; every Faust setting comes from ``settings`` here and nowhere later."""
     log.configure(settings.log_level)
-    broker_compat.install()
+    broker_compat.install(settings.broker_fetch_max_wait_seconds)
     producer_compat.install()
     app = faust.App(
         settings.kafka_consumer_group,

@@ -1,4 +1,4 @@
-"""End offsets taken from fetch responses, for the changelog restore.
+"""End offsets taken from fetch responses, for the changelog restore; a fetch wait that can be set.
 
 Faust restores a table by reading its changelog up to the end offsets that ListOffsets answers. Some
 Kafka-protocol brokers (the local one used by the demo and the tests among them) answer ListOffsets after a
@@ -8,6 +8,11 @@ whose local state was deleted then restores a stale table and writes wrong rows.
 The high-water mark in a fetch response is right on every broker, so the end offset of each partition is
 the larger of the ListOffsets answer and the high-water mark of a fetch at (that answer - 1). On Apache
 Kafka both are equal and this costs one small fetch per partition at restore time.
+
+Faust also fixes the consumer's fetch wait at 1.5 s. A broker that holds a waiting fetch until that time is
+up even when records arrive meanwhile (the local one does) adds up to 1.5 s per topic hop to the latency;
+``BROKER_FETCH_MAX_WAIT_SECONDS`` sets it. On Apache Kafka, which answers as soon as records arrive, a
+shorter wait only means more requests while idle.
 """
 
 from __future__ import annotations
@@ -82,6 +87,16 @@ async def _highwaters(self: AIOKafkaConsumerThread, partitions: list[Any]) -> Ma
     return await fetched_end_offsets(consumer, partitions)
 
 
-def install() -> None:
-    """Make Faust's consumer use fetched end offsets (restore, lag). Idempotent."""
+_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+
+
+def install(fetch_max_wait_seconds: float = 1.5) -> None:
+    """Make Faust's consumer use fetched end offsets (restore, lag) and the given fetch wait. Idempotent."""
     AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
+
+    def create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> AIOKafkaConsumer:
+        consumer = _create_worker_consumer(self, transport)
+        consumer._fetch_max_wait_ms = round(fetch_max_wait_seconds * 1000)  # read when the consumer starts
+        return consumer
+
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
