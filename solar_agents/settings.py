@@ -50,9 +50,9 @@ class Settings(BaseSettings):
     broker_heartbeat_interval_seconds: float = Field(0.5, gt=0)
     broker_rebalance_timeout_seconds: float = Field(10.0, gt=0)
     broker_commit_interval_seconds: float = Field(1.0, gt=0)
-    # How long a fetch may wait for records; Faust's fixed 1.5 s is the latency per hop on brokers that
-    # answer a waiting fetch only at its end.
-    broker_fetch_max_wait_seconds: float = Field(0.1, gt=0, le=30)
+    # How long a fetch may wait for records (Faust fixes 1.5 s). On brokers that answer a waiting fetch only
+    # at its end it is the latency of each topic hop; shorter costs backfill throughput (README).
+    broker_fetch_max_wait_seconds: float = Field(1.5, gt=0, le=30)
     producer_linger_seconds: float = Field(0.01, ge=0)
     db_connect_timeout_seconds: int = Field(5, ge=1)
     db_retry_max_seconds: float = Field(10.0, gt=0)
