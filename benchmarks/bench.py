@@ -47,6 +47,16 @@ from solar_agents.local import LocalBroker, LocalPostgres, free_port
 from solar_agents.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def shown(path: Path) -> Path:
+    """A path as results show it: relative to the repository, so that no machine's layout is recorded."""
+    try:
+        return path.resolve().relative_to(ROOT)
+    except ValueError:
+        return Path(path.name)
+
+
 FULL_REGIONS, FULL_DAYS = 16, 365
 QUICK_REGIONS, QUICK_DAYS = 8, 30
 PARTITIONS = 8
@@ -534,12 +544,12 @@ class Bench:
         self._spy_pids = []
         out = self.o.workdir / f"py-spy-{label}.txt"
         if not out.exists():
-            self.notes.append(f"profile {label}: py-spy wrote nothing; see {out.with_suffix('.log')}")
+            self.notes.append(f"profile {label}: py-spy wrote nothing; see {shown(out.with_suffix('.log'))}")
             return {}
         return {
             "tool": f"py-spy {profile.version()} record --nonblocking --rate 100 (non-idle samples)",
             "run": run,
-            "raw_file": str(out),
+            "raw_file": str(shown(out)),
             "py_spy_cpu_seconds": round(used, 1),
             **profile.summarize(out),
         }
