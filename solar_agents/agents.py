@@ -27,7 +27,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP, EventT, StreamT, TableT
 
 from solar_agents.features import FeatureRow, align_batch
-from solar_agents.hours import NOT_YET_READ, FeedProgress, Record, RegionHours, Replay, Uncommitted
+from solar_agents.hours import FeedProgress, Record, RegionHours, Replay, Uncommitted
 from solar_agents.log import get_logger
 from solar_agents.records import (
     InvalidMessage,
@@ -443,10 +443,9 @@ class Pipeline:
             settings.retention_hours,
             self._progress[partition].floor(),
             self._replay(partition),
-            self._uncommitted(partition, offset, state, records),
+            self._uncommitted(partition, offset, records),
+            offset,
         )
-        if state.applied_through is None or offset > state.applied_through:
-            state.applied_through = offset
         self.stats.late += aligned.late
         for hour in aligned.stored_hours:
             self.hour_table[hour_key(region, hour)] = hour_value(state, hour)
@@ -455,18 +454,12 @@ class Pipeline:
         self.region_table[region] = region_value(state)
         return aligned.rows
 
-    def _uncommitted(
-        self, partition: int, offset: int, state: RegionHours, records: list[Record]
-    ) -> int | None:
+    def _uncommitted(self, partition: int, offset: int, records: list[Record]) -> int | None:
         """The lowest hour a crash could deliver again to this records partition: of its own batches not
         committed yet, and of the raw records the ingest has not committed."""
         tracker = self._records_uncommitted[partition]
         if records:
             tracker.add(offset, min(record.hour for record in records))
-        if state.applied_through is not None and offset <= state.applied_through:
-            # Read again after a restart: the batches up to the last one applied come back in order, each
-            # needing the history it had the first time; nothing may be pruned until they are through.
-            return NOT_YET_READ
         committed = cast(Consumer, self.app.consumer)._committed_offset
         lows = [
             tracker.lowest(committed.get(TP(self.settings.records_topic, partition))),

@@ -292,7 +292,7 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
     from aiokafka.structs import TopicPartition
 
     from solar_agents.broker_compat import fetched_end_offsets
-    from solar_agents.hours import HOUR_US, InvalidTimestamp, Replay, to_micros
+    from solar_agents.hours import HOUR_US, InvalidTimestamp, Replay, history_hours, to_micros
     from solar_agents.records import RegionResolver, encode_replay
 
     held = running_here(tabledir)
@@ -308,7 +308,7 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
             print(f"refused: --from {exc}", file=sys.stderr)
             return 2
         # The rows from --from on need the window and the 24 h lag before them.
-        target = from_hour - max(settings.feature_window_hours - 1, 24)
+        target = from_hour - history_hours(settings.feature_window_hours)
     feeds = {"s": settings.kafka_topic_solar, "w": settings.kafka_topic_weather}
     regions = RegionResolver(settings.region_locations, settings.default_region)
     servers = settings.kafka_bootstrap_servers

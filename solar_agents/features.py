@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 
-from solar_agents.hours import Record, RegionHours, Replay
+from solar_agents.hours import NOT_YET_READ, Record, RegionHours, Replay, history_hours
 
 # Monday 1970-01-05 00:00 UTC is hour 96: day_of_week counts from there.
 _MONDAY_HOUR = 96
@@ -61,11 +61,6 @@ def affected_hours(solar_hours: Iterable[int], weather_hours: Iterable[int], win
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
-
-
-def history_hours(window_hours: int) -> int:
-    """How far back a row reads: its window and its 24 h lag."""
-    return max(window_hours - 1, 24)
 
 
 def feature_row(state: RegionHours, hour: int, window_hours: int) -> FeatureRow | None:
@@ -136,12 +131,15 @@ def align_batch(
     floor: int | None = None,
     replay: Replay | None = None,
     uncommitted: int | None = None,
+    offset: int | None = None,
 ) -> Aligned:
     """The step of the align agent: fold records into the region's state, compute the rows they touch,
     then apply retention. Rows come before retention, so a late record is still written from whatever
     history is kept (SPEC). ``floor`` holds the watermark below raw partitions still being read; a
     ``replay`` in progress keeps rows before its start from being rewritten; ``uncommitted`` is the lowest
-    hour that a crash could deliver again, whose rows' history must outlive it."""
+    hour that a crash could deliver again, whose rows' history must outlive it. ``offset`` is the batch's
+    position in its records partition: one at or before the last applied is read again after a restart."""
+    rereading = offset is not None and state.applied_through is not None and offset <= state.applied_through
     applied = state.apply(records, lateness_hours, floor)
     reach = history_hours(window_hours)
     touched = affected_hours(applied.solar_hours, applied.weather_hours, window_hours)
@@ -157,6 +155,13 @@ def align_batch(
     if replay is not None:
         touched = {h for h in touched if not replay.hides(state.region, h)}
     rows = feature_rows(state, touched, window_hours)
-    keep_from = None if uncommitted is None else uncommitted - reach
+    if rereading:
+        # The batches up to the last one applied come back in order, each needing the history it had the
+        # first time: nothing may be pruned until they are through.
+        keep_from: int | None = NOT_YET_READ
+    else:
+        keep_from = None if uncommitted is None else uncommitted - reach
+        if offset is not None:
+            state.applied_through = offset
     pruned = state.prune(retention_hours, floor, applied.hours, keep_from)
     return Aligned(rows, applied.hours.difference(pruned), pruned, applied.late)

@@ -52,6 +52,11 @@ def to_micros(value: object) -> int:
     return us
 
 
+def history_hours(window_hours: int) -> int:
+    """How far back a row reads: its window and its 24 h lag."""
+    return max(window_hours - 1, 24)
+
+
 def nearest_hour(us: int) -> tuple[int, int]:
     """The hour nearest ``us`` (exactly half past rounds up) and the distance to it in microseconds."""
     hour = (us + HALF_HOUR_US) // HOUR_US

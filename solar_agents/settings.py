@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from solar_agents.hours import history_hours
+
 
 class Settings(BaseSettings):
     """Every setting of the service; names are the environment variables, upper-cased."""
@@ -84,4 +86,4 @@ class Settings(BaseSettings):
     @property
     def retention_hours(self) -> int:
         """How many hours behind a region's watermark state is kept (SPEC: lateness plus history)."""
-        return self.allowed_lateness_hours + max(self.feature_window_hours - 1, 24)
+        return self.allowed_lateness_hours + history_hours(self.feature_window_hours)

@@ -30,7 +30,16 @@ from yarl import URL
 
 from solar_agents.agents import Pipeline
 from solar_agents.features import COLUMNS, feature_row
-from solar_agents.hours import HOUR_US, InvalidTimestamp, RegionHours, Solar, Weather, hour_start, to_micros
+from solar_agents.hours import (
+    HOUR_US,
+    InvalidTimestamp,
+    RegionHours,
+    Solar,
+    Weather,
+    history_hours,
+    hour_start,
+    to_micros,
+)
 from solar_agents.log import get_logger
 from solar_agents.stats import RECENT_DEAD_LETTERS, DeadLetter, Stats
 
@@ -193,7 +202,7 @@ def hours_answer(state: RegionHours, hours: range, window_hours: int, retention_
     horizon, so it is false for a few rows whose history is in fact still there: the safe side.)
     """
     horizon = state.horizon(retention_hours)
-    reach = max(window_hours - 1, 24)
+    reach = history_hours(window_hours)
     every = state.solar.keys() | state.weather.keys()
     kept = sorted(h for h in every if h in hours)
     out: list[dict[str, Any]] = []

@@ -125,3 +125,19 @@ def test_align_batch_keeps_the_history_of_records_a_crash_may_bring_back() -> No
     # Once committed, retention catches up with the watermark.
     later = align_batch(state, both(h + 301), 24, 48, 72)
     assert later.pruned_hours == list(range(h + 5, h + 30))
+
+
+def test_a_batch_read_again_after_a_restart_prunes_nothing() -> None:
+    state = RegionHours("R")
+    h = SATURDAY_NOON
+
+    def both(hour: int) -> list[Solar | Weather]:
+        return [Solar(hour, P, 1.0), Weather(hour, P, 1.0, 1.0, 1.0, 0.0, 0.0)]
+
+    for offset, hour in enumerate(range(h, h + 30)):
+        align_batch(state, both(hour), 24, 48, 72, offset=offset)
+    assert state.applied_through == 29
+    again = align_batch(state, both(h + 300), 24, 48, 72, offset=10)  # read again: history stays
+    assert again.pruned_hours == [] and state.applied_through == 29
+    new = align_batch(state, both(h + 301), 24, 48, 72, offset=30)
+    assert new.pruned_hours == list(range(h, h + 30)) and state.applied_through == 30
