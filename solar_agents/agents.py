@@ -33,6 +33,7 @@ from solar_agents.records import (
     InvalidMessage,
     ProgressReport,
     RegionResolver,
+    dead_letter,
     decode_control,
     decode_progress,
     decode_records,
@@ -309,21 +310,31 @@ class Pipeline:
             await self.records_topic.send(key=b"", value=value, partition=partition)
 
     async def _dead_letter(self, event: Event, reason: str) -> None:
+        """Send a rejected message aside. Retried until it is sent: its offset is acked only after, and a
+        letter too large for the broker goes out without the bytes that do not fit (``dead_letter``)."""
         message = event.message
-        headers = {
-            "source_topic": message.topic.encode(),
-            "source_partition": str(message.partition).encode(),
-            "source_offset": str(message.offset).encode(),
-            "reason": reason.encode(),
-        }
-        await self.deadletter_topic.send(key=message.key, value=message.value, headers=headers)
+        letter = dead_letter(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            reason,
+            self.settings.deadletter_max_bytes,
+        )
+        await retrying(
+            "dead_letter_send_failed",
+            partial(self.deadletter_topic.send, key=letter.key, value=letter.value, headers=letter.headers),
+        )
         self.stats.dead_letter(message.topic, message.partition, message.offset, reason, message.value)
         log.warning(
             "dead_letter",
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
+            size=-1 if message.value is None else len(message.value),
             reason=reason,
+            dropped=letter.headers.get("dropped", b"").decode() or None,
         )
 
     # --- align ----------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 
 HOUR_US = 3_600_000_000
@@ -118,6 +118,15 @@ class Weather:
 
 
 Record = Solar | Weather
+
+
+def same_reading(kept: Record, record: Record) -> bool:
+    """Whether ``record`` says exactly what ``kept`` says, as near its hour: an exact duplicate, wherever it
+    stands in the log (a message produced twice has two offsets)."""
+    return (
+        kept.position.distance_us == record.position.distance_us
+        and replace(record, position=kept.position) == kept
+    )
 
 
 # A raw partition that has not told how far it is may still hold anything: it holds every watermark back.
@@ -283,6 +292,19 @@ class RegionHours:
     # while history is held back for records that may be read again).
     scan_from: int | None = None
 
+    def snapshot(self) -> dict[str, int | None]:
+        """Every field but the kept hours (the hour table holds those, one entry each): what a restart must
+        get back to behave as if it never happened. New fields are included without being named here."""
+        return {name: getattr(self, name) for name in _SNAPSHOT_FIELDS}
+
+    @classmethod
+    def restore(cls, region: str, snapshot: dict[str, int | None]) -> RegionHours:
+        """The region as ``snapshot`` left it, its hours still to be loaded."""
+        state = cls(region)
+        for name in _SNAPSHOT_FIELDS:
+            setattr(state, name, snapshot.get(name))
+        return state
+
     @property
     def watermark(self) -> int | None:
         """SPEC: the smaller of the latest solar hour and the latest weather hour."""
@@ -312,7 +334,7 @@ class RegionHours:
             if isinstance(record, Solar):
                 current_solar = self.solar.get(hour)
                 if current_solar is None or not current_solar.position.beats(record.position):
-                    if current_solar == record:
+                    if current_solar is not None and same_reading(current_solar, record):
                         applied.repeated_solar.add(hour)
                     self.solar[hour] = record
                     applied.solar_hours.add(hour)
@@ -321,7 +343,7 @@ class RegionHours:
             else:
                 current_weather = self.weather.get(hour)
                 if current_weather is None or not current_weather.position.beats(record.position):
-                    if current_weather == record:
+                    if current_weather is not None and same_reading(current_weather, record):
                         applied.repeated_weather.add(hour)
                     self.weather[hour] = record
                     applied.weather_hours.add(hour)
@@ -371,3 +393,9 @@ class RegionHours:
             if self.weather.pop(hour, None) is not None or had_solar:
                 gone.append(hour)
         return sorted(gone)
+
+
+# The scalar fields of a region's state: everything but its name and its hours.
+_SNAPSHOT_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(RegionHours) if f.name not in ("region", "solar", "weather")
+)

@@ -62,12 +62,17 @@ Region = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_regi
 _STRICT = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False, frozen=True)
 
 
+# 10 TW: more than all the world's generating capacity. A bound keeps every sum of a window finite, so a
+# feature can never overflow (SPEC: decisions).
+MAX_PRODUCTION_MW = 10_000_000
+
+
 class SolarMessage(BaseModel):
     """A message of ``KAFKA_TOPIC_SOLAR``."""
 
     model_config = _STRICT
     timestamp: Micros
-    production_mw: Annotated[float, Field(ge=0)]
+    production_mw: Annotated[float, Field(ge=0, le=MAX_PRODUCTION_MW)]
     region: Region
 
 
@@ -164,6 +169,58 @@ def parse_weather(
         message.longitude,
     )
     return record, region
+
+
+# --- Dead letters ---
+
+# What a Kafka record adds to its key, value and headers (batch header, lengths): a generous bound, so a
+# letter that fits here fits the producer's limit too.
+_RECORD_OVERHEAD = 128
+_REASON_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message of the dead-letter topic: the original bytes where they fit, the facts as headers."""
+
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+
+def dead_letter(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    reason: str,
+    max_bytes: int,
+) -> DeadLetter:
+    """The dead letter of a rejected message, within ``max_bytes``: bytes that do not fit are left out (and
+    named in ``dropped``), never the letter. A missing value becomes empty: Kafka needs a key or a value."""
+    headers = {
+        "source_topic": topic.encode(),
+        "source_partition": str(partition).encode(),
+        "source_offset": str(offset).encode(),
+        "source_size": str(-1 if value is None else len(value)).encode(),
+        "reason": reason[:_REASON_MAX].encode("utf-8", "replace"),
+    }
+
+    def size(key: bytes | None, value: bytes) -> int:
+        meta = sum(len(k) + len(v) + 8 for k, v in headers.items())
+        return len(key or b"") + len(value) + meta + _RECORD_OVERHEAD
+
+    body = value or b""
+    dropped = []
+    if size(key, body) > max_bytes:
+        body, dropped = b"", ["value"]
+        headers["dropped"] = b""  # counted in the size below
+        if size(key, body) > max_bytes:
+            key, dropped = None, ["key", "value"]
+    if dropped:
+        headers["dropped"] = ",".join(dropped).encode()
+    return DeadLetter(key, body, headers)
 
 
 # --- Internal encodings: compact JSON lists, since every message and table entry is written per hour. ---
@@ -295,15 +352,20 @@ def decode_control(value: bytes) -> dict[str, Any]:
     return data
 
 
-def region_value(state: RegionHours) -> list[int | None]:
-    """Table value of a region: the latest hours seen of each feed (its watermark), and the records offset
-    of the last batch applied (what a restart reads again)."""
-    return [state.latest_solar, state.latest_weather, state.applied_through]
+def region_value(state: RegionHours) -> dict[str, int | None]:
+    """Table value of a region: its whole state but the hours (``RegionHours.snapshot``): the watermark,
+    what retention has forgotten, and the records offset of the last batch applied."""
+    return state.snapshot()
 
 
-def load_region(region: str, value: list[int | None]) -> RegionHours:
-    applied = value[2] if len(value) > 2 else None
-    return RegionHours(region, latest_solar=value[0], latest_weather=value[1], applied_through=applied)
+def load_region(region: str, value: dict[str, int | None] | list[int | None]) -> RegionHours:
+    if isinstance(value, list):  # written by earlier versions: [latest solar, latest weather(, applied)]
+        value = {
+            "latest_solar": value[0],
+            "latest_weather": value[1],
+            "applied_through": value[2] if len(value) > 2 else None,
+        }
+    return RegionHours.restore(region, value)
 
 
 def replay_value(replay: Replay) -> dict[str, Any]:

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
 
     features_table: str = Field("features_enriched", min_length=1, max_length=63)
     deadletter_topic: str = "solar_agents-deadletter"
+    # The largest dead letter sent with its original bytes (at most what the broker accepts; Kafka's
+    # default is about 1 MB). A larger one goes out with the facts only (docs/SPEC.md).
+    deadletter_max_bytes: int = Field(1_000_000, ge=4096)
     batch_size: int = Field(1000, ge=1)
     batch_max_wait_seconds: float = Field(1.0, gt=0)
     feature_window_hours: int = Field(24, ge=1, le=24 * 366)

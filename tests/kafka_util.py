@@ -235,8 +235,9 @@ class Kafka:
         messages: Iterable[Message],
         partition: int | None = None,
         timeout: float = 30.0,
+        config: Mapping[str, Any] | None = None,
     ) -> list[tuple[int, int]]:
-        return produce(self.bootstrap, topic, messages, partition=partition, timeout=timeout)
+        return produce(self.bootstrap, topic, messages, partition=partition, timeout=timeout, config=config)
 
     def consume_all(
         self, topic: str, timeout: float = 20.0, idle: float = 0.5, min_messages: int = 0

@@ -75,7 +75,7 @@ class RawMessage:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None
 
 
 @dataclass
@@ -99,7 +99,9 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-def _parse_object(value: bytes) -> dict[str, Any]:
+def _parse_object(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        raise _Reject("no value (a tombstone)")
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
@@ -237,7 +239,7 @@ def _key_region(key: bytes | None) -> str | None:
 def _parse_solar(message: RawMessage) -> tuple[str, int, dict[str, float | None]]:
     obj = _parse_object(message.value)
     micros = _timestamp_us(obj)
-    production = _number(obj, "production_mw", required=True, low=0.0)
+    production = _number(obj, "production_mw", required=True, low=0.0, high=10_000_000.0)
     if "region" not in obj:
         raise _Reject("missing field 'region'")
     region = _region_field(obj)

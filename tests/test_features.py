@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from solar_agents.features import COLUMNS, affected_hours, align_batch, feature_row
 from solar_agents.hours import Position, RegionHours, Solar, Weather
+from solar_agents.records import hour_value, load_hour, load_region, region_value
 
 # 2019-01-05 was a Saturday.
 SATURDAY_NOON = int(datetime(2019, 1, 5, 12, tzinfo=UTC).timestamp()) // 3600
@@ -141,3 +143,32 @@ def test_a_batch_read_again_after_a_restart_prunes_nothing() -> None:
     assert again.pruned_hours == [] and state.applied_through == 29
     new = align_batch(state, both(h + 301), 24, 48, 72, offset=30)
     assert new.pruned_hours == list(range(h, h + 30)) and state.applied_through == 30
+
+
+def test_an_exact_duplicate_after_a_restore_changes_no_row() -> None:
+    """SPEC: exact duplicates change nothing, and neither do restarts. The state goes through the table
+    encodings (what a restart restores) before the duplicate of a kept record near the retention's edge."""
+    h = SATURDAY_NOON
+    live = RegionHours("R")
+    written = {}
+    for offset, hour in enumerate(range(h, h + 200)):
+        records: list[Solar | Weather] = [
+            Solar(hour, Position(0, offset, 0), float(hour % 37)),
+            Weather(hour, Position(0, offset, 0), float(hour % 11), 50.0, 100.0, 53.6, 9.9),
+        ]
+        for row in align_batch(live, records, 24, 48, 72, offset=offset).rows:
+            written[row.key] = row
+
+    restored = load_region("R", json.loads(json.dumps(region_value(live))))
+    for hour in live.solar.keys() | live.weather.keys():
+        load_hour(restored, hour, json.loads(json.dumps(hour_value(live, hour))))
+    assert restored == live
+
+    kept = live.solar[h + 199 - 71]
+    # The same message produced twice has another offset; read again after a crash, the same one.
+    again = Solar(kept.hour, Position(0, 500, 0), kept.production_mw)
+    for state, duplicate in ((live, kept), (restored, kept), (restored, again)):
+        rows = align_batch(state, [duplicate], 24, 48, 72, offset=200).rows
+        assert rows, "a duplicate rewrites the rows it can compute exactly (their first write may be lost)"
+        changed = [row for row in rows if row != written[row.key]]
+        assert changed == [], f"{len(changed)} rows rewritten with cut windows"

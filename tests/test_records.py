@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import pytest
 
@@ -121,8 +122,14 @@ def test_internal_encodings_round_trip() -> None:
 
 
 def test_region_and_progress_values_round_trip_and_read_older_ones() -> None:
-    state = RegionHours("R", latest_solar=430_010, latest_weather=430_008, applied_through=77)
-    assert load_region("R", json.loads(json.dumps(region_value(state)))) == state
+    # Every scalar field of the state, each with its own value, so a field the encoding forgot shows up.
+    scalars = [f.name for f in fields(RegionHours) if f.name not in ("region", "solar", "weather")]
+    assert {"latest_solar", "latest_weather", "pruned_below", "applied_through", "scan_from"} <= set(scalars)
+    state = RegionHours("R", **{name: 430_000 + i for i, name in enumerate(scalars)})
+    restored = load_region("R", json.loads(json.dumps(region_value(state))))
+    for name in scalars:
+        assert getattr(restored, name) == getattr(state, name), name
+    assert restored == state
     assert load_region("R", [430_010, 430_008]).applied_through is None
     report = {0: (430_010, False, 120, 430_002), 1: (None, True, 0, None)}
     data = decode_control(encode_progress("s", 2, report))
