@@ -133,12 +133,22 @@ def test_an_exact_duplicate_after_a_restart_changes_nothing(
 ) -> None:
     kafka.create_topics({names.solar: 1, names.weather: 1})
     feed, order = small_feed(names)
-    produce_in_order(kafka, order)
+    tail = 40  # produced once the worker has caught up: retention then forgets the oldest hours
+    produce_in_order(kafka, order[:-tail])
     worker = workers()
+    first = reference_for(kafka, names, len(order) - tail)
+    wait_until_equal(postgres, names.table, first.rows, alive=lambda: worker.alive, on_timeout=worker.tail)
+    produce_in_order(kafka, order[-tail:], chunk=10)
     reference = reference_for(kafka, names, len(order))
     wait_until_equal(
         postgres, names.table, reference.rows, alive=lambda: worker.alive, on_timeout=worker.tail
     )
+
+    def hours_kept() -> int:
+        (region,) = get_json(worker.url + "/api/regions")["regions"]
+        return int(region["hours_kept"])
+
+    wait_for(lambda: hours_kept() < HOURS - 48, 30, "retention forgetting the oldest hours", worker.tail)
     assert worker.terminate(timeout=30) == 0, worker.tail()
 
     worker = workers()  # the same state directory: the region's state comes back from its store
