@@ -207,19 +207,17 @@ def dead_letter(
         "reason": reason[:_REASON_MAX].encode("utf-8", "replace"),
     }
 
-    def size(key: bytes | None, value: bytes) -> int:
-        meta = sum(len(k) + len(v) + 8 for k, v in headers.items())
-        return len(key or b"") + len(value) + meta + _RECORD_OVERHEAD
+    # Room for the "dropped" header too, so that a letter cut down still fits.
+    meta = sum(len(k) + len(v) + 8 for k, v in headers.items()) + len("dropped") + len("key,value") + 8
+
+    def fits(key: bytes | None, value: bytes) -> bool:
+        return len(key or b"") + len(value) + meta + _RECORD_OVERHEAD <= max_bytes
 
     body = value or b""
-    dropped = []
-    if size(key, body) > max_bytes:
-        body, dropped = b"", ["value"]
-        headers["dropped"] = b""  # counted in the size below
-        if size(key, body) > max_bytes:
-            key, dropped = None, ["key", "value"]
-    if dropped:
-        headers["dropped"] = ",".join(dropped).encode()
+    if not fits(key, body):
+        body, headers["dropped"] = b"", b"value"
+        if not fits(key, body):
+            key, headers["dropped"] = None, b"key,value"
     return DeadLetter(key, body, headers)
 
 

@@ -12,6 +12,7 @@ from solar_agents.hours import Position, RegionHours, Solar, Weather
 from solar_agents.records import (
     InvalidMessage,
     RegionResolver,
+    dead_letter,
     decode_control,
     decode_progress,
     decode_records,
@@ -72,6 +73,7 @@ def test_valid_weather_region_from_payload_key_location_default() -> None:
         (b({**SOLAR, "production_mw": "12"}), "production_mw"),
         (b({**SOLAR, "production_mw": True}), "production_mw"),
         (b({**SOLAR, "production_mw": -1}), "greater than or equal to 0"),
+        (b({**SOLAR, "production_mw": 1.7e308}), "less than or equal to 10000000"),
         (b'{"timestamp": "2019-01-01T00:00:00Z", "production_mw": NaN, "region": "R"}', "production_mw"),
         (b({**SOLAR, "timestamp": "yesterday"}), "timestamp"),
         (b({**SOLAR, "timestamp": False}), "timestamp"),
@@ -136,3 +138,27 @@ def test_region_and_progress_values_round_trip_and_read_older_ones() -> None:
     assert decode_progress(data) == ("s", 2, [(0, report[0]), (1, report[1])])
     older = {"type": "progress", "feed": "w", "count": 1, "partitions": [[0, 430_001, True, 9]]}
     assert decode_progress(older) == ("w", 1, [(0, (430_001, True, 9, None))])
+
+
+def test_dead_letters_carry_what_fits_and_always_the_facts() -> None:
+    whole = dead_letter("raw", 2, 41, b"k", b"not json", "not JSON", 1_000_000)
+    assert (whole.key, whole.value) == (b"k", b"not json") and "dropped" not in whole.headers
+    assert whole.headers["source_size"] == b"8" and whole.headers["source_offset"] == b"41"
+
+    big = dead_letter("raw", 0, 7, b"k", b"x" * 5_000_000, "not JSON", 1_000_000)
+    assert (big.key, big.value, big.headers["dropped"]) == (b"k", b"", b"value")
+    assert big.headers["source_size"] == b"5000000" and big.headers["reason"] == b"not JSON"
+
+    huge_key = dead_letter("raw", 0, 8, b"k" * 2_000_000, b"v", "reason", 1_000_000)
+    assert (huge_key.key, huge_key.value, huge_key.headers["dropped"]) == (None, b"", b"key,value")
+
+    tombstone = dead_letter("raw", 0, 9, None, None, "empty message (no value)", 1_000_000)
+    assert (tombstone.key, tombstone.value, tombstone.headers["source_size"]) == (None, b"", b"-1")
+
+    # Whatever is cut, the letter itself (bytes and headers) stays within the limit.
+    for letter in (whole, big, huge_key, tombstone):
+        size = len(letter.key or b"") + len(letter.value)
+        size += sum(len(k) + len(v) for k, v in letter.headers.items())
+        assert size < 1_000_000
+    long_reason = dead_letter("raw", 0, 1, None, b"v", "r" * 10_000, 1_000_000)
+    assert len(long_reason.headers["reason"]) == 500
