@@ -17,14 +17,16 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import faust
 import psycopg2
+import psycopg2.errors
 from faust.cli import AppCommand, option
 from psycopg2 import sql
 
@@ -32,6 +34,8 @@ from solar_agents.settings import Settings
 
 if TYPE_CHECKING:
     from solar_agents.agents import Pipeline
+
+T = TypeVar("T")
 
 DATASET = (
     Path(__file__).resolve().parent.parent
@@ -92,8 +96,59 @@ def connect(settings: Settings) -> Any:
     return conn
 
 
+ROWS_LIMIT_MAX = 100_000  # a bound that a terminal can still show; beyond, use psql
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked; ``str()`` is the one line for the user (exit code 2)."""
+
+
+def db_error(settings: Settings, exc: psycopg2.Error) -> CommandError:
+    """What a database error means for the user, naming the setting to change."""
+    where = f"{settings.risingwave_host}:{settings.risingwave_port}/{settings.risingwave_database}"
+    if isinstance(exc, psycopg2.errors.UndefinedTable):
+        return CommandError(
+            f"no table {settings.features_table!r} in the database {where}; "
+            "start a worker to create it, or set FEATURES_TABLE"
+        )
+    if isinstance(exc, psycopg2.OperationalError):
+        first = (str(exc).strip().splitlines() or ["no answer"])[0]
+        return CommandError(
+            f"cannot reach the database at {where} ({first}); "
+            "set RISINGWAVE_HOST, RISINGWAVE_PORT, RISINGWAVE_DATABASE or RISINGWAVE_USER"
+        )
+    return CommandError(f"the database at {where} refused the query: {str(exc).strip().splitlines()[0]}")
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= ROWS_LIMIT_MAX:
+        raise CommandError(f"--limit must be between 1 and {ROWS_LIMIT_MAX:,}, got {limit}")
+    return limit
+
+
 def print_rows(settings: Settings, limit: int, region: str | None = None) -> None:
     """The latest rows of the output table, as a plain text table."""
+    check_limit(limit)
+    if region is not None:
+        check_region(region, "--region")
+    try:
+        names, rows, total = _latest_rows(settings, limit, region)
+    except psycopg2.Error as exc:
+        raise db_error(settings, exc) from None
+
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        return "" if v is None else str(v)
+
+    table = [names, *[[cell(v) for v in r] for r in rows]]
+    widths = [max(len(r[i]) for r in table) for i in range(len(names))]
+    for r in table:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    print(f"({len(rows)} of {total} rows in {settings.features_table})")
+
+
+def _latest_rows(settings: Settings, limit: int, region: str | None) -> tuple[list[str], list[Any], int]:
     query = sql.SQL('SELECT * FROM {} {} ORDER BY "timestamp" DESC, region LIMIT %s').format(
         sql.Identifier(settings.features_table), sql.SQL("WHERE region = %s" if region else "")
     )
@@ -107,17 +162,50 @@ def print_rows(settings: Settings, limit: int, region: str | None = None) -> Non
             total = cur.fetchone()[0]
     finally:
         conn.close()
+    return names, rows, int(total)
 
-    def cell(v: object) -> str:
-        if isinstance(v, float):
-            return f"{v:.2f}"
-        return "" if v is None else str(v)
 
-    table = [names, *[[cell(v) for v in r] for r in rows]]
-    widths = [max(len(r[i]) for r in table) for i in range(len(names))]
-    for r in table:
-        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
-    print(f"({len(rows)} of {total} rows in {settings.features_table})")
+def check_region(region: str, flag: str) -> str:
+    """A region name as ingest accepts one (see records.Region), else a CommandError naming ``flag``."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from solar_agents.records import Region
+
+    try:
+        TypeAdapter(Region).validate_python(region)
+    except ValidationError as exc:
+        msg = str(exc.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+        raise CommandError(f"{flag} {region!r} is not a region name: {msg}") from None
+    return region
+
+
+def brokers_answering(servers: str, timeout: float = 3.0) -> bool:
+    """Whether any of the bootstrap servers accepts a connection."""
+    for hostport in (h.strip() for h in servers.split(",") if h.strip()):
+        host, _, port = hostport.rpartition(":")
+        try:
+            with socket.create_connection((host or hostport, int(port) if port else 9092), timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def check_broker(settings: Settings) -> None:
+    if not brokers_answering(settings.kafka_bootstrap_servers):
+        raise CommandError(
+            f"no broker answers at {settings.kafka_bootstrap_servers}; "
+            "start it or set KAFKA_BOOTSTRAP_SERVERS"
+        )
+
+
+def exit_on_error(body: Callable[[], T]) -> T:
+    """Run a command's body: a CommandError ends it with one line on stderr and exit code 2."""
+    try:
+        return body()
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def register_commands(app: faust.App, pipeline: Pipeline) -> None:
@@ -140,6 +228,7 @@ def register_commands(app: faust.App, pipeline: Pipeline) -> None:
     @app.command()
     async def backfill(self: AppCommand) -> None:
         """Process everything in the topics, write it, and exit 0 with a summary once caught up."""
+        exit_on_error(lambda: check_broker(settings))
         env = {**os.environ, "EXIT_WHEN_CAUGHT_UP": "true"}
         level = os.environ.get("LOG_LEVEL", settings.log_level)
         argv = [faust_executable(), "-A", "solar_agents", "worker", "-l", level]
@@ -171,7 +260,7 @@ def register_commands(app: faust.App, pipeline: Pipeline) -> None:
     )
     async def rows(self: AppCommand, limit: int, region: str | None) -> None:
         """Print the latest rows of the output table."""
-        print_rows(settings, limit, region)
+        exit_on_error(lambda: print_rows(settings, limit, region))
 
 
 async def run_demo(settings: Settings, rate: float, workdir: Path) -> None:
@@ -295,6 +384,13 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
     from solar_agents.hours import HOUR_US, InvalidTimestamp, Replay, history_hours, to_micros
     from solar_agents.records import RegionResolver, encode_replay
 
+    try:
+        if region is not None:
+            check_region(region, "--region")
+        check_broker(settings)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     held = running_here(tabledir)
     if held:
         print(f"refused: a worker of the group is running here ({held[0]}); stop it first", file=sys.stderr)
