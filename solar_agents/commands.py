@@ -15,6 +15,7 @@ import csv
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -221,9 +222,13 @@ def register_commands(app: faust.App, pipeline: Pipeline) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):  # stop everything it started, whatever stops it
             loop.add_signal_handler(signum, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await task
-        print("stopped: worker, broker and database")
+        except asyncio.CancelledError:
+            print("stopped: worker, broker and database")
+        except CommandError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
     @app.command()
     async def backfill(self: AppCommand) -> None:
@@ -263,12 +268,46 @@ def register_commands(app: faust.App, pipeline: Pipeline) -> None:
         exit_on_error(lambda: print_rows(settings, limit, region))
 
 
+def demo_ports(settings: Settings) -> list[tuple[str, str, int, str]]:
+    """What the demo listens on: (service, host, port, the setting that moves it)."""
+    return [
+        ("broker", "127.0.0.1", _port(settings.kafka_bootstrap_servers, 30092), "KAFKA_BOOTSTRAP_SERVERS"),
+        ("database", "127.0.0.1", settings.risingwave_port, "RISINGWAVE_PORT"),
+        ("web view", settings.web_host, settings.web_port, "WEB_PORT"),
+    ]
+
+
+def check_demo_ports(settings: Settings) -> None:
+    """Refuse to start the demo on a port that is taken, naming it and the setting that moves it."""
+    from solar_agents.local import port_taken
+
+    for service, host, port, setting in demo_ports(settings):
+        if port_taken(host, port):
+            raise CommandError(
+                f"port {port} for the demo's {service} is already in use; stop what holds it or set {setting}"
+            )
+
+
+_BIND_FAILED = re.compile(r"bind on address \(?'?([^',)]*)'?, (\d+)\)?.*?address already in use", re.I)
+
+
+def worker_death(settings: Settings, code: int | None, log_text: str, log_path: Path) -> str:
+    """One line on why the demo's worker is gone: the port and setting if it could not bind, else its log."""
+    match = _BIND_FAILED.search(log_text)
+    if match:
+        port = int(match.group(2))
+        setting = next((s for _, _, p, s in demo_ports(settings) if p == port), "WEB_PORT")
+        return f"the worker exited: port {port} is already in use; stop what holds it or set {setting}"
+    return f"the worker exited with code {code}; see its log {log_path}"
+
+
 async def run_demo(settings: Settings, rate: float, workdir: Path) -> None:
-    from aiokafka import AIOKafkaProducer
+    """The demo; a CommandError when it cannot start or its worker dies (everything it started is stopped)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from solar_agents.local import LocalBroker, LocalPostgres
+    from solar_agents.local import LocalBroker, LocalPostgres, LocalServiceError
 
+    check_demo_ports(settings)
     workdir.mkdir(parents=True, exist_ok=True)
     broker = LocalBroker(port=_port(settings.kafka_bootstrap_servers, 30092), workdir=workdir / "broker")
     database = LocalPostgres(
@@ -277,8 +316,17 @@ async def run_demo(settings: Settings, rate: float, workdir: Path) -> None:
         database=settings.risingwave_database,
         user=settings.risingwave_user,
     )
+    try:
+        broker.start()
+    except LocalServiceError as exc:
+        raise CommandError(f"the local broker did not start: {str(exc).splitlines()[0]}") from None
     worker: asyncio.subprocess.Process | None = None
-    with broker, database:
+    tasks: list[asyncio.Future[Any]] = []
+    try:
+        try:
+            database.start()
+        except LocalServiceError as exc:
+            raise CommandError(f"the local database did not start: {str(exc).splitlines()[0]}") from None
         print(f"broker    {broker.bootstrap_servers} (data in memory)", flush=True)
         print(f"database  postgresql://{database.user}@{database.host}:{database.port}/{database.database}")
         admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
@@ -315,32 +363,69 @@ async def run_demo(settings: Settings, rate: float, workdir: Path) -> None:
                 stdout=log,
                 stderr=log,
             )
-        print(f"worker    pid {worker.pid}, log {log_path}")
-        print(f"web view  http://localhost:{settings.web_port}/  (metrics at /metrics)")
-        print("rows      faust -A solar_agents rows --limit 10   (or psql on the database above)")
-        print("Ctrl-C stops everything.", flush=True)
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=20)
-        await producer.start()
-        try:
-            topics = {"solar": settings.kafka_topic_solar, "weather": settings.kafka_topic_weather}
-            started = time.monotonic()
-            produced = 0
-            for feed, key, value in dataset_messages():
-                await producer.send(topics[feed], value=value, key=key)
-                produced += 1
-                if produced % 2 == 0:
-                    hours = produced // 2
-                    await asyncio.sleep(max(0.0, started + hours / rate - time.monotonic()))
-                    if hours % 500 == 0:
-                        print(f"produced {hours} hours of the data set", flush=True)
-            await producer.flush()
-            print(f"produced all {produced // 2} hours; the worker keeps running", flush=True)
+        print(f"worker    pid {worker.pid}, log {log_path}", flush=True)
+        # The worker is watched from here on: if it dies, producing stops and so does everything else.
+        exited = asyncio.ensure_future(worker.wait())
+        producing = asyncio.ensure_future(_produce_dataset(settings, broker.bootstrap_servers, rate))
+        announcing = asyncio.ensure_future(_announce_web(settings))
+        tasks += [exited, producing, announcing]
+        await asyncio.wait({exited, producing}, return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done():
+            producing.result()  # a failure to produce ends the demo too
+            print(f"produced the whole data set; the worker keeps running (pid {worker.pid})", flush=True)
+            await exited
+        log_text = log_path.read_text(errors="replace")
+        raise CommandError(worker_death(settings, worker.returncode, log_text, log_path))
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if worker is not None and worker.returncode is None:
+            worker.terminate()
             await worker.wait()
-        finally:
-            await producer.stop()
-            if worker.returncode is None:
-                worker.terminate()
-                await worker.wait()
+        database.stop()
+        broker.stop()
+
+
+async def _produce_dataset(settings: Settings, servers: str, rate: float) -> None:
+    """Produce the data set at ``rate`` hours a second."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=20)
+    await producer.start()
+    try:
+        topics = {"solar": settings.kafka_topic_solar, "weather": settings.kafka_topic_weather}
+        started = time.monotonic()
+        for produced, (feed, key, value) in enumerate(dataset_messages(), 1):
+            await producer.send(topics[feed], value=value, key=key)
+            if produced % 2 == 0:
+                hours = produced // 2
+                await asyncio.sleep(max(0.0, started + hours / rate - time.monotonic()))
+                if hours % 500 == 0:
+                    print(f"produced {hours} hours of the data set", flush=True)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _announce_web(settings: Settings) -> None:
+    """Print the web address once the worker's own page answers there, not before."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{settings.web_port}/api/regions"
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while True:
+            # Whatever else may hold the port (it was free at the check) does not answer as the worker does.
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                async with session.get(url) as response:
+                    if response.status == 200 and "regions" in await response.json():
+                        break
+            await asyncio.sleep(0.2)
+    print(f"web view  http://localhost:{settings.web_port}/  (metrics at /metrics)")
+    print("rows      faust -A solar_agents rows --limit 10   (or psql on the database above)")
+    print("Ctrl-C stops everything.", flush=True)
 
 
 def running_here(tabledir: Path) -> list[Path]:
