@@ -31,6 +31,7 @@ import psycopg2.errors
 from faust.cli import AppCommand, option
 from psycopg2 import sql
 
+from solar_agents.progress import ProgressPrinter
 from solar_agents.settings import Settings
 
 if TYPE_CHECKING:
@@ -209,8 +210,58 @@ def exit_on_error(body: Callable[[], T]) -> T:
         raise SystemExit(2) from None
 
 
+class BackfillProgress:
+    """The backfill's progress on the real stdout: raw messages read of all there are, rate and ETA.
+
+    The total is what this process has read plus what is left up to the high-water marks of fetch
+    responses (ListOffsets is wrong on some brokers after batched writes, a fetch response is not).
+    """
+
+    def __init__(self, app: faust.App, pipeline: Pipeline) -> None:
+        self.app = app
+        self.pipeline = pipeline
+        self.raw = (pipeline.settings.kafka_topic_solar, pipeline.settings.kafka_topic_weather)
+        # The real stdout: the worker redirects print() into its log.
+        self.printer = ProgressPrinter(sys.__stdout__ or sys.stderr)
+        self._finished_at: int | None = None
+
+    def left(self) -> int | None:
+        """Raw messages not yet read by this worker; None while an end is not known."""
+        consumer = self.app.consumer
+        try:
+            assigned = [tp for tp in consumer.assignment() if tp.topic in self.raw]
+        except Exception:  # not started yet, or between generations
+            return None
+        if not assigned:
+            return None
+        read_offsets = getattr(consumer, "_read_offset", {})  # Faust's, no public accessor
+        committed = getattr(consumer, "_committed_offset", {})
+        left = 0
+        for tp in assigned:
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                return None
+            last = read_offsets.get(tp)
+            position = last + 1 if last is not None else committed.get(tp) or 0
+            left += max(0, highwater - position)
+        return left
+
+    async def tick(self) -> None:
+        stats = self.pipeline.stats
+        read = sum(stats.ingested[t] + stats.dead_letters[t] for t in self.raw)
+        left = self.left()
+        total = None if left is None else read + left
+        finished = left == 0
+        if finished and self._finished_at == read:
+            return  # said once: the summary follows
+        self._finished_at = read if finished else None
+        self.printer.update(read, total, final=finished)
+
+
 def register_commands(app: faust.App, pipeline: Pipeline) -> None:
     settings = pipeline.settings
+    if settings.exit_when_caught_up:
+        app.timer(1.0, name="backfill_progress")(BackfillProgress(app, pipeline).tick)
 
     @app.command(
         option("--rate", type=float, default=100.0, help="Hours of the data set produced per second."),
@@ -508,21 +559,29 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
         ends = await fetched_end_offsets(scanner, tps)
         starts: dict[tuple[str, int], int] = {}
         until: dict[tuple[str, int], int] = {}
+        committed_at = {tp: await group.committed(tp) for tp in tps}
+        # The scan reads each partition the group has read from its start, at most to its real end.
+        scan = ScanProgress(
+            sum(ends[tp] for tp in tps if committed_at[tp] is not None) if target is not None else 0
+        )
         for feed, topic in feeds.items():
             for tp in (tp for tp in tps if tp.topic == topic):
-                committed = await group.committed(tp)
+                committed = committed_at[tp]
                 if committed is None:
                     continue  # never read by the group: the next start reads it from the beginning anyway
                 start = (
                     0
                     if target is None
-                    else await _first_offset(scanner, tp, ends[tp], feed, target, region, regions)
+                    else await _first_offset(scanner, tp, ends[tp], feed, target, region, regions, scan)
                 )
                 if start is not None and start < committed:
                     starts[feed, tp.partition] = start
                     until[feed, tp.partition] = committed
                     again = committed - start
+                    scan.printer.close()
                     print(f"{topic}[{tp.partition}]: offset {committed} -> {start} ({again:,} to read again)")
+        if target is not None:
+            scan.done()
         if not starts:
             print("nothing to replay: the group has not read past that time on any raw partition")
             return 0
@@ -548,8 +607,36 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
     return 0
 
 
+class ScanProgress:
+    """Messages the replay has scanned, of the most it may scan; printed as a bar or a line."""
+
+    def __init__(self, total: int) -> None:
+        self.read = 0
+        self.total = total
+        self.printer = ProgressPrinter(sys.stdout, what="messages scanned")
+
+    def advance(self, read: int) -> None:
+        self.read += read
+        self.printer.update(self.read, self.total)
+
+    def skip(self, left: int) -> None:
+        """A partition's scan stopped ``left`` messages before its end: they will not be read."""
+        self.total -= left
+        self.printer.update(self.read, self.total)
+
+    def done(self) -> None:
+        self.printer.update(self.read, self.total, final=True)
+
+
 async def _first_offset(
-    consumer: Any, tp: Any, end: int, feed: str, target: int, region: str | None, regions: Any
+    consumer: Any,
+    tp: Any,
+    end: int,
+    feed: str,
+    target: int,
+    region: str | None,
+    regions: Any,
+    scan: ScanProgress,
 ) -> int | None:
     """The first offset of ``tp`` holding a valid record (of ``region``) at or after hour ``target``.
 
@@ -561,27 +648,33 @@ async def _first_offset(
     consumer.assign([tp])
     consumer.seek(tp, 0)
     position = 0
-    while position < end:
-        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
-        for message in batch.get(tp, []):
-            position = message.offset + 1
-            if message.value is None:
-                continue
-            try:
-                record: Solar | Weather
-                if feed == "s":
-                    record, name = parse_solar(message.value, message.partition, message.offset)
-                else:
-                    record, name = parse_weather(
-                        message.value, message.key, message.partition, message.offset, regions
-                    )
-            except InvalidMessage:
-                continue
-            if record.hour >= target and (region is None or name == region):
-                return int(message.offset)
-        if not batch:
-            break
-    return None
+    try:
+        while position < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+            messages = batch.get(tp, [])
+            for n, message in enumerate(messages, 1):
+                position = message.offset + 1
+                if message.value is None:
+                    continue
+                try:
+                    record: Solar | Weather
+                    if feed == "s":
+                        record, name = parse_solar(message.value, message.partition, message.offset)
+                    else:
+                        record, name = parse_weather(
+                            message.value, message.key, message.partition, message.offset, regions
+                        )
+                except InvalidMessage:
+                    continue
+                if record.hour >= target and (region is None or name == region):
+                    scan.advance(n)
+                    return int(message.offset)
+            scan.advance(len(messages))
+            if not batch:
+                break
+        return None
+    finally:
+        scan.skip(max(0, end - position))  # what this scan did not have to read
 
 
 async def commit_offsets(settings: Settings, offsets: dict[Any, int], raw: set[Any]) -> str | None:
