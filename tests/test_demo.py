@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from worker import FAUST
 
 from solar_agents.local import free_port, port_taken
+
+DEMO_TIMEOUT_SECONDS = 240
 
 
 def _listen(port: int, host: str = "127.0.0.1") -> socket.socket:
@@ -43,7 +46,7 @@ def ports() -> Iterator[dict[str, int]]:
 
 def _demo(env: dict[str, str], workdir: Path) -> subprocess.Popen[str]:
     # The demo's data directory must be reachable by the `postgres` user when the tests run as root.
-    return subprocess.Popen(
+    demo = subprocess.Popen(
         [FAUST, "-A", "solar_agents", "demo", "--rate", "50", "--workdir", str(workdir)],
         env=env,
         stdout=subprocess.PIPE,
@@ -51,6 +54,11 @@ def _demo(env: dict[str, str], workdir: Path) -> subprocess.Popen[str]:
         text=True,
         cwd=workdir,
     )
+    # Reading its output line by line has no timeout of its own: a demo that hangs must not hang the suite.
+    watchdog = threading.Timer(DEMO_TIMEOUT_SECONDS, demo.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    return demo
 
 
 @pytest.fixture
