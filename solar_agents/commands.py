@@ -265,7 +265,8 @@ def register_commands(app: faust.App, pipeline: Pipeline) -> None:
 
     @app.command(
         option("--rate", type=float, default=100.0, help="Hours of the data set produced per second."),
-        option("--workdir", type=str, default="var/demo", help="Where the local services keep their data."),
+        # Not --workdir: faust takes that from anywhere on the command line as its own, and changes into it.
+        option("--dir", "workdir", type=str, default="var/demo", help="Where the local services keep data."),
     )
     async def demo(self: AppCommand, rate: float, workdir: str) -> None:
         """Run it all locally: broker, PostgreSQL, the real data set flowing in, a worker, the web view."""

@@ -47,12 +47,12 @@ def ports() -> Iterator[dict[str, int]]:
 def _demo(env: dict[str, str], workdir: Path) -> subprocess.Popen[str]:
     # The demo's data directory must be reachable by the `postgres` user when the tests run as root.
     demo = subprocess.Popen(
-        [FAUST, "-A", "solar_agents", "demo", "--rate", "50", "--workdir", str(workdir)],
+        [FAUST, "-A", "solar_agents", "demo", "--rate", "50", "--dir", "demo"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=workdir,
+        cwd=workdir,  # a relative --dir is taken from the working directory
     )
     # Reading its output line by line has no timeout of its own: a demo that hangs must not hang the suite.
     watchdog = threading.Timer(DEMO_TIMEOUT_SECONDS, demo.kill)
@@ -88,7 +88,7 @@ def test_demo_refuses_a_taken_port_naming_it_and_its_setting(
         f"is already in use; stop what holds it or set {setting}"
     ], err
     assert "broker " not in out  # nothing was started
-    assert not (workdir / "postgres").exists()
+    assert not (workdir / "demo" / "postgres").exists()
 
 
 def test_demo_stops_everything_when_its_worker_dies(ports: dict[str, int], workdir: Path) -> None:
@@ -146,6 +146,6 @@ def test_demo_stops_everything_when_its_worker_is_killed(ports: dict[str, int], 
             demo.wait()
     assert demo.returncode == 2
     assert err.strip().splitlines() == [
-        f"error: the worker exited with code -9; see its log {workdir / 'worker.log'}"
+        "error: the worker exited with code -9; see its log demo/worker.log"
     ], err
     assert not port_taken("127.0.0.1", ports["broker"])
