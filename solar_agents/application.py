@@ -7,7 +7,7 @@ import faust
 from solar_agents import broker_compat, log, producer_compat
 from solar_agents.agents import Pipeline
 from solar_agents.commands import register_commands
-from solar_agents.settings import Settings
+from solar_agents.settings import Settings, settings_or_exit, unknown_in_environment
 from solar_agents.web import register_views
 
 
@@ -43,5 +43,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     return app, pipeline
 
 
-settings = Settings()
+settings = settings_or_exit()
 app, pipeline = create_app(settings)
+for _name, _close in unknown_in_environment():
+    # A misspelled setting would otherwise be ignored without a word, and its default used.
+    log.get_logger(__name__).warning(
+        "unknown_setting", name=_name, did_you_mean=_close.upper() if _close else None
+    )

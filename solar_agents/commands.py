@@ -15,23 +15,29 @@ import csv
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import faust
 import psycopg2
+import psycopg2.errors
 from faust.cli import AppCommand, option
 from psycopg2 import sql
 
+from solar_agents.progress import ProgressPrinter
 from solar_agents.settings import Settings
 
 if TYPE_CHECKING:
     from solar_agents.agents import Pipeline
+
+T = TypeVar("T")
 
 DATASET = (
     Path(__file__).resolve().parent.parent
@@ -92,21 +98,45 @@ def connect(settings: Settings) -> Any:
     return conn
 
 
+ROWS_LIMIT_MAX = 100_000  # a bound that a terminal can still show; beyond, use psql
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked; ``str()`` is the one line for the user (exit code 2)."""
+
+
+def db_error(settings: Settings, exc: psycopg2.Error) -> CommandError:
+    """What a database error means for the user, naming the setting to change."""
+    where = f"{settings.risingwave_host}:{settings.risingwave_port}/{settings.risingwave_database}"
+    if isinstance(exc, psycopg2.errors.UndefinedTable):
+        return CommandError(
+            f"no table {settings.features_table!r} in the database {where}; "
+            "start a worker to create it, or set FEATURES_TABLE"
+        )
+    if isinstance(exc, psycopg2.OperationalError):
+        first = (str(exc).strip().splitlines() or ["no answer"])[0]
+        return CommandError(
+            f"cannot reach the database at {where} ({first}); "
+            "set RISINGWAVE_HOST, RISINGWAVE_PORT, RISINGWAVE_DATABASE or RISINGWAVE_USER"
+        )
+    return CommandError(f"the database at {where} refused the query: {str(exc).strip().splitlines()[0]}")
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= ROWS_LIMIT_MAX:
+        raise CommandError(f"--limit must be between 1 and {ROWS_LIMIT_MAX:,}, got {limit}")
+    return limit
+
+
 def print_rows(settings: Settings, limit: int, region: str | None = None) -> None:
     """The latest rows of the output table, as a plain text table."""
-    query = sql.SQL('SELECT * FROM {} {} ORDER BY "timestamp" DESC, region LIMIT %s').format(
-        sql.Identifier(settings.features_table), sql.SQL("WHERE region = %s" if region else "")
-    )
-    conn = connect(settings)
+    check_limit(limit)
+    if region is not None:
+        check_region(region, "--region")
     try:
-        with conn.cursor() as cur:
-            cur.execute(query, ([region] if region else []) + [limit])
-            names = [d[0] for d in cur.description]
-            rows = cur.fetchall()
-            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(settings.features_table)))
-            total = cur.fetchone()[0]
-    finally:
-        conn.close()
+        names, rows, total = _latest_rows(settings, limit, region)
+    except psycopg2.Error as exc:
+        raise db_error(settings, exc) from None
 
     def cell(v: object) -> str:
         if isinstance(v, float):
@@ -120,12 +150,123 @@ def print_rows(settings: Settings, limit: int, region: str | None = None) -> Non
     print(f"({len(rows)} of {total} rows in {settings.features_table})")
 
 
+def _latest_rows(settings: Settings, limit: int, region: str | None) -> tuple[list[str], list[Any], int]:
+    query = sql.SQL('SELECT * FROM {} {} ORDER BY "timestamp" DESC, region LIMIT %s').format(
+        sql.Identifier(settings.features_table), sql.SQL("WHERE region = %s" if region else "")
+    )
+    conn = connect(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, ([region] if region else []) + [limit])
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(settings.features_table)))
+            total = cur.fetchone()[0]
+    finally:
+        conn.close()
+    return names, rows, int(total)
+
+
+def check_region(region: str, flag: str) -> str:
+    """A region name as ingest accepts one (see records.Region), else a CommandError naming ``flag``."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from solar_agents.records import Region
+
+    try:
+        TypeAdapter(Region).validate_python(region)
+    except ValidationError as exc:
+        msg = str(exc.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+        raise CommandError(f"{flag} {region!r} is not a region name: {msg}") from None
+    return region
+
+
+def brokers_answering(servers: str, timeout: float = 3.0) -> bool:
+    """Whether any of the bootstrap servers accepts a connection."""
+    for hostport in (h.strip() for h in servers.split(",") if h.strip()):
+        host, _, port = hostport.rpartition(":")
+        try:
+            with socket.create_connection((host or hostport, int(port) if port else 9092), timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def check_broker(settings: Settings) -> None:
+    if not brokers_answering(settings.kafka_bootstrap_servers):
+        raise CommandError(
+            f"no broker answers at {settings.kafka_bootstrap_servers}; "
+            "start it or set KAFKA_BOOTSTRAP_SERVERS"
+        )
+
+
+def exit_on_error(body: Callable[[], T]) -> T:
+    """Run a command's body: a CommandError ends it with one line on stderr and exit code 2."""
+    try:
+        return body()
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+class BackfillProgress:
+    """The backfill's progress on the real stdout: raw messages read of all there are, rate and ETA.
+
+    The total is what this process has read plus what is left up to the high-water marks of fetch
+    responses (ListOffsets is wrong on some brokers after batched writes, a fetch response is not).
+    """
+
+    def __init__(self, app: faust.App, pipeline: Pipeline) -> None:
+        self.app = app
+        self.pipeline = pipeline
+        self.raw = (pipeline.settings.kafka_topic_solar, pipeline.settings.kafka_topic_weather)
+        # The real stdout: the worker redirects print() into its log.
+        self.printer = ProgressPrinter(sys.__stdout__ or sys.stderr)
+        self._finished_at: int | None = None
+
+    def left(self) -> int | None:
+        """Raw messages not yet read by this worker; None while an end is not known."""
+        consumer = self.app.consumer
+        try:
+            assigned = [tp for tp in consumer.assignment() if tp.topic in self.raw]
+        except Exception:  # not started yet, or between generations
+            return None
+        if not assigned:
+            return None
+        read_offsets = getattr(consumer, "_read_offset", {})  # Faust's, no public accessor
+        committed = getattr(consumer, "_committed_offset", {})
+        left = 0
+        for tp in assigned:
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                return None
+            last = read_offsets.get(tp)
+            position = last + 1 if last is not None else committed.get(tp) or 0
+            left += max(0, highwater - position)
+        return left
+
+    async def tick(self) -> None:
+        stats = self.pipeline.stats
+        read = sum(stats.ingested[t] + stats.dead_letters[t] for t in self.raw)
+        left = self.left()
+        total = None if left is None else read + left
+        finished = left == 0
+        if finished and self._finished_at == read:
+            return  # said once: the summary follows
+        self._finished_at = read if finished else None
+        self.printer.update(read, total, final=finished)
+
+
 def register_commands(app: faust.App, pipeline: Pipeline) -> None:
     settings = pipeline.settings
+    if settings.exit_when_caught_up:
+        app.timer(1.0, name="backfill_progress")(BackfillProgress(app, pipeline).tick)
 
     @app.command(
         option("--rate", type=float, default=100.0, help="Hours of the data set produced per second."),
-        option("--workdir", type=str, default="var/demo", help="Where the local services keep their data."),
+        # Not --workdir: faust takes that from anywhere on the command line as its own, and changes into it.
+        option("--dir", "workdir", type=str, default="var/demo", help="Where the local services keep data."),
     )
     async def demo(self: AppCommand, rate: float, workdir: str) -> None:
         """Run it all locally: broker, PostgreSQL, the real data set flowing in, a worker, the web view."""
@@ -133,13 +274,18 @@ def register_commands(app: faust.App, pipeline: Pipeline) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):  # stop everything it started, whatever stops it
             loop.add_signal_handler(signum, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await task
-        print("stopped: worker, broker and database")
+        except asyncio.CancelledError:
+            print("stopped: worker, broker and database")
+        except CommandError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
     @app.command()
     async def backfill(self: AppCommand) -> None:
         """Process everything in the topics, write it, and exit 0 with a summary once caught up."""
+        exit_on_error(lambda: check_broker(settings))
         env = {**os.environ, "EXIT_WHEN_CAUGHT_UP": "true"}
         level = os.environ.get("LOG_LEVEL", settings.log_level)
         argv = [faust_executable(), "-A", "solar_agents", "worker", "-l", level]
@@ -171,15 +317,49 @@ def register_commands(app: faust.App, pipeline: Pipeline) -> None:
     )
     async def rows(self: AppCommand, limit: int, region: str | None) -> None:
         """Print the latest rows of the output table."""
-        print_rows(settings, limit, region)
+        exit_on_error(lambda: print_rows(settings, limit, region))
+
+
+def demo_ports(settings: Settings) -> list[tuple[str, str, int, str]]:
+    """What the demo listens on: (service, host, port, the setting that moves it)."""
+    return [
+        ("broker", "127.0.0.1", _port(settings.kafka_bootstrap_servers, 30092), "KAFKA_BOOTSTRAP_SERVERS"),
+        ("database", "127.0.0.1", settings.risingwave_port, "RISINGWAVE_PORT"),
+        ("web view", settings.web_host, settings.web_port, "WEB_PORT"),
+    ]
+
+
+def check_demo_ports(settings: Settings) -> None:
+    """Refuse to start the demo on a port that is taken, naming it and the setting that moves it."""
+    from solar_agents.local import port_taken
+
+    for service, host, port, setting in demo_ports(settings):
+        if port_taken(host, port):
+            raise CommandError(
+                f"port {port} for the demo's {service} is already in use; stop what holds it or set {setting}"
+            )
+
+
+_BIND_FAILED = re.compile(r"bind on address \(?'?([^',)]*)'?, (\d+)\)?.*?address already in use", re.I)
+
+
+def worker_death(settings: Settings, code: int | None, log_text: str, log_path: Path) -> str:
+    """One line on why the demo's worker is gone: the port and setting if it could not bind, else its log."""
+    match = _BIND_FAILED.search(log_text)
+    if match:
+        port = int(match.group(2))
+        setting = next((s for _, _, p, s in demo_ports(settings) if p == port), "WEB_PORT")
+        return f"the worker exited: port {port} is already in use; stop what holds it or set {setting}"
+    return f"the worker exited with code {code}; see its log {log_path}"
 
 
 async def run_demo(settings: Settings, rate: float, workdir: Path) -> None:
-    from aiokafka import AIOKafkaProducer
+    """The demo; a CommandError when it cannot start or its worker dies (everything it started is stopped)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from solar_agents.local import LocalBroker, LocalPostgres
+    from solar_agents.local import LocalBroker, LocalPostgres, LocalServiceError
 
+    check_demo_ports(settings)
     workdir.mkdir(parents=True, exist_ok=True)
     broker = LocalBroker(port=_port(settings.kafka_bootstrap_servers, 30092), workdir=workdir / "broker")
     database = LocalPostgres(
@@ -188,8 +368,17 @@ async def run_demo(settings: Settings, rate: float, workdir: Path) -> None:
         database=settings.risingwave_database,
         user=settings.risingwave_user,
     )
+    try:
+        broker.start()
+    except LocalServiceError as exc:
+        raise CommandError(f"the local broker did not start: {str(exc).splitlines()[0]}") from None
     worker: asyncio.subprocess.Process | None = None
-    with broker, database:
+    tasks: list[asyncio.Future[Any]] = []
+    try:
+        try:
+            database.start()
+        except LocalServiceError as exc:
+            raise CommandError(f"the local database did not start: {str(exc).splitlines()[0]}") from None
         print(f"broker    {broker.bootstrap_servers} (data in memory)", flush=True)
         print(f"database  postgresql://{database.user}@{database.host}:{database.port}/{database.database}")
         admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
@@ -226,32 +415,69 @@ async def run_demo(settings: Settings, rate: float, workdir: Path) -> None:
                 stdout=log,
                 stderr=log,
             )
-        print(f"worker    pid {worker.pid}, log {log_path}")
-        print(f"web view  http://localhost:{settings.web_port}/  (metrics at /metrics)")
-        print("rows      faust -A solar_agents rows --limit 10   (or psql on the database above)")
-        print("Ctrl-C stops everything.", flush=True)
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=20)
-        await producer.start()
-        try:
-            topics = {"solar": settings.kafka_topic_solar, "weather": settings.kafka_topic_weather}
-            started = time.monotonic()
-            produced = 0
-            for feed, key, value in dataset_messages():
-                await producer.send(topics[feed], value=value, key=key)
-                produced += 1
-                if produced % 2 == 0:
-                    hours = produced // 2
-                    await asyncio.sleep(max(0.0, started + hours / rate - time.monotonic()))
-                    if hours % 500 == 0:
-                        print(f"produced {hours} hours of the data set", flush=True)
-            await producer.flush()
-            print(f"produced all {produced // 2} hours; the worker keeps running", flush=True)
+        print(f"worker    pid {worker.pid}, log {log_path}", flush=True)
+        # The worker is watched from here on: if it dies, producing stops and so does everything else.
+        exited = asyncio.ensure_future(worker.wait())
+        producing = asyncio.ensure_future(_produce_dataset(settings, broker.bootstrap_servers, rate))
+        announcing = asyncio.ensure_future(_announce_web(settings))
+        tasks += [exited, producing, announcing]
+        await asyncio.wait({exited, producing}, return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done():
+            producing.result()  # a failure to produce ends the demo too
+            print(f"produced the whole data set; the worker keeps running (pid {worker.pid})", flush=True)
+            await exited
+        log_text = log_path.read_text(errors="replace")
+        raise CommandError(worker_death(settings, worker.returncode, log_text, log_path))
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if worker is not None and worker.returncode is None:
+            worker.terminate()
             await worker.wait()
-        finally:
-            await producer.stop()
-            if worker.returncode is None:
-                worker.terminate()
-                await worker.wait()
+        database.stop()
+        broker.stop()
+
+
+async def _produce_dataset(settings: Settings, servers: str, rate: float) -> None:
+    """Produce the data set at ``rate`` hours a second."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=20)
+    await producer.start()
+    try:
+        topics = {"solar": settings.kafka_topic_solar, "weather": settings.kafka_topic_weather}
+        started = time.monotonic()
+        for produced, (feed, key, value) in enumerate(dataset_messages(), 1):
+            await producer.send(topics[feed], value=value, key=key)
+            if produced % 2 == 0:
+                hours = produced // 2
+                await asyncio.sleep(max(0.0, started + hours / rate - time.monotonic()))
+                if hours % 500 == 0:
+                    print(f"produced {hours} hours of the data set", flush=True)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _announce_web(settings: Settings) -> None:
+    """Print the web address once the worker's own page answers there, not before."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{settings.web_port}/api/regions"
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while True:
+            # Whatever else may hold the port (it was free at the check) does not answer as the worker does.
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                async with session.get(url) as response:
+                    if response.status == 200 and "regions" in await response.json():
+                        break
+            await asyncio.sleep(0.2)
+    print(f"web view  http://localhost:{settings.web_port}/  (metrics at /metrics)")
+    print("rows      faust -A solar_agents rows --limit 10   (or psql on the database above)")
+    print("Ctrl-C stops everything.", flush=True)
 
 
 def running_here(tabledir: Path) -> list[Path]:
@@ -295,6 +521,13 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
     from solar_agents.hours import HOUR_US, InvalidTimestamp, Replay, history_hours, to_micros
     from solar_agents.records import RegionResolver, encode_replay
 
+    try:
+        if region is not None:
+            check_region(region, "--region")
+        check_broker(settings)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     held = running_here(tabledir)
     if held:
         print(f"refused: a worker of the group is running here ({held[0]}); stop it first", file=sys.stderr)
@@ -327,21 +560,29 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
         ends = await fetched_end_offsets(scanner, tps)
         starts: dict[tuple[str, int], int] = {}
         until: dict[tuple[str, int], int] = {}
+        committed_at = {tp: await group.committed(tp) for tp in tps}
+        # The scan reads each partition the group has read from its start, at most to its real end.
+        scan = ScanProgress(
+            sum(ends[tp] for tp in tps if committed_at[tp] is not None) if target is not None else 0
+        )
         for feed, topic in feeds.items():
             for tp in (tp for tp in tps if tp.topic == topic):
-                committed = await group.committed(tp)
+                committed = committed_at[tp]
                 if committed is None:
                     continue  # never read by the group: the next start reads it from the beginning anyway
                 start = (
                     0
                     if target is None
-                    else await _first_offset(scanner, tp, ends[tp], feed, target, region, regions)
+                    else await _first_offset(scanner, tp, ends[tp], feed, target, region, regions, scan)
                 )
                 if start is not None and start < committed:
                     starts[feed, tp.partition] = start
                     until[feed, tp.partition] = committed
                     again = committed - start
+                    scan.printer.close()
                     print(f"{topic}[{tp.partition}]: offset {committed} -> {start} ({again:,} to read again)")
+        if target is not None:
+            scan.done()
         if not starts:
             print("nothing to replay: the group has not read past that time on any raw partition")
             return 0
@@ -367,8 +608,36 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
     return 0
 
 
+class ScanProgress:
+    """Messages the replay has scanned, of the most it may scan; printed as a bar or a line."""
+
+    def __init__(self, total: int) -> None:
+        self.read = 0
+        self.total = total
+        self.printer = ProgressPrinter(sys.stdout, what="messages scanned")
+
+    def advance(self, read: int) -> None:
+        self.read += read
+        self.printer.update(self.read, self.total)
+
+    def skip(self, left: int) -> None:
+        """A partition's scan stopped ``left`` messages before its end: they will not be read."""
+        self.total -= left
+        self.printer.update(self.read, self.total)
+
+    def done(self) -> None:
+        self.printer.update(self.read, self.total, final=True)
+
+
 async def _first_offset(
-    consumer: Any, tp: Any, end: int, feed: str, target: int, region: str | None, regions: Any
+    consumer: Any,
+    tp: Any,
+    end: int,
+    feed: str,
+    target: int,
+    region: str | None,
+    regions: Any,
+    scan: ScanProgress,
 ) -> int | None:
     """The first offset of ``tp`` holding a valid record (of ``region``) at or after hour ``target``.
 
@@ -380,27 +649,33 @@ async def _first_offset(
     consumer.assign([tp])
     consumer.seek(tp, 0)
     position = 0
-    while position < end:
-        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
-        for message in batch.get(tp, []):
-            position = message.offset + 1
-            if message.value is None:
-                continue
-            try:
-                record: Solar | Weather
-                if feed == "s":
-                    record, name = parse_solar(message.value, message.partition, message.offset)
-                else:
-                    record, name = parse_weather(
-                        message.value, message.key, message.partition, message.offset, regions
-                    )
-            except InvalidMessage:
-                continue
-            if record.hour >= target and (region is None or name == region):
-                return int(message.offset)
-        if not batch:
-            break
-    return None
+    try:
+        while position < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+            messages = batch.get(tp, [])
+            for n, message in enumerate(messages, 1):
+                position = message.offset + 1
+                if message.value is None:
+                    continue
+                try:
+                    record: Solar | Weather
+                    if feed == "s":
+                        record, name = parse_solar(message.value, message.partition, message.offset)
+                    else:
+                        record, name = parse_weather(
+                            message.value, message.key, message.partition, message.offset, regions
+                        )
+                except InvalidMessage:
+                    continue
+                if record.hour >= target and (region is None or name == region):
+                    scan.advance(n)
+                    return int(message.offset)
+            scan.advance(len(messages))
+            if not batch:
+                break
+        return None
+    finally:
+        scan.skip(max(0, end - position))  # what this scan did not have to read
 
 
 async def commit_offsets(settings: Settings, offsets: dict[Any, int], raw: set[Any]) -> str | None:

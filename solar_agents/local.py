@@ -29,7 +29,7 @@ from typing import Any, Self
 import psycopg2
 from psycopg2 import sql
 
-__all__ = ["LocalBroker", "LocalPostgres", "LocalServiceError", "free_port"]
+__all__ = ["LocalBroker", "LocalPostgres", "LocalServiceError", "free_port", "port_taken"]
 
 _LOG_TAIL_BYTES = 4000
 
@@ -44,6 +44,23 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something listens on ``port`` of ``host`` already (a bind there would fail).
+
+    A bind test, as the servers will do, not a connect: a port held by a socket that does not accept
+    (or bound to another address of the same port) is taken too.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # Servers set SO_REUSEADDR too: a port left in TIME_WAIT by the last run is free for them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def _log_tail(path: Path | None) -> str:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
+import sys
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
+from typing import Any, NoReturn
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from solar_agents.hours import history_hours
@@ -62,6 +68,31 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: int = Field(5, ge=1)
     db_retry_max_seconds: float = Field(10.0, gt=0)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        # An infinite wait or timeout is never meant: it turns a fault into a hang.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_servers(cls, value: str) -> str:
+        if not [h for h in value.split(",") if h.strip()]:
+            raise ValueError("names no broker (host:port, comma-separated)")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _check_data_dir(cls, value: Path) -> Path:
+        # Checked here so that the worker's mkdir does not end in a bare OS error later.
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, not a directory")
+        if not value.exists() and not value.absolute().parent.is_dir():
+            raise ValueError(f"the parent directory of {value} does not exist; create it or choose another")
+        return value
+
     @field_validator("region_locations")
     @classmethod
     def _check_locations(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
@@ -90,3 +121,94 @@ class Settings(BaseSettings):
     def retention_hours(self) -> int:
         """How many hours behind a region's watermark state is kept (SPEC: lateness plus history)."""
         return self.allowed_lateness_hours + history_hours(self.feature_window_hours)
+
+
+# Settings that mean nothing when empty: an empty value in the environment would otherwise fall back to the
+# default without a word (env_ignore_empty), pointing the service somewhere the user did not ask for.
+NON_EMPTY = (
+    "kafka_bootstrap_servers",
+    "kafka_topic_solar",
+    "kafka_topic_weather",
+    "kafka_consumer_group",
+    "risingwave_host",
+    "risingwave_database",
+    "risingwave_user",
+    "features_table",
+    "deadletter_topic",
+)
+# Environment names of other tools that share a first word with ours are not warned about unless they are
+# also close to one of ours: only these prefixes are ours alone.
+OWN_PREFIXES = ("KAFKA_", "RISINGWAVE_", "DB_", "BROKER_", "INGEST_", "FEATURE_", "FEATURES_", "BATCH_")
+
+
+class SettingsError(ValueError):
+    """A setting with a value the service cannot use; ``str()`` is the one line for the user."""
+
+
+def setting_names() -> list[str]:
+    return [name.upper() for name in Settings.model_fields]
+
+
+def unknown_names(names: Iterable[str]) -> list[tuple[str, str | None]]:
+    """Names that look like settings of this service but are none: (name, the closest real one or None)."""
+    known = setting_names()
+    out: list[tuple[str, str | None]] = []
+    for name in sorted(set(names)):
+        upper = name.upper()
+        if upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.85)
+        if close or upper.startswith(OWN_PREFIXES):
+            out.append((name, close[0] if close else None))
+    return out
+
+
+def _env_file_names(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    names = []
+    for line in path.read_text(errors="replace").splitlines():
+        text = line.strip().removeprefix("export ").strip()
+        if text and not text.startswith("#") and "=" in text:
+            names.append(text.split("=", 1)[0].strip())
+    return names
+
+
+def explain(error: ValidationError) -> str:
+    """The first error of ``error`` as one line naming the setting, what is wrong and what came."""
+    first = error.errors(include_url=False)[0]
+    name = ".".join(str(p) for p in first["loc"]).upper() or "settings"
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    got = repr(first.get("input"))
+    got = got if len(got) <= 60 else got[:57] + "..."
+    return f"setting {name}: {msg} (got {got})"
+
+
+def load_settings() -> Settings:
+    """The settings, or a SettingsError whose message names the setting to change."""
+    for field in NON_EMPTY:
+        value = os.environ.get(field.upper())
+        if value is not None and not value.strip():
+            raise SettingsError(f"setting {field.upper()}: is set but empty; give it a value or unset it")
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(explain(exc)) from None
+
+
+def settings_or_exit() -> Settings:
+    """The settings, else one line on stderr and exit code 2: a bad value is the user's to fix."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        refuse(str(exc))
+
+
+def refuse(message: str) -> NoReturn:
+    """End a command with one line on stderr and exit code 2 (a usage or configuration error)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def unknown_in_environment(env_file: Path = Path("settings.env")) -> list[tuple[str, str | None]]:
+    return unknown_names([*os.environ, *_env_file_names(env_file)])

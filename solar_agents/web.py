@@ -4,7 +4,7 @@
     /api/regions                        per-region summary, counters, consumer lag
     /api/regions/{region}/hours         kept records and feature rows of one region, by time range
     /api/deadletters?limit=N            the latest rejected messages and why
-    /metrics                            Prometheus text exposition format
+    /metrics                            Prometheus metrics (prometheus-client; see metrics.py)
 
 The views only read: the pipeline's states and counters, the Faust consumer's offsets. Every answer is
 computed on the event loop, between two events, so it is consistent with itself.
@@ -41,6 +41,7 @@ from solar_agents.hours import (
     to_micros,
 )
 from solar_agents.log import get_logger
+from solar_agents.metrics import Metrics, Snapshot, pipeline_text
 from solar_agents.stats import RECENT_DEAD_LETTERS, DeadLetter, Stats
 
 log = get_logger(__name__)
@@ -319,82 +320,14 @@ def consumer_lag(app: faust.App, topics: Sequence[str]) -> list[dict[str, Any]]:
 # --- Prometheus ---------------------------------------------------------------------------------------------
 
 
-def _label(value: object) -> str:
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{text}"'
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-class _Exposition:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str) -> None:
-        self.lines.append(f"# HELP solar_agents_{name} {help_text}")
-        self.lines.append(f"# TYPE solar_agents_{name} {kind}")
-
-    def sample(self, name: str, value: float, **labels: object) -> None:
-        label_text = ",".join(f"{k}={_label(v)}" for k, v in labels.items())
-        suffix = f"{{{label_text}}}" if label_text else ""
-        self.lines.append(f"solar_agents_{name}{suffix} {_number(value)}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
 def metrics_text(
     stats: Stats,
     raw_topics: Iterable[str],
     lag: Iterable[Mapping[str, Any]],
     states: Mapping[str, RegionHours],
 ) -> str:
-    """The Prometheus text exposition (format 0.0.4) of this worker's counters, lag and regions."""
-    c = counts(stats, raw_topics)
-    out = _Exposition()
-    out.family("messages_ingested_total", "counter", "Valid messages read from a raw topic.")
-    for topic, n in sorted(c["ingested"].items()):
-        out.sample("messages_ingested_total", n, topic=topic)
-    out.family("dead_letters_total", "counter", "Messages rejected to the dead-letter topic, by raw topic.")
-    for topic, n in sorted(c["dead_letters"].items()):
-        out.sample("dead_letters_total", n, topic=topic)
-    out.family("late_records_total", "counter", "Records older than watermark minus allowed lateness.")
-    out.sample("late_records_total", stats.late)
-    out.family("rows_emitted_total", "counter", "Feature rows computed and sent to the writer.")
-    out.sample("rows_emitted_total", stats.rows_emitted)
-    out.family("rows_written_total", "counter", "Feature rows written to the database (rewrites included).")
-    out.sample("rows_written_total", stats.rows_written)
-    out.family("write_failures_total", "counter", "Failed database write attempts (each is retried).")
-    out.sample("write_failures_total", stats.write_failures)
-    out.family("write_batch_seconds", "histogram", "Time to write one batch of rows to the database.")
-    for bound, n in sorted(stats.write_buckets.items()):
-        # Stats counts a batch in every bucket it fits: the buckets are cumulative already.
-        out.sample("write_batch_seconds_bucket", n, le=_number(float(bound)))
-    out.sample("write_batch_seconds_bucket", stats.batches_written, le="+Inf")
-    out.sample("write_batch_seconds_sum", stats.write_seconds_total)
-    out.sample("write_batch_seconds_count", stats.batches_written)
-    out.family("consumer_lag", "gauge", "High-water mark minus committed offset, per assigned partition.")
-    for entry in lag:
-        if entry["lag"] is not None:
-            out.sample("consumer_lag", entry["lag"], topic=entry["topic"], partition=entry["partition"])
-    out.family("regions", "gauge", "Regions held by this worker.")
-    out.sample("regions", len(states))
-    out.family("region_watermark_timestamp_seconds", "gauge", "A region's watermark hour, as epoch seconds.")
-    for region, state in sorted(states.items()):
-        if state.watermark is not None:
-            out.sample("region_watermark_timestamp_seconds", state.watermark * 3600, region=region)
-    out.family("region_incomplete_hours", "gauge", "Kept hours of a region with one of the two records.")
-    for region, state in sorted(states.items()):
-        out.sample("region_incomplete_hours", len(incomplete_hours(state)), region=region)
-    return out.text()
+    """The Prometheus text exposition of the pipeline's counters, lag and regions (no Faust sensor)."""
+    return pipeline_text(stats, raw_topics, lag, states)
 
 
 # --- views --------------------------------------------------------------------------------------------------
@@ -429,6 +362,7 @@ class Site:
         self.settings = pipeline.settings
         self._states: Mapping[str, RegionHours] = {}
         self._states_at = -math.inf
+        self.prometheus = Metrics(self.snapshot)
 
     @property
     def raw_topics(self) -> tuple[str, str]:
@@ -497,9 +431,12 @@ class Site:
             "dead_letters": [dead_letter_json(d) for d in reversed(latest)],
         }
 
-    def metrics(self) -> str:
+    def snapshot(self) -> Snapshot:
         lag = consumer_lag(self.app, self.input_topics)
-        return metrics_text(self.pipeline.stats, self.raw_topics, lag, self.states())
+        return Snapshot(self.pipeline.stats, self.raw_topics, lag, self.states())
+
+    def metrics(self) -> str:
+        return self.prometheus.text()
 
     def owner(self, region: str) -> URL | None:
         """The URL of the worker holding ``region``, or None when it is this one or nobody knows yet."""
@@ -541,6 +478,7 @@ class Site:
 def register_views(app: faust.App, pipeline: Pipeline) -> Site:
     """Add the dashboard, the API and /metrics to the worker's web server."""
     site = Site(app, pipeline)
+    app.sensors.add(site.prometheus.sensor)
 
     # "/" first: Faust's own index blueprint is added later, and aiohttp answers with the first match.
     @app.page("/", name="solar_agents_dashboard")

@@ -11,9 +11,9 @@ from conftest import WorkerFactory
 from kafka_util import Kafka
 from pipeline_util import produce_in_order, reference_for, sink_rows, wait_until_equal
 from scenario import build_feed, interleave
-from worker import FAUST, Names, Worker
+from worker import FAUST, Names, Worker, worker_env
 
-from solar_agents.local import LocalPostgres
+from solar_agents.local import LocalBroker, LocalPostgres, free_port
 
 
 def run_command(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
@@ -102,3 +102,43 @@ def test_rebuild_removes_state_and_the_restore_brings_it_back(
     wait_until_equal(postgres, names.table, reference.rows, alive=lambda: again.alive, on_timeout=again.tail)
     assert "tables_recovered" in again.log_text()
     assert len(sink_rows(postgres, names.table)) == len(reference.rows)
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FAUST, "-A", "solar_agents", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def _one_line(result: subprocess.CompletedProcess[str], *parts: str) -> None:
+    """Exit code 2 and one line on stderr holding every part: no traceback."""
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stdout, result.stdout
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
+def test_command_errors_are_one_line_naming_what_to_change(
+    broker: LocalBroker, postgres: LocalPostgres, names: Names, tmp_path: Path
+) -> None:
+    env = worker_env(broker, postgres, names, tmp_path / "state")
+    _one_line(_cli(env, "rows", "--limit", "-1"), "--limit", "between 1 and")
+    _one_line(_cli(env, "rows", "--limit", str(2**70)), "--limit", "between 1 and")
+    _one_line(_cli(env, "rows"), f"no table {names.table!r}", "FEATURES_TABLE")
+    _one_line(_cli(env, "rows", "--region", ""), "--region", "not a region name")
+    nobody = {**env, "RISINGWAVE_PORT": str(free_port())}
+    _one_line(_cli(nobody, "rows"), "cannot reach the database", "RISINGWAVE_PORT")
+    no_broker = {**env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    _one_line(_cli(no_broker, "backfill"), "no broker answers", "KAFKA_BOOTSTRAP_SERVERS")
+    _one_line(_cli(no_broker, "replay"), "no broker answers", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+def test_replay_refuses_a_region_name_that_ingest_refuses(
+    broker: LocalBroker, postgres: LocalPostgres, names: Names, tmp_path: Path
+) -> None:
+    env = worker_env(broker, postgres, names, tmp_path / "state")
+    _one_line(_cli(env, "replay", "--region", ""), "--region ''", "not a region name")
+    _one_line(_cli(env, "replay", "--region", "x" * 65), "--region", "not a region name")
+    _one_line(_cli(env, "replay", "--region", "a\x01b\udcff"), "--region", "not a region name")

@@ -494,6 +494,9 @@ def test_backfill_command(
     assert result.returncode == 0, summary
     assert elapsed < 120
     assert "backfill done" in stdout
+    # Not a terminal: plain progress lines, the last one at the real total (not ListOffsets' answer).
+    progress = re.findall(r"^read ([\d,]+) / ([\d,]+) messages \(([\d.]+) %\)", stdout, re.MULTILINE)
+    assert progress and progress[-1] == (f"{len(order):,}", f"{len(order):,}", "100.0"), progress
 
     def count(label: str) -> int:
         match = re.search(rf"^\s+{re.escape(label)}\s+([\d,]+)", summary, re.MULTILINE)

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from kafka_util import Kafka, consume_all, create_topics, produce
 
-from solar_agents.local import LocalBroker, LocalPostgres, LocalServiceError, free_port
+from solar_agents.local import LocalBroker, LocalPostgres, LocalServiceError, free_port, port_taken
 
 # --------------------------------------------------------------------------------------------
 # Broker
@@ -26,6 +26,17 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_port_taken_sees_a_listener_and_a_bound_socket() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert port_taken("127.0.0.1", port)  # bound, not listening: a server could not bind it either
+        sock.listen()
+        assert port_taken("127.0.0.1", port)
+        assert port_taken("0.0.0.0", port)
+    assert not port_taken("127.0.0.1", port)
 
 
 def test_broker_answers_metadata(broker: LocalBroker) -> None:

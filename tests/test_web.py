@@ -516,6 +516,41 @@ def test_metrics_equal_the_api(loaded: Loaded) -> None:
         assert one("region_incomplete_hours", region=region["region"]) == region["incomplete_count"]
 
 
+def test_metrics_carry_faust_sensor_events(loaded: Loaded) -> None:
+    samples = parse_metrics(http(loaded.worker.url + "/metrics")[2].decode())
+    api = get_json(loaded.worker.url + "/api/regions")
+
+    def one(name: str, **labels: str) -> float:
+        return samples[(f"solar_agents_faust_{name}", tuple(sorted(labels.items())))]
+
+    # Every message ingest counted reached Faust's consumer first (dead letters too).
+    for topic, n in api["counts"]["ingested"].items():
+        received = one("messages_received_total", topic=topic)
+        assert received >= n + api["counts"]["dead_letters"].get(topic, 0) > 0
+    assert one("commit_seconds_count") > 0 and one("commit_seconds_sum") > 0
+    assert one("rebalances_total") >= 1 and one("rebalance_seconds_count") >= 1
+    assert one("assignments_total", result="completed") >= 1
+    # The committed offsets it reports are the ones the lag is computed from.
+    for entry in api["lag"]:
+        committed = samples.get(
+            (
+                "solar_agents_faust_committed_offset",
+                (("partition", str(entry["partition"])), ("topic", entry["topic"])),
+            )
+        )
+        if entry["committed"] is not None and committed is not None:
+            assert committed == entry["committed"]
+
+
+def test_readme_lists_every_metric_as_served(loaded: Loaded) -> None:
+    text = http(loaded.worker.url + "/metrics")[2].decode()
+    served = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Metrics", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(solar_agents_[a-z_]+)", section))
+    assert served == listed, (served - listed, listed - served)
+
+
 def test_views_answer_get_only(loaded: Loaded) -> None:
     request = urllib.request.Request(loaded.worker.url + "/api/regions", data=b"{}", method="POST")
     with pytest.raises(urllib.error.HTTPError) as error:
