@@ -1,6 +1,6 @@
 """Faust wiring: topics, tables and the agents that move records through them.
 
-    solar raw ──▶ ingest_solar ──┐                    ┌─▶ hours table (region|hour → both halves)
+    solar raw ──▶ ingest_solar ──┐                    ┌─▶ hours table (region|day → its hours)
                                  ├─▶ records topic ──▶ align ──▶ regions table (region → latest hours)
     weather raw ─▶ ingest_weather┘   (key = region)       │
          │ bad messages ─▶ dead-letter topic              └─▶ rows topic ──▶ write ──▶ RisingWave / PostgreSQL
