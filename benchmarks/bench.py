@@ -819,13 +819,22 @@ class Bench:
     # -- 6. restore --
 
     def restore(self) -> None:
+        def hours_in(value: bytes | None) -> int:
+            """Hours held by a value of the hour table: a block of a day, or one hour (earlier versions)."""
+            if value is None:
+                return 0
+            data = json.loads(value)
+            if isinstance(data, dict):
+                return len({f[0] for f in data["s"]} | {f[0] for f in data["w"]})
+            return 1
+
         group = self.g1
         stop_seconds = self.w1.stop()
         self.progress(f"restore: 1x worker stopped in {stop_seconds:.1f} s; counting changelog records")
         # Every table's changelog: hours and regions, and whatever tables the pipeline has besides.
         changelogs = kafka_io.changelog_topics(self.bootstrap, group.name)
         hours_topic = f"{group.name}-hours-changelog"
-        live_keys: dict[bytes | None, bool] = {}
+        live_keys: dict[bytes | None, int] = {}  # key -> hours its latest value holds
         per_topic: Counter[str] = Counter()
 
         def on_message(
@@ -833,7 +842,7 @@ class Bench:
         ) -> None:
             per_topic[topic] += 1
             if topic == hours_topic:
-                live_keys[key] = value is not None
+                live_keys[key] = hours_in(value)
 
         counted = kafka_io.read_topics(self.bootstrap, changelogs, on_message=on_message)
         expected_hours = sum(live_keys.values())

@@ -1,6 +1,6 @@
 """Faust wiring: topics, tables and the agents that move records through them.
 
-    solar raw ──▶ ingest_solar ──┐                    ┌─▶ hours table (region|hour → both halves)
+    solar raw ──▶ ingest_solar ──┐                    ┌─▶ hours table (region|day → its hours)
                                  ├─▶ records topic ──▶ align ──▶ regions table (region → latest hours)
     weather raw ─▶ ingest_weather┘   (key = region)       │
          │ bad messages ─▶ dead-letter topic              └─▶ rows topic ──▶ write ──▶ RisingWave / PostgreSQL
@@ -33,6 +33,9 @@ from solar_agents.records import (
     InvalidMessage,
     ProgressReport,
     RegionResolver,
+    block_key,
+    block_of,
+    block_value,
     dead_letter,
     decode_control,
     decode_progress,
@@ -43,7 +46,7 @@ from solar_agents.records import (
     encode_records,
     encode_rows,
     hour_key,
-    hour_value,
+    load_block,
     load_hour,
     load_region,
     load_replay,
@@ -51,7 +54,7 @@ from solar_agents.records import (
     parse_weather,
     region_value,
     replay_value,
-    split_hour_key,
+    split_table_key,
 )
 from solar_agents.settings import Settings
 from solar_agents.sink import ConnectionInfo, FeatureSink, latest_per_key
@@ -154,6 +157,8 @@ class Pipeline:
         self._progress: dict[int, FeedProgress] = defaultdict(FeedProgress)
         self._replays: dict[int, Replay] = {}
         self._states_generation: int | None = None
+        # Hour entries of an earlier version of the hour table, per region, until its next batch.
+        self._hour_entries: dict[str, set[int]] = defaultdict(set)
         # What a crash would bring back: records read but not committed, per records partition (align)
         # and per raw partition (ingest). Retention keeps the history they need.
         self._records_uncommitted: dict[int, Uncommitted] = defaultdict(Uncommitted)
@@ -355,7 +360,7 @@ class Pipeline:
         log.info(
             "tables_recovered",
             seconds_since_start=round(time.monotonic() - self._started, 2),
-            hours_kept=len(self.hour_table),
+            hour_blocks_kept=len(self.hour_table),
         )
 
     def _ensure_loaded(self) -> None:
@@ -370,7 +375,7 @@ class Pipeline:
         # holds every watermark back; the safe side.
         self._progress.clear()
         self._replays = {int(p): load_replay(value) for p, value in self.replay_table.items()}
-        states = self._read_states()
+        states, self._hour_entries = self._read_states()
         log.info(
             "state_loaded",
             regions=len(states),
@@ -379,13 +384,19 @@ class Pipeline:
         )
         return states
 
-    def _read_states(self) -> dict[str, RegionHours]:
-        """The regions' kept hours as the tables hold them."""
+    def _read_states(self) -> tuple[dict[str, RegionHours], dict[str, set[int]]]:
+        """The regions' kept hours as the tables hold them, and the hour entries of an earlier version."""
         states = {region: load_region(region, value) for region, value in self.region_table.items()}
+        older: dict[str, set[int]] = defaultdict(set)
         for key, value in self.hour_table.items():
-            region, hour = split_hour_key(key)
-            load_hour(states.setdefault(region, RegionHours(region)), hour, value)
-        return states
+            region, number, is_block = split_table_key(key)
+            state = states.setdefault(region, RegionHours(region))
+            if is_block:
+                load_block(state, value)
+            else:  # rewritten as a block by the region's next batch
+                load_hour(state, number, value)
+                older[region].add(number)
+        return states, older
 
     async def align(self, stream: StreamT[bytes]) -> None:
         settings = self.settings
@@ -458,10 +469,19 @@ class Pipeline:
             offset,
         )
         self.stats.late += aligned.late
-        for hour in aligned.stored_hours:
-            self.hour_table[hour_key(region, hour)] = hour_value(state, hour)
-        for hour in aligned.pruned_hours:
+        # One write per block the batch changed (here, in the region's own event: table writes go to the
+        # changelog partition of the event being processed).
+        blocks = {block_of(hour) for hour in (*aligned.stored_hours, *aligned.pruned_hours)}
+        older = self._hour_entries.pop(region, set())
+        for hour in older:
             self.hour_table.pop(hour_key(region, hour), None)
+        blocks.update(block_of(hour) for hour in older)
+        for block in blocks:
+            kept = block_value(state, block)
+            if kept is None:
+                self.hour_table.pop(block_key(region, block), None)
+            else:
+                self.hour_table[block_key(region, block)] = kept
         self.region_table[region] = region_value(state)
         return aligned.rows
 
@@ -598,4 +618,4 @@ class Pipeline:
         """
         if self._states_generation == self.app.consumer_generation_id:
             return self._states
-        return self._read_states()
+        return self._read_states()[0]

@@ -293,7 +293,7 @@ class RegionHours:
     scan_from: int | None = None
 
     def snapshot(self) -> dict[str, int | None]:
-        """Every field but the kept hours (the hour table holds those, one entry each): what a restart must
+        """Every field but the kept hours (the hour table holds those, a day a value): what a restart must
         get back to behave as if it never happened. New fields are included without being named here."""
         return {name: getattr(self, name) for name in _SNAPSHOT_FIELDS}
 

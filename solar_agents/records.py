@@ -266,29 +266,53 @@ def decode_records(value: bytes) -> list[Record]:
     return out
 
 
+# The hour table holds a region's hours in blocks of a day: one table write per block a batch touches, not per
+# hour, and every value bounded (at most 24 hours of both halves).
+BLOCK_HOURS = 24
+
+
+def block_of(hour: int) -> int:
+    return hour // BLOCK_HOURS
+
+
+def block_key(region: str, block: int) -> str:
+    """Key of the hour table. The block is last: a region name may hold any character, ``d<n>`` ends it."""
+    return f"{region}|d{block}"
+
+
+def split_table_key(key: str) -> tuple[str, int, bool]:
+    """(region, number, is a block) of an hour table key; not a block: an hour entry of earlier versions."""
+    region, tail = key.rsplit("|", 1)
+    if tail.startswith("d"):
+        return region, int(tail[1:]), True
+    return region, int(tail), False
+
+
+def block_value(state: RegionHours, block: int) -> dict[str, list[list[object]]] | None:
+    """Table value of one block: the kept records of its hours, both halves; None when all are gone."""
+    hours = range(block * BLOCK_HOURS, (block + 1) * BLOCK_HOURS)
+    solar = [[h, *_solar_fields(state.solar[h])] for h in hours if h in state.solar]
+    weather = [[h, *_weather_fields(state.weather[h])] for h in hours if h in state.weather]
+    if not solar and not weather:
+        return None
+    return {"s": solar, "w": weather}
+
+
+def load_block(state: RegionHours, value: dict[str, list[list[Any]]]) -> None:
+    """Put a block's records back into a region's state (restore after a restart or rebalance)."""
+    for f in value["s"]:
+        state.solar[f[0]] = _solar(f[0], f[1:])
+    for f in value["w"]:
+        state.weather[f[0]] = _weather(f[0], f[1:])
+
+
 def hour_key(region: str, hour: int) -> str:
-    """Key of the hour table. The hour is last: region names may hold any character, digits never do."""
+    """Key of an hour entry as earlier versions wrote it (such entries are read, then replaced by blocks)."""
     return f"{region}|{hour}"
 
 
-def split_hour_key(key: str) -> tuple[str, int]:
-    region, hour = key.rsplit("|", 1)
-    return region, int(hour)
-
-
-def hour_value(state: RegionHours, hour: int) -> list[object] | None:
-    """Table value of one hour: [solar fields or null, weather fields or null]; None when both are gone."""
-    solar, weather = state.solar.get(hour), state.weather.get(hour)
-    if solar is None and weather is None:
-        return None
-    return [
-        None if solar is None else _solar_fields(solar),
-        None if weather is None else _weather_fields(weather),
-    ]
-
-
 def load_hour(state: RegionHours, hour: int, value: list[Any]) -> None:
-    """Put a table value back into a region's state (restore after a restart or rebalance)."""
+    """An hour entry as earlier versions wrote it: [solar fields or null, weather fields or null]."""
     solar, weather = value
     if solar is not None:
         state.solar[hour] = _solar(hour, solar)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import RawMessage, assert_rows_equal, reference_features
+from state_util import through_tables
 
 from solar_agents.features import FeatureRow, align_batch
 from solar_agents.hours import Record, RegionHours, hour_start
@@ -18,8 +19,6 @@ from solar_agents.records import (
     RegionResolver,
     decode_records,
     encode_records,
-    hour_value,
-    load_hour,
     parse_solar,
     parse_weather,
 )
@@ -90,16 +89,7 @@ def run_core(
     for start in range(0, len(arrival), batch):
         if restart_at is not None and start >= restart_at:
             # A restart: state comes back only from what the tables hold.
-            restored = {}
-            for region, state in states.items():
-                copy = RegionHours(
-                    region, latest_solar=state.latest_solar, latest_weather=state.latest_weather
-                )
-                for hour in state.solar.keys() | state.weather.keys():
-                    value = hour_value(state, hour)
-                    assert value is not None
-                    load_hour(copy, hour, json.loads(json.dumps(value)))
-                restored[region] = copy
+            restored = {region: through_tables(state) for region, state in states.items()}
             states, restart_at = restored, None
         by_region: dict[str, list[Record]] = defaultdict(list)
         for m in arrival[start : start + batch]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import pytest
+from state_util import through_tables
 
 from solar_agents.features import COLUMNS, affected_hours, align_batch, feature_row
 from solar_agents.hours import Position, RegionHours, Solar, Weather
-from solar_agents.records import hour_value, load_hour, load_region, region_value
 
 # 2019-01-05 was a Saturday.
 SATURDAY_NOON = int(datetime(2019, 1, 5, 12, tzinfo=UTC).timestamp()) // 3600
@@ -159,9 +158,7 @@ def test_an_exact_duplicate_after_a_restore_changes_no_row() -> None:
         for row in align_batch(live, records, 24, 48, 72, offset=offset).rows:
             written[row.key] = row
 
-    restored = load_region("R", json.loads(json.dumps(region_value(live))))
-    for hour in live.solar.keys() | live.weather.keys():
-        load_hour(restored, hour, json.loads(json.dumps(hour_value(live, hour))))
+    restored = through_tables(live)
     assert restored == live
 
     kept = live.solar[h + 199 - 71]

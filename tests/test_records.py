@@ -6,12 +6,15 @@ import json
 from dataclasses import fields
 
 import pytest
+from state_util import through_tables
 
 from solar_agents.features import FeatureRow
 from solar_agents.hours import Position, RegionHours, Solar, Weather
 from solar_agents.records import (
     InvalidMessage,
     RegionResolver,
+    block_key,
+    block_of,
     dead_letter,
     decode_control,
     decode_progress,
@@ -21,13 +24,12 @@ from solar_agents.records import (
     encode_records,
     encode_rows,
     hour_key,
-    hour_value,
     load_hour,
     load_region,
     parse_solar,
     parse_weather,
     region_value,
-    split_hour_key,
+    split_table_key,
 )
 
 NONE = RegionResolver({}, "DE")
@@ -112,13 +114,14 @@ def test_internal_encodings_round_trip() -> None:
     state = RegionHours("R|x")
     state.solar[solar.hour] = solar
     state.weather[weather.hour] = weather
-    copy = RegionHours("R|x")
-    for hour in (solar.hour, weather.hour):
-        value = hour_value(state, hour)
-        assert value is not None
-        load_hour(copy, hour, json.loads(json.dumps(value)))
-    assert copy == state
-    assert split_hour_key(hour_key("R|x", 430_000)) == ("R|x", 430_000)
+    assert through_tables(state) == state
+    assert split_table_key(block_key("R|x", 17_916)) == ("R|x", 17_916, True)
+    assert block_of(solar.hour) == 430_000 // 24
+    # An hour entry of an earlier version still loads.
+    older = RegionHours("R|x")
+    load_hour(older, solar.hour, json.loads(json.dumps([[5, 6, 7, 1.5], None])))
+    assert older.solar == state.solar
+    assert split_table_key(hour_key("R|x", 430_000)) == ("R|x", 430_000, False)
     row = FeatureRow("R", 1, 1.0, None, 2.0, 3.0, 4.0, 5.0, 6.0, None, 7.0, None, 8.0, 1, 3, False)
     assert decode_rows(encode_rows([row])) == [row]
 
