@@ -92,3 +92,23 @@ def test_write_to_stopped_database_raises_then_reconnects(postgres: LocalPostgre
     sink.write([row(2, 2.0)])
     sink.close()
     assert len(sink_rows(postgres, table)) == 2
+
+
+def test_least_privilege_user_writes_to_an_existing_table(postgres: LocalPostgres) -> None:
+    """SELECT/INSERT/UPDATE on the table and no CREATE on the schema: the sink must not need DDL."""
+    table = f"sink_{uuid.uuid4().hex[:8]}"
+    user = f"writer_{uuid.uuid4().hex[:8]}"
+    owner = sink_for(postgres, table)
+    owner.write([row(1, 1.0)])  # the owner creates the table
+    owner.close()
+    conn = postgres.connect()
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{user}" LOGIN')
+        cur.execute(f'GRANT SELECT, INSERT, UPDATE ON "{table}" TO "{user}"')
+        cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    conn.close()
+    sink = FeatureSink(ConnectionInfo(postgres.host, postgres.port, postgres.database, user, ""), table)
+    assert sink.write([row(1, 2.0), row(2, 3.0)]) == 2
+    sink.close()
+    rows = sink_rows(postgres, table)
+    assert [r["production_mw"] for _, r in sorted(rows.items())] == [2.0, 3.0]
