@@ -102,3 +102,14 @@ def test_rebuild_removes_state_and_the_restore_brings_it_back(
     wait_until_equal(postgres, names.table, reference.rows, alive=lambda: again.alive, on_timeout=again.tail)
     assert "tables_recovered" in again.log_text()
     assert len(sink_rows(postgres, names.table)) == len(reference.rows)
+
+
+def test_backfill_refuses_beside_a_running_worker(kafka: Kafka, names: Names, workers: WorkerFactory) -> None:
+    kafka.create_topics({names.solar: 1, names.weather: 1})
+    worker = workers()
+    started = time.monotonic()
+    refused = run_command(worker, "backfill")
+    assert refused.returncode == 2, refused
+    assert "refused" in refused.stderr and "stop it first" in refused.stderr, refused.stderr
+    assert time.monotonic() - started < 30, "refused only after the worker's start-up"
+    assert worker.alive
