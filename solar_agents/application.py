@@ -9,6 +9,7 @@ from solar_agents.agents import Pipeline
 from solar_agents.commands import register_commands
 from solar_agents.settings import Settings, settings_or_exit, unknown_in_environment
 from solar_agents.web import register_views
+from solar_agents.worker import Worker
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
@@ -36,6 +37,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,
+        Worker=Worker,
     )
     pipeline = Pipeline(app, settings)
     register_views(app, pipeline)

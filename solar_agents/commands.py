@@ -285,6 +285,11 @@ def register_commands(app: faust.App, pipeline: Pipeline) -> None:
     @app.command()
     async def backfill(self: AppCommand) -> None:
         """Process everything in the topics, write it, and exit 0 with a summary once caught up."""
+        # Its worker would open the same RocksDB stores and crash on their lock only after its start-up.
+        held = running_here(self.app.conf.tabledir)
+        if held:
+            print(f"refused: a worker is running on this state ({held[0]}); stop it first", file=sys.stderr)
+            raise SystemExit(2)
         exit_on_error(lambda: check_broker(settings))
         env = {**os.environ, "EXIT_WHEN_CAUGHT_UP": "true"}
         level = os.environ.get("LOG_LEVEL", settings.log_level)

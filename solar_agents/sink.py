@@ -132,7 +132,16 @@ class FeatureSink:
             cur.execute("SELECT version()")
             version = str(cur.fetchone()[0])  # type: ignore[index]
             self.dialect = dialect_for(version)
-            cur.execute(sql.SQL(CREATE_TABLE).format(table=sql.Identifier(self.table)))
+            # Create only when missing: a writer granted only SELECT/INSERT/UPDATE on the table has no CREATE
+            # on the schema, and even CREATE TABLE IF NOT EXISTS needs it. information_schema works on both.
+            cur.execute(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema()"
+                " AND table_name = %s",
+                (self.table,),
+            )
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL(CREATE_TABLE).format(table=sql.Identifier(self.table)))
+                log.info("sink_table_created", table=self.table)
         conn.autocommit = self.dialect.autocommit
         log.info("sink_connected", dialect=self.dialect.name, table=self.table, host=self.info.host)
         self._conn = conn

@@ -142,3 +142,14 @@ def test_replay_refuses_a_region_name_that_ingest_refuses(
     _one_line(_cli(env, "replay", "--region", ""), "--region ''", "not a region name")
     _one_line(_cli(env, "replay", "--region", "x" * 65), "--region", "not a region name")
     _one_line(_cli(env, "replay", "--region", "a\x01b\udcff"), "--region", "not a region name")
+
+
+def test_backfill_refuses_beside_a_running_worker(kafka: Kafka, names: Names, workers: WorkerFactory) -> None:
+    kafka.create_topics({names.solar: 1, names.weather: 1})
+    worker = workers()
+    started = time.monotonic()
+    refused = run_command(worker, "backfill")
+    assert refused.returncode == 2, refused
+    assert "refused" in refused.stderr and "stop it first" in refused.stderr, refused.stderr
+    assert time.monotonic() - started < 30, "refused only after the worker's start-up"
+    assert worker.alive

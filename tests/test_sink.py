@@ -7,7 +7,11 @@ from datetime import UTC, datetime
 
 import psycopg2
 import pytest
-from pipeline_util import sink_rows
+from conftest import WorkerFactory
+from kafka_util import Kafka
+from pipeline_util import produce_in_order, reference_for, sink_rows, wait_until_equal
+from scenario import build_feed, interleave
+from worker import Names
 
 from solar_agents.features import FeatureRow
 from solar_agents.local import LocalPostgres
@@ -92,3 +96,46 @@ def test_write_to_stopped_database_raises_then_reconnects(postgres: LocalPostgre
     sink.write([row(2, 2.0)])
     sink.close()
     assert len(sink_rows(postgres, table)) == 2
+
+
+def writer_role(postgres: LocalPostgres, table: str) -> str:
+    """A login role with SELECT/INSERT/UPDATE on ``table`` (which must exist) and no CREATE on the schema."""
+    user = f"writer_{uuid.uuid4().hex[:8]}"
+    conn = postgres.connect()
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{user}" LOGIN')
+        cur.execute(f'GRANT SELECT, INSERT, UPDATE ON "{table}" TO "{user}"')
+        cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # PostgreSQL before 15 grants it
+    conn.close()
+    return user
+
+
+def test_least_privilege_user_writes_to_an_existing_table(postgres: LocalPostgres) -> None:
+    """SELECT/INSERT/UPDATE on the table and no CREATE on the schema: the sink must not need DDL."""
+    table = f"sink_{uuid.uuid4().hex[:8]}"
+    owner = sink_for(postgres, table)
+    owner.write([row(1, 1.0)])  # the owner creates the table
+    owner.close()
+    user = writer_role(postgres, table)
+    sink = FeatureSink(ConnectionInfo(postgres.host, postgres.port, postgres.database, user, ""), table)
+    assert sink.write([row(1, 2.0), row(2, 3.0)]) == 2
+    sink.close()
+    rows = sink_rows(postgres, table)
+    assert [r["production_mw"] for _, r in sorted(rows.items())] == [2.0, 3.0]
+
+
+def test_worker_writes_as_a_least_privilege_user(
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory
+) -> None:
+    owner = sink_for(postgres, names.table)
+    owner.connect()  # the owner creates the table, empty
+    owner.close()
+    user = writer_role(postgres, names.table)
+    kafka.create_topics({names.solar: 1, names.weather: 1})
+    order = interleave(build_feed(hours=72, solar_topic=names.solar, weather_topic=names.weather))
+    produce_in_order(kafka, order)
+    worker = workers(RISINGWAVE_USER=user)
+    reference = reference_for(kafka, names, len(order))
+    wait_until_equal(
+        postgres, names.table, reference.rows, timeout=90, alive=lambda: worker.alive, on_timeout=worker.tail
+    )
