@@ -41,7 +41,7 @@ from solar_agents.hours import (
     to_micros,
 )
 from solar_agents.log import get_logger
-from solar_agents.metrics import Metrics, Snapshot, pipeline_text
+from solar_agents.metrics import Metrics, Snapshot
 from solar_agents.stats import RECENT_DEAD_LETTERS, DeadLetter, Stats
 
 log = get_logger(__name__)
@@ -315,19 +315,6 @@ def consumer_lag(app: faust.App, topics: Sequence[str]) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-# --- Prometheus ---------------------------------------------------------------------------------------------
-
-
-def metrics_text(
-    stats: Stats,
-    raw_topics: Iterable[str],
-    lag: Iterable[Mapping[str, Any]],
-    states: Mapping[str, RegionHours],
-) -> str:
-    """The Prometheus text exposition of the pipeline's counters, lag and regions (no Faust sensor)."""
-    return pipeline_text(stats, raw_topics, lag, states)
 
 
 # --- views --------------------------------------------------------------------------------------------------

@@ -30,13 +30,13 @@ from worker import Names, Worker, worker_env
 
 from solar_agents.hours import Position, RegionHours, Solar, Weather
 from solar_agents.local import LocalBroker, LocalPostgres
+from solar_agents.metrics import pipeline_text
 from solar_agents.stats import Stats
 from solar_agents.web import (
     FORWARDED_HEADER,
     BadRequest,
     hour_range,
     incomplete_hours,
-    metrics_text,
     parse_limit,
     parse_time,
     region_partition,
@@ -141,7 +141,7 @@ def test_metrics_text_escapes_labels_and_is_cumulative() -> None:
     stats.observe_write(10, 0.02)
     stats.observe_write(5, 3.0)
     weird = 'a"b\\c\nd'
-    text = metrics_text(
+    text = pipeline_text(
         stats, ("solar", "weather"), [], {weird: RegionHours(weird, latest_solar=1, latest_weather=2)}
     )
     samples = parse_metrics(text)
