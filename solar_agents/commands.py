@@ -33,6 +33,7 @@ from psycopg2 import sql
 
 from solar_agents.progress import ProgressPrinter
 from solar_agents.settings import Settings
+from solar_agents.worker import WORKER_LOCK
 
 if TYPE_CHECKING:
     from solar_agents.agents import Pipeline
@@ -486,9 +487,10 @@ async def _announce_web(settings: Settings) -> None:
 
 
 def running_here(tabledir: Path) -> list[Path]:
-    """Table stores of this DATA_DIR held open by a running worker (RocksDB locks its LOCK file)."""
+    """Locks of this DATA_DIR held by a running worker: its own (from its start) and its table stores'
+    (RocksDB locks their LOCK files)."""
     held = []
-    for lock in sorted(tabledir.glob("*.db/LOCK")):
+    for lock in sorted([*tabledir.glob(WORKER_LOCK), *tabledir.glob("*.db/LOCK")]):
         with lock.open("rb+") as handle:
             try:
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import sys
+from pathlib import Path
+from typing import IO
 
 import faust
 from faust.exceptions import ConsistencyError
@@ -18,9 +22,28 @@ STATE_AHEAD = (
 )
 
 
+# Held by every worker process for its whole life, from before its table stores open: the commands that
+# must not run beside a worker (backfill, replay, rebuild) see it even in the seconds before RocksDB's locks.
+WORKER_LOCK = "worker.lock"
+
+
+def hold_worker_lock(tabledir: Path) -> IO[bytes]:
+    tabledir.mkdir(parents=True, exist_ok=True)
+    handle = (tabledir / WORKER_LOCK).open("ab")
+    with contextlib.suppress(OSError):  # a second worker on this DATA_DIR: RocksDB's locks decide, as before
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
 class Worker(faust.Worker):
     """Faust's worker. Faust stops with ``ConsistencyError`` and a traceback when a changelog offset kept in
     the local state is beyond the changelog's end; this says what that means and what to run."""
+
+    _lock: IO[bytes] | None = None
+
+    async def on_first_start(self) -> None:
+        self._lock = hold_worker_lock(Path(self.app.conf.tabledir))
+        await super().on_first_start()
 
     def stop_and_shutdown(self) -> None:
         try:
