@@ -26,39 +26,30 @@ from faust import Stream
 from faust.transport.consumer import Consumer
 from faust.types import TP, EventT, StreamT, TableT
 
-from solar_agents.features import FeatureRow, align_batch
-from solar_agents.hours import FeedProgress, Record, RegionHours, Replay, Uncommitted
+from solar_agents.compat import committed_offsets, read_offsets, writing_in
+from solar_agents.features import FeatureRow
+from solar_agents.hours import RegionHours, Uncommitted
 from solar_agents.log import get_logger
 from solar_agents.records import (
-    InvalidMessage,
     ProgressReport,
     RegionResolver,
-    block_key,
-    block_of,
-    block_value,
     dead_letter,
-    decode_control,
-    decode_progress,
-    decode_records,
-    decode_replay,
-    decode_rows,
     encode_progress,
     encode_records,
     encode_rows,
-    hour_key,
-    load_block,
-    load_hour,
-    load_region,
-    load_replay,
-    parse_solar,
-    parse_weather,
-    region_value,
-    replay_value,
-    split_table_key,
 )
 from solar_agents.settings import Settings
-from solar_agents.sink import ConnectionInfo, FeatureSink, latest_per_key
+from solar_agents.sink import ConnectionInfo, FeatureSink
 from solar_agents.stats import Stats
+from solar_agents.steps import (
+    Aligner,
+    AlignSettings,
+    MessageLike,
+    Table,
+    ingest,
+    read_states,
+    rows_to_write,
+)
 
 log = get_logger(__name__)
 Event = EventT[bytes]
@@ -98,6 +89,9 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
             log.info(event.replace("_failed", "_recovered"), attempts=failures + 1)
         return
 
+
+# A rows message stays far below the producer's request limit (about 300 bytes a row).
+ROWS_PER_MESSAGE = 1000
 
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 4 * 1024**2,
@@ -152,16 +146,21 @@ class Pipeline:
         self.replay_table = table("replays")
         self.hour_table.on_recover(self._on_recovered)
 
-        # In-memory view of the hour table for window reads; rebuilt from the table after every rebalance.
-        self._states: dict[str, RegionHours] = {}
-        self._progress: dict[int, FeedProgress] = defaultdict(FeedProgress)
-        self._replays: dict[int, Replay] = {}
+        self._tables: dict[Table, TableT[str, Any]] = {
+            "hours": self.hour_table,
+            "regions": self.region_table,
+            "replays": self.replay_table,
+        }
+
+        # The align step's state, in memory; loaded from the tables after every rebalance.
+        self.aligner = Aligner(
+            AlignSettings(
+                settings.feature_window_hours, settings.allowed_lateness_hours, settings.retention_hours
+            )
+        )
         self._states_generation: int | None = None
-        # Hour entries of an earlier version of the hour table, per region, until its next batch.
-        self._hour_entries: dict[str, set[int]] = defaultdict(set)
-        # What a crash would bring back: records read but not committed, per records partition (align)
-        # and per raw partition (ingest). Retention keeps the history they need.
-        self._records_uncommitted: dict[int, Uncommitted] = defaultdict(Uncommitted)
+        # What a crash of the ingest would bring back: records read but not committed, per raw partition.
+        # Retention keeps the history they need.
         self._raw_uncommitted: dict[TP, Uncommitted] = defaultdict(Uncommitted)
         # Ingest side: the latest valid hour and offset read from each raw partition by this process.
         self._read_hour: dict[TP, int] = {}
@@ -186,16 +185,7 @@ class Pipeline:
         # One thread: psycopg2 blocks, and the event loop must not.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink")
 
-        app.on_before_shutdown.connect(self.close)
-        app.timer(10.0, name="progress")(self.log_progress)
-        # Reports also go out on a timer, so an idle or empty raw topic still tells it is caught up.
-        app.timer(2.0, name="report_progress")(self.report_progress)
-        if settings.exit_when_caught_up:
-            app.timer(1.0, name="exit_when_caught_up")(self.exit_when_caught_up)
-        app.agent(self.solar_topic, name="ingest_solar")(self.ingest_solar)
-        app.agent(self.weather_topic, name="ingest_weather")(self.ingest_weather)
-        app.agent(self.records_topic, name="align")(self.align)
-        app.agent(self.rows_topic, name="write")(self.write)
+        topology(app, self)
 
     # --- ingest ---------------------------------------------------------------------------------------------
 
@@ -217,52 +207,27 @@ class Pipeline:
         Offsets are committed only after the producer has delivered what was sent here (Faust flushes the
         producer before every commit), so a crash re-reads the batch: at least once, never lost.
         """
-        by_region: dict[str, list[Record]] = defaultdict(list)
-        read_offset: dict[TP, int] = {}
-        read_hour: dict[TP, int] = {}
-        low_hour: dict[TP, int] = {}
         topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
-        for event in events:
-            message = event.message
-            read_offset[message.tp] = message.offset
-            try:
-                if message.value is None:
-                    raise InvalidMessage("empty message (no value)")
-                record: Record
-                if solar:
-                    record, region = parse_solar(message.value, message.partition, message.offset)
-                else:
-                    record, region = parse_weather(
-                        message.value, message.key, message.partition, message.offset, self.regions
-                    )
-            except InvalidMessage as exc:
-                await self._dead_letter(event, str(exc))
-                continue
-            except Exception as exc:  # a bug must not stop the worker or lose the message
-                log.exception("ingest_failed", topic=topic, offset=message.offset)
-                await self._dead_letter(event, f"internal error: {type(exc).__name__}: {exc}")
-                continue
-            by_region[region].append(record)
-            hour = read_hour.get(message.tp)
-            if hour is None or record.hour > hour:
-                read_hour[message.tp] = record.hour
-            low = low_hour.get(message.tp)
-            if low is None or record.hour < low:
-                low_hour[message.tp] = record.hour
-        for tp, low in low_hour.items():
-            self._raw_uncommitted[tp].add(read_offset[tp], low)
+        batch = ingest([event.message for event in events], solar=solar, regions=self.regions)
+        for message, reason in batch.rejected:
+            await self._dead_letter(message, reason)
+        for partition, low in batch.lowest_hour.items():
+            self._raw_uncommitted[TP(topic, partition)].add(batch.last_offset[partition], low)
         feed = "s" if solar else "w"
         # Before the records: their partitions are not read to the end yet. The align agent must not apply
         # them under an older report that says "caught up".
-        await self._report_progress(topic, feed, reading=set(read_offset))
-        for region, records in by_region.items():
+        reading = {TP(topic, partition) for partition in batch.last_offset}
+        await self._report_progress(topic, feed, reading=reading)
+        for region, records in batch.records.items():
             await self.records_topic.send(key=region.encode(), value=encode_records(records))
         # Progress counts a batch only once its records are on their way (a report may go out meanwhile).
-        self._read_offset.update(read_offset)
-        for tp, hour in read_hour.items():
+        for partition, offset in batch.last_offset.items():
+            self._read_offset[TP(topic, partition)] = offset
+        for partition, hour in batch.latest_hour.items():
+            tp = TP(topic, partition)
             self._read_hour[tp] = max(hour, self._read_hour.get(tp, hour))
         await self._report_progress(topic, feed)
-        self.stats.ingested[topic] += sum(len(r) for r in by_region.values())
+        self.stats.ingested[topic] += batch.count
         for event in events:
             await stream.ack(event)
 
@@ -279,8 +244,8 @@ class Pipeline:
             return last + 1, highwater is not None and last + 1 >= highwater
         # Nothing read here yet: only a partition the group had read to its end is caught up, and only while
         # nothing of it is on its way to the ingest agent.
-        committed = consumer._committed_offset.get(tp)
-        in_flight = consumer._read_offset.get(tp) is not None
+        committed = committed_offsets(consumer).get(tp)
+        in_flight = read_offsets(consumer).get(tp) is not None
         caught_up = (
             highwater is not None and committed is not None and committed >= highwater and not in_flight
         )
@@ -293,7 +258,7 @@ class Pipeline:
         older report said) and after them, so in each records partition the records sit between the two.
         """
         consumer = self.app.consumer
-        committed = cast(Consumer, consumer)._committed_offset
+        committed = committed_offsets(consumer)
         report: dict[int, ProgressReport] = {}
         for tp in consumer.assignment():
             if tp.topic == topic:
@@ -314,10 +279,9 @@ class Pipeline:
         for partition in range(self.settings.topic_partitions):
             await self.records_topic.send(key=b"", value=value, partition=partition)
 
-    async def _dead_letter(self, event: Event, reason: str) -> None:
+    async def _dead_letter(self, message: MessageLike, reason: str) -> None:
         """Send a rejected message aside. Retried until it is sent: its offset is acked only after, and a
         letter too large for the broker goes out without the bytes that do not fit (``dead_letter``)."""
-        message = event.message
         letter = dead_letter(
             message.topic,
             message.partition,
@@ -344,14 +308,6 @@ class Pipeline:
 
     # --- align ----------------------------------------------------------------------------------------------
 
-    def region_state(self, region: str) -> RegionHours:
-        """The region's kept hours, from memory; reloaded from the tables after a rebalance."""
-        self._ensure_loaded()
-        state = self._states.get(region)
-        if state is None:
-            state = self._states[region] = RegionHours(region)
-        return state
-
     async def _on_recovered(self) -> None:
         """After every rebalance's restore: say how long the worker took to get its tables back."""
         if self._recovered_once:
@@ -364,147 +320,61 @@ class Pipeline:
         )
 
     def _ensure_loaded(self) -> None:
+        """The aligner starts from the tables after every rebalance."""
         generation = self.app.consumer_generation_id
-        if generation != self._states_generation:
-            self._states = self._load_states()
-            self._states_generation = generation
-
-    def _load_states(self) -> dict[str, RegionHours]:
+        if generation == self._states_generation:
+            return
         started = time.perf_counter()
-        # Progress is not kept: until the ingest reports again (within seconds), nothing is known, which
-        # holds every watermark back; the safe side.
-        self._progress.clear()
-        self._replays = {int(p): load_replay(value) for p, value in self.replay_table.items()}
-        states, self._hour_entries = self._read_states()
+        self.aligner.load(self.hour_table.items(), self.region_table.items(), self.replay_table.items())
+        self._states_generation = generation
+        states = self.aligner.states
         log.info(
             "state_loaded",
             regions=len(states),
             hours=sum(len(s.solar.keys() | s.weather.keys()) for s in states.values()),
             seconds=round(time.perf_counter() - started, 3),
         )
-        return states
-
-    def _read_states(self) -> tuple[dict[str, RegionHours], dict[str, set[int]]]:
-        """The regions' kept hours as the tables hold them, and the hour entries of an earlier version."""
-        states = {region: load_region(region, value) for region, value in self.region_table.items()}
-        older: dict[str, set[int]] = defaultdict(set)
-        for key, value in self.hour_table.items():
-            region, number, is_block = split_table_key(key)
-            state = states.setdefault(region, RegionHours(region))
-            if is_block:
-                load_block(state, value)
-            else:  # rewritten as a block by the region's next batch
-                load_hour(state, number, value)
-                older[region].add(number)
-        return states, older
 
     async def align(self, stream: StreamT[bytes]) -> None:
         settings = self.settings
-        window = settings.feature_window_hours
-        async for event in stream.events():
-            message = event.message
-            if message.key == b"":  # a control message, not a region (regions have 1-64 characters)
-                self._control(message.partition, message.value)
-                continue
-            try:
-                rows = self._align(message.partition, message.offset, message.key, message.value, window)
-            except Exception:  # keep the worker up; the message is logged for a replay
-                log.exception("align_failed", partition=event.message.partition, offset=event.message.offset)
-                continue
-            if rows:
+        records_topic = settings.records_topic
+        committed = committed_offsets(self.app.consumer)
+        async for events in batches(
+            stream, settings.ingest_batch_size, settings.ingest_batch_max_wait_seconds
+        ):
+            self._ensure_loaded()
+            batch = self.aligner.batch(
+                [event.message for event in events], lambda p: committed.get(TP(records_topic, p))
+            )
+            self.stats.late += batch.late
+            last_event = {event.message.partition: event for event in events}
+            for partition, writes in batch.writes.items():
+                # Table writes go to the changelog partition of the current event: here, this partition's.
+                with writing_in(last_event[partition]):
+                    for write in writes:
+                        table = self._tables[write.table]
+                        if write.value is None:
+                            table.pop(write.key, None)
+                        else:
+                            table[write.key] = write.value
+            for partition, rows in batch.rows.items():
                 self.stats.rows_emitted += len(rows)
-                value = encode_rows(rows)
-                await retrying(
-                    "rows_send_failed", partial(self.rows_topic.send, key=message.key, value=value)
-                )
-
-    def _control(self, partition: int, value: bytes | None) -> None:
-        """A progress report of the ingest, or a replay marker of the replay command."""
-        assert value is not None
-        self._ensure_loaded()  # after a rebalance, so the update below is not lost in a reload
-        data = decode_control(value)
-        progress = self._progress[partition]
-        if data["type"] == "progress":
-            feed, count, partitions = decode_progress(data)
-            progress.set_count(feed, count)
-            for raw_partition, report in partitions:
-                progress.update(feed, raw_partition, *report)
-            self._replay(partition)  # ends a replay the ingest has now read past
-        elif data["type"] == "replay":
-            replay, starts = decode_replay(data)
-            # The moved partitions will be read again from their new start: nothing is known of them now.
-            for (feed, raw_partition), start in starts.items():
-                progress.update(feed, raw_partition, None, False, start)
-            self._replays[partition] = replay
-            self.replay_table[str(partition)] = replay_value(replay)
-            log.info("replay_started", partition=partition, region=replay.region, from_hour=replay.from_hour)
-
-    def _replay(self, partition: int) -> Replay | None:
-        """The replay in progress in this records partition; ends it once the ingest has read past it."""
-        replay = self._replays.get(partition)
-        if replay is not None and replay.done(self._progress[partition]):
-            del self._replays[partition]
-            self.replay_table.pop(str(partition), None)
-            log.info("replay_finished", partition=partition, region=replay.region)
-            return None
-        return replay
-
-    def _align(
-        self, partition: int, offset: int, key: bytes | None, value: bytes | None, window: int
-    ) -> list[FeatureRow]:
-        assert key is not None and value is not None
-        region = key.decode()
-        state = self.region_state(region)
-        settings = self.settings
-        records = decode_records(value)
-        aligned = align_batch(
-            state,
-            records,
-            window,
-            settings.allowed_lateness_hours,
-            settings.retention_hours,
-            self._progress[partition].floor(),
-            self._replay(partition),
-            self._uncommitted(partition, offset, records),
-            offset,
-        )
-        self.stats.late += aligned.late
-        # One write per block the batch changed (here, in the region's own event: table writes go to the
-        # changelog partition of the event being processed).
-        blocks = {block_of(hour) for hour in (*aligned.stored_hours, *aligned.pruned_hours)}
-        older = self._hour_entries.pop(region, set())
-        for hour in older:
-            self.hour_table.pop(hour_key(region, hour), None)
-        blocks.update(block_of(hour) for hour in older)
-        for block in blocks:
-            kept = block_value(state, block)
-            if kept is None:
-                self.hour_table.pop(block_key(region, block), None)
-            else:
-                self.hour_table[block_key(region, block)] = kept
-        self.region_table[region] = region_value(state)
-        return aligned.rows
-
-    def _uncommitted(self, partition: int, offset: int, records: list[Record]) -> int | None:
-        """The lowest hour a crash could deliver again to this records partition: of its own batches not
-        committed yet, and of the raw records the ingest has not committed."""
-        tracker = self._records_uncommitted[partition]
-        if records:
-            tracker.add(offset, min(record.hour for record in records))
-        committed = cast(Consumer, self.app.consumer)._committed_offset
-        lows = [
-            tracker.lowest(committed.get(TP(self.settings.records_topic, partition))),
-            self._progress[partition].uncommitted(),
-        ]
-        present = [low for low in lows if low is not None]
-        return min(present) if present else None
+                for start in range(0, len(rows), ROWS_PER_MESSAGE):
+                    value = encode_rows(rows[start : start + ROWS_PER_MESSAGE])
+                    await retrying(
+                        "rows_send_failed",
+                        partial(self.rows_topic.send, key=None, value=value, partition=partition),
+                    )
+            # Only now, with the tables and rows of the whole batch on their way, may its offsets commit.
+            for event in events:
+                await stream.ack(event)
 
     # --- write ----------------------------------------------------------------------------------------------
 
     async def write(self, stream: StreamT[bytes]) -> None:
         settings = self.settings
         async for batch in batches(stream, settings.batch_size, settings.batch_max_wait_seconds):
-            rows = latest_per_key([row for e in batch for row in decode_rows(e.message.value)])  # type: ignore[arg-type]
+            rows = rows_to_write(event.message.value for event in batch)
             for start in range(0, len(rows), settings.batch_size):
                 await self.write_rows(rows[start : start + settings.batch_size])
             # Only now may the offsets behind these rows be committed.
@@ -544,7 +414,7 @@ class Pipeline:
         "committed" means processed through to the sink: the writer commits only after the write.
         """
         consumer = self.app.consumer
-        committed = cast(Consumer, consumer)._committed_offset
+        committed = committed_offsets(consumer)
         sources = {
             self.settings.kafka_topic_solar,
             self.settings.kafka_topic_weather,
@@ -612,10 +482,24 @@ class Pipeline:
     def region_states(self) -> dict[str, RegionHours]:
         """Every region's kept hours on this worker, to read and never to change.
 
-        The in-memory states when they are current, else a fresh copy from the tables that nothing keeps:
+        The aligner's states when they are current, else a fresh copy from the tables that nothing keeps:
         during a recovery the tables are still filling, and ``align`` must not start from a copy taken then.
-        Not ``_load_states``, which also resets the feed progress.
         """
         if self._states_generation == self.app.consumer_generation_id:
-            return self._states
-        return self._read_states()[0]
+            return self.aligner.states
+        return read_states(self.hour_table.items(), self.region_table.items())[0]
+
+
+def topology(app: faust.App, pipeline: Pipeline) -> None:
+    """The agents and timers of the app, as the picture at the top of this module draws them."""
+    p = pipeline
+    app.agent(p.solar_topic, name="ingest_solar")(p.ingest_solar)  # solar raw -> records
+    app.agent(p.weather_topic, name="ingest_weather")(p.ingest_weather)  # weather raw -> records
+    app.agent(p.records_topic, name="align")(p.align)  # records -> hour tables + rows
+    app.agent(p.rows_topic, name="write")(p.write)  # rows -> database
+    # Progress reports also go out on a timer, so an idle or empty raw topic still tells it is caught up.
+    app.timer(2.0, name="report_progress")(p.report_progress)
+    app.timer(10.0, name="progress")(p.log_progress)
+    if p.settings.exit_when_caught_up:
+        app.timer(1.0, name="exit_when_caught_up")(p.exit_when_caught_up)
+    app.on_before_shutdown.connect(p.close)

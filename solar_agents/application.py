@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from solar_agents import broker_compat, log, producer_compat
+from solar_agents import compat, log
 from solar_agents.agents import Pipeline
 from solar_agents.commands import register_commands
 from solar_agents.settings import Settings, settings_or_exit, unknown_in_environment
@@ -15,8 +15,7 @@ from solar_agents.worker import Worker
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     """The app and its pipeline; every Faust setting comes from ``settings`` here and nowhere later."""
     log.configure(settings.log_level)
-    broker_compat.install(settings.broker_fetch_max_wait_seconds)
-    producer_compat.install()
+    compat.install(settings.broker_fetch_max_wait_seconds)
     app = faust.App(
         settings.kafka_consumer_group,
         broker=settings.faust_broker_url,

@@ -31,6 +31,7 @@ import psycopg2.errors
 from faust.cli import AppCommand, option
 from psycopg2 import sql
 
+from solar_agents import compat
 from solar_agents.progress import ProgressPrinter
 from solar_agents.settings import Settings
 from solar_agents.worker import WORKER_LOCK
@@ -235,8 +236,8 @@ class BackfillProgress:
             return None
         if not assigned:
             return None
-        read_offsets = getattr(consumer, "_read_offset", {})  # Faust's, no public accessor
-        committed = getattr(consumer, "_committed_offset", {})
+        read_offsets = compat.read_offsets(consumer)
+        committed = compat.committed_offsets(consumer)
         left = 0
         for tp in assigned:
             highwater = consumer.highwater(tp)
@@ -524,7 +525,7 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.structs import TopicPartition
 
-    from solar_agents.broker_compat import fetched_end_offsets
+    from solar_agents.compat import fetched_end_offsets
     from solar_agents.hours import HOUR_US, InvalidTimestamp, Replay, history_hours, to_micros
     from solar_agents.records import RegionResolver, encode_replay
 

@@ -47,6 +47,12 @@ class FeatureRow:
 COLUMNS: tuple[str, ...] = tuple("timestamp" if f.name == "hour" else f.name for f in fields(FeatureRow))
 
 
+def latest_per_key(rows: list[FeatureRow]) -> list[FeatureRow]:
+    """The last row of each (region, hour): a batch must never write an older value after a newer one, and
+    PostgreSQL refuses to update one row twice in one statement."""
+    return list({row.key: row for row in rows}.values())
+
+
 def affected_hours(solar_hours: Iterable[int], weather_hours: Iterable[int], window_hours: int) -> set[int]:
     """Rows that depend on the given halves: their own hour, the window's later hours and the lags."""
     out: set[int] = set()

@@ -14,7 +14,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from solar_agents.features import COLUMNS, FeatureRow
+from solar_agents.features import COLUMNS, FeatureRow, latest_per_key
 from solar_agents.hours import hour_start
 from solar_agents.log import get_logger
 
@@ -98,12 +98,6 @@ def row_values(row: FeatureRow) -> tuple[Any, ...]:
     values = row.as_list()
     values[1] = hour_start(row.hour)
     return tuple(values)
-
-
-def latest_per_key(rows: list[FeatureRow]) -> list[FeatureRow]:
-    """The last row of each (region, hour): a batch must never write an older value after a newer one, and
-    PostgreSQL refuses to update one row twice in one statement."""
-    return list({row.key: row for row in rows}.values())
 
 
 class FeatureSink:

@@ -24,10 +24,10 @@ from typing import Any
 import aiohttp
 import faust
 from aiokafka.partitioner import murmur2
-from faust.types import TP
 from faust.web import Request, Response, View
 from yarl import URL
 
+from solar_agents import compat
 from solar_agents.agents import Pipeline
 from solar_agents.features import COLUMNS, feature_row
 from solar_agents.hours import (
@@ -284,8 +284,8 @@ def consumer_lag(app: faust.App, topics: Sequence[str]) -> list[dict[str, Any]]:
         return []
     # Faust keeps what it committed and what it read (no public accessor); .get() never inserts into these
     # defaultdicts.
-    committed_offsets: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
-    read_offsets: Mapping[TP, int | None] = getattr(consumer, "_read_offset", {})
+    committed_offsets = compat.committed_offsets(consumer)
+    read_offsets = compat.read_offsets(consumer)
     out: list[dict[str, Any]] = []
     for tp in assigned:
         highwater: int | None

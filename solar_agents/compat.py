@@ -1,0 +1,215 @@
+"""Every use of Faust's (and aiokafka's) private internals, in one place, each with the reason.
+
+1. End offsets taken from fetch responses, for the changelog restore; a fetch wait that can be set.
+
+   Faust restores a table by reading its changelog up to the end offsets that ListOffsets answers. Some
+   Kafka-protocol brokers (the local one used by the demo and the tests among them) answer ListOffsets after a
+   batched write with the base offset of the last record batch + 1 instead of the last offset + 1: a worker
+   whose local state was deleted then restores a stale table and writes wrong rows.
+
+   The high-water mark in a fetch response is right on every broker, so the end offset of each partition is
+   the larger of the ListOffsets answer and the high-water mark of a fetch at (that answer - 1). On Apache
+   Kafka both are equal and this costs one small fetch per partition at restore time.
+
+   Faust also fixes the consumer's fetch wait at 1.5 s. A broker that holds a waiting fetch until that time is
+   up even when records arrive meanwhile (the local one does) adds up to 1.5 s per topic hop to the latency;
+   ``BROKER_FETCH_MAX_WAIT_SECONDS`` sets it. On Apache Kafka, which answers as soon as records arrive, a
+   shorter wait only means more requests while idle.
+
+2. A producer flush that waits for the table changelog, before offsets are committed.
+
+   Faust writes a table change to its changelog through a buffer that a background task drains, and flushes
+   the producer before every offset commit so that a committed input has its changelog written. But the
+   buffer's ``flush`` gives up as soon as 0.1 s pass without a message leaving it, and does not count the
+   message the task is still handing over. Under load the commit then goes ahead with changelog records still
+   in the buffer; if the process dies before they leave, the input is never read again and the changelog never
+   gets them: a worker restored from the changelog alone (a lost disk, ``rebuild``, another worker taking the
+   partitions over) misses those hours for good.
+
+   This buffer counts what was put and what was handed to the Kafka producer, and ``flush`` waits until they
+   are equal. Nothing depends on the broker: it is the same on Apache Kafka.
+
+3. Readers of the consumer's offsets (no public accessor: lag, progress reports, the web view), and the
+   event whose partition a table write goes to, for writes made after a batch of ``noack_take``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, cast
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+from faust import streams as faust_streams
+from faust.transport import producer as faust_producer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.types import TP, AppT, ConsumerT, EventT
+from faust.types.tuples import FutureMessage
+
+from solar_agents.log import get_logger
+
+log = get_logger(__name__)
+
+
+async def fetched_end_offsets(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition], wait: float = 10.0
+) -> dict[TopicPartition, int]:
+    """End offsets of ``partitions``: max(ListOffsets, the high-water mark of a fetch)."""
+    tps = list(partitions)
+    if not tps:
+        return {}
+    listed = cast(Mapping[TopicPartition, int], await consumer.end_offsets(tps))
+    client = consumer._client
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=client._bootstrap_servers,
+        security_protocol=client._security_protocol,
+        ssl_context=client._ssl_context,
+        sasl_mechanism=client._sasl_mechanism,
+        sasl_plain_username=client._sasl_plain_username,
+        sasl_plain_password=client._sasl_plain_password,
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=1024,  # one record is enough: only the high-water mark is wanted
+        fetch_max_wait_ms=100,
+    )
+    await probe.start()
+    try:
+        probe.assign(tps)
+        for tp in tps:
+            probe.seek(tp, max(listed[tp] - 1, 0))
+        ends: dict[TopicPartition, int] = {}
+        deadline = asyncio.get_running_loop().time() + wait
+        while len(ends) < len(tps) and asyncio.get_running_loop().time() < deadline:
+            await probe.getmany(timeout_ms=100, max_records=len(tps))
+            for tp in tps:
+                highwater = probe.highwater(tp)
+                if highwater is not None and tp not in ends:
+                    ends[tp] = max(listed[tp], highwater)
+    finally:
+        await probe.stop()
+    for tp in tps:
+        if tp not in ends:
+            ends[tp] = listed[tp]  # no fetch answer in time: ListOffsets is all there is
+        elif ends[tp] != listed[tp]:
+            log.warning(
+                "end_offset_corrected",
+                topic=tp.topic,
+                partition=tp.partition,
+                listed=listed[tp],
+                fetched=ends[tp],
+            )
+    return ends
+
+
+async def _highwaters(self: AIOKafkaConsumerThread, partitions: list[Any]) -> Mapping[Any, int]:
+    consumer = self._ensure_consumer()
+    if self.consumer.in_transaction:
+        return {tp: consumer.last_stable_offset(tp) for tp in partitions}
+    return await fetched_end_offsets(consumer, partitions)
+
+
+_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+
+
+def install_broker(fetch_max_wait_seconds: float = 1.5) -> None:
+    """Make Faust's consumer use fetched end offsets (restore, lag) and the given fetch wait. Idempotent."""
+    AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
+
+    def create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> AIOKafkaConsumer:
+        consumer = _create_worker_consumer(self, transport)
+        consumer._fetch_max_wait_ms = round(fetch_max_wait_seconds * 1000)  # read when the consumer starts
+        return consumer
+
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
+# --- 2. the draining producer buffer --------------------------------------------------------------------
+
+_ProducerBuffer = faust_producer.ProducerBuffer
+
+
+class DrainingProducerBuffer(_ProducerBuffer):
+    """Faust's producer buffer whose ``flush`` returns only once everything put in it was sent on."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.put_count = 0
+        self.sent_count = 0
+
+    def put(self, fut: FutureMessage) -> None:
+        self.put_count += 1
+        super().put(fut)
+
+    async def _send_pending(self, fut: FutureMessage) -> None:
+        try:
+            await super()._send_pending(fut)
+        finally:
+            self.sent_count += 1
+
+    async def flush(self) -> None:
+        if cast(AppT, self.app).conf.producer_threaded:  # another thread drains it: Faust's own flush
+            await super().flush()
+            return
+        while self.sent_count < self.put_count:
+            if self.should_stop:  # the draining task has ended: send the rest from here
+                await self._send_rest()
+                return
+            self.message_sent.clear()
+            if self.sent_count >= self.put_count:
+                break
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=1.0)
+            except TimeoutError:
+                continue  # the broker is slow: keep waiting, the commit must not overtake the changelog
+
+    async def on_stop(self) -> None:
+        await self.flush()
+
+    async def _send_rest(self) -> None:
+        while True:
+            try:
+                fut = self.pending.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await self._send_pending(fut)
+
+
+def install_producer() -> None:
+    """Make every Faust producer created from now on use the draining buffer. Idempotent."""
+    faust_producer.ProducerBuffer = DrainingProducerBuffer  # type: ignore[misc]
+
+
+def install(fetch_max_wait_seconds: float = 1.5) -> None:
+    """Both workarounds above; idempotent."""
+    install_broker(fetch_max_wait_seconds)
+    install_producer()
+
+
+# --- 3. offsets and the current event -------------------------------------------------------------------
+
+
+def committed_offsets(consumer: ConsumerT) -> Mapping[TP, int | None]:
+    """The offset last committed per partition (the next one the group would read)."""
+    return cast(Mapping[TP, "int | None"], getattr(consumer, "_committed_offset", {}))
+
+
+def read_offsets(consumer: ConsumerT) -> Mapping[TP, int | None]:
+    """The offset last handed to a stream per partition; None or absent while nothing is in flight."""
+    return cast(Mapping[TP, "int | None"], getattr(consumer, "_read_offset", {}))
+
+
+@contextmanager
+def writing_in(event: EventT[Any]) -> Iterator[None]:
+    """Table writes inside go to the changelog partition of ``event``.
+
+    Faust picks a table write's partition from the current event of the task; after a batch of
+    ``noack_take`` that is unset, or the last event of any partition.
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
