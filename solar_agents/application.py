@@ -30,6 +30,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         broker_rebalance_timeout=settings.broker_rebalance_timeout_seconds,
         broker_commit_interval=settings.broker_commit_interval_seconds,
         producer_linger=settings.producer_linger_seconds,
+        consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
+        broker_max_poll_records=settings.broker_max_poll_records or None,
         # Never below Faust's default: record batches are sent whole, whatever the dead-letter limit.
         producer_max_request_size=max(1_000_000, settings.deadletter_max_bytes),
         logging_config=log.logging_config(settings.log_level),

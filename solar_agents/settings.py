@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # at its end it is the latency of each topic hop; shorter costs backfill throughput (README).
     broker_fetch_max_wait_seconds: float = Field(1.5, gt=0, le=30)
     producer_linger_seconds: float = Field(0.01, ge=0)
+    # How much one fetch may bring per partition, and how many records one poll hands on (Faust: 1 MiB and
+    # all). Everything fetched is handed to the agents before the next fetch's records, so a deep prefetch
+    # of the raw topics keeps the records and rows topics waiting behind it (README).
+    consumer_max_fetch_bytes: int = Field(1024**2, ge=1024)
+    broker_max_poll_records: int = Field(0, ge=0)  # 0: all that was fetched
     db_connect_timeout_seconds: int = Field(5, ge=1)
     db_retry_max_seconds: float = Field(10.0, gt=0)
 
