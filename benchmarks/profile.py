@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("json/", "json (stdlib)"),
     ("asyncio/", "asyncio (event loop)"),
     ("uvloop", "asyncio (event loop)"),
+    ("selectors.py", "asyncio (event loop)"),  # the loop's wait for sockets: the event loop's own cost
     ("psycopg2", "psycopg2"),
     ("structlog/", "logging"),
     ("logging/", "logging"),
@@ -152,6 +154,40 @@ def stage_of(frames: list[tuple[str, str]]) -> str:
     return "runtime: " + (frames[-1][1] if frames else "?")
 
 
+# The share buckets of issue 10, from the module groups above (first match on the group's name wins).
+SHARES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ours", ("solar_agents",)),
+    ("faust", ("faust", "mode")),
+    ("aiokafka", ("aiokafka",)),
+    ("asyncio", ("asyncio",)),
+)
+SHARE_KEYS = (*(name for name, _ in SHARES), "other")
+
+
+def share(summary: Mapping[str, Any]) -> dict[str, float] | None:
+    """Percent of the non-idle self samples that are ours, Faust's (faust + mode), aiokafka's, the event
+    loop's (asyncio + selectors) and everything else's, from a summary's ``self_by_group``.
+
+    Summaries written before selectors.py was grouped with asyncio count it in ``stdlib (other)``; its
+    entries among the top functions are moved over, so that old and new shares compare.
+    """
+    groups = summary.get("self_by_group") or []
+    counts: Counter[str] = Counter()
+    for entry in groups:
+        name = str(entry.get("group", ""))
+        bucket = next((key for key, prefixes in SHARES if name.startswith(prefixes)), "other")
+        counts[bucket] += int(entry.get("samples", 0))
+    for entry in summary.get("self_by_function") or []:
+        if entry.get("file") == "selectors.py" and not str(entry.get("group", "")).startswith("asyncio"):
+            moved = min(int(entry.get("samples", 0)), counts["other"])
+            counts["other"] -= moved
+            counts["asyncio"] += moved
+    total = sum(counts.values())
+    if not total:
+        return None
+    return {key: round(100.0 * counts[key] / total, 1) for key in SHARE_KEYS}
+
+
 def summarize(path: Path, top: int = 20) -> dict[str, Any]:
     """Self time by function and by module group, inclusive time of our functions, samples per thread."""
     self_fn: Counter[tuple[str, str]] = Counter()
@@ -185,7 +221,7 @@ def summarize(path: Path, top: int = 20) -> dict[str, Any]:
     def pct(n: int) -> float:
         return round(100.0 * n / total, 1) if total else 0.0
 
-    return {
+    summary: dict[str, Any] = {
         "samples": total,
         "self_by_function": [
             {"function": f, "file": fl, "group": group_of(fl), "samples": n, "percent": pct(n)}
@@ -210,3 +246,5 @@ def summarize(path: Path, top: int = 20) -> dict[str, Any]:
             for stage, n in stages.most_common(top)
         ],
     }
+    summary["share"] = share(summary)
+    return summary

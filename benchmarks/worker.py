@@ -1,4 +1,5 @@
-"""The real worker (``faust -A solar_agents worker``) as a child process, and what its JSON log says."""
+"""A Faust worker (``faust -A solar_agents worker``, or another app) as a child process, and what its JSON log
+says."""
 
 from __future__ import annotations
 
@@ -26,10 +27,14 @@ class LogEvent:
 
 
 class WorkerProcess:
-    """One worker; stdout and stderr go to ``log_path``. Settings come from ``env`` only."""
+    """One worker of ``app`` (a module Faust finds the app in); stdout and stderr go to ``log_path``.
+    Settings come from ``env`` only."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, cwd: Path | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, cwd: Path | None = None, app: str = "solar_agents"
+    ) -> None:
         self.env = dict(env)
+        self.app = app
         self.log_path = log_path
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
@@ -49,7 +54,7 @@ class WorkerProcess:
         with self.log_path.open("ab") as log:
             self.started_at = time.time()
             self.proc = subprocess.Popen(
-                [FAUST, "-A", "solar_agents", "worker", "-l", "info"],
+                [FAUST, "-A", self.app, "worker", "-l", "info"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
