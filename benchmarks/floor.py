@@ -3,7 +3,7 @@
 One agent per raw topic takes batches with ``noack_take`` (the pipeline's ingest batch size and wait) and
 acks every event, nothing else: no parsing, no tables, no producing. Same settings as the pipeline's app
 where the broker sees them (group timeouts, commit interval, fetch wait, the broker workarounds of
-``broker_compat``), so that the end-to-end backfill can be set against what Faust itself costs here.
+``compat``), so that the end-to-end backfill can be set against what Faust itself costs here.
 
 Settings come from the environment like the pipeline's (``KAFKA_CONSUMER_GROUP`` should be a fresh group);
 ``FLOOR_MESSAGES`` is how many raw messages the topics hold: when that many distinct messages are acked,
@@ -22,7 +22,7 @@ import faust
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
-from solar_agents import broker_compat, log
+from solar_agents import compat, log
 from solar_agents.settings import settings_or_exit
 
 logger = log.get_logger("benchmarks.floor")
@@ -70,7 +70,7 @@ class Tally:
 
 settings = settings_or_exit()
 log.configure(settings.log_level)
-broker_compat.install(settings.broker_fetch_max_wait_seconds)
+compat.install_broker(settings.broker_fetch_max_wait_seconds)
 tally = Tally(int(os.environ.get("FLOOR_MESSAGES", "0")))
 
 # As solar_agents.application builds its app, minus what the floor has no use for (tables, web, producer).
@@ -86,6 +86,8 @@ app = faust.App(
     broker_heartbeat_interval=settings.broker_heartbeat_interval_seconds,
     broker_rebalance_timeout=settings.broker_rebalance_timeout_seconds,
     broker_commit_interval=settings.broker_commit_interval_seconds,
+    consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
+    broker_max_poll_records=settings.broker_max_poll_records or None,
     logging_config=log.logging_config(settings.log_level),
     key_serializer="raw",
     value_serializer="raw",
