@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from typing import Any, cast
 
@@ -27,33 +28,37 @@ from faust.transport.consumer import Consumer
 from faust.types import TP, EventT, StreamT, TableT
 
 from solar_agents.features import FeatureRow, align_batch
-from solar_agents.hours import FeedProgress, Record, RegionHours, Replay, Uncommitted
+from solar_agents.hours import Record, RegionHours, Uncommitted
 from solar_agents.log import get_logger
+from solar_agents.read_progress import (
+    Feed,
+    FeedProgress,
+    PartitionProgress,
+    ProgressReport,
+    Replay,
+    ReplayMarker,
+    decode_control,
+    load_replay,
+    replay_value,
+)
 from solar_agents.records import (
     InvalidMessage,
-    ProgressReport,
     RegionResolver,
     block_key,
     block_of,
     block_value,
     dead_letter,
-    decode_control,
-    decode_progress,
     decode_records,
-    decode_replay,
     decode_rows,
-    encode_progress,
     encode_records,
     encode_rows,
     hour_key,
     load_block,
     load_hour,
     load_region,
-    load_replay,
     parse_solar,
     parse_weather,
     region_value,
-    replay_value,
     split_table_key,
 )
 from solar_agents.settings import Settings
@@ -251,7 +256,7 @@ class Pipeline:
                 low_hour[message.tp] = record.hour
         for tp, low in low_hour.items():
             self._raw_uncommitted[tp].add(read_offset[tp], low)
-        feed = "s" if solar else "w"
+        feed = Feed.SOLAR if solar else Feed.WEATHER
         # Before the records: their partitions are not read to the end yet. The align agent must not apply
         # them under an older report that says "caught up".
         await self._report_progress(topic, feed, reading=set(read_offset))
@@ -267,47 +272,53 @@ class Pipeline:
             await stream.ack(event)
 
     async def report_progress(self) -> None:
-        await self._report_progress(self.settings.kafka_topic_solar, "s")
-        await self._report_progress(self.settings.kafka_topic_weather, "w")
+        await self._report_progress(self.settings.kafka_topic_solar, Feed.SOLAR)
+        await self._report_progress(self.settings.kafka_topic_weather, Feed.WEATHER)
 
-    def _read_position(self, tp: TP) -> tuple[int, bool]:
-        """The next offset the ingest will read from a raw partition, and whether that is its end."""
+    def _read_position(self, tp: TP) -> PartitionProgress:
+        """How far the ingest has read a raw partition: the latest hour, the next offset and whether that is
+        its end, and the lowest hour read since the last commit."""
         consumer = cast(Consumer, self.app.consumer)
         highwater = consumer.highwater(tp)  # from fetch responses: right even where ListOffsets is not
+        committed = consumer._committed_offset.get(tp)
+        tracker = self._raw_uncommitted.get(tp)
+        uncommitted = None if tracker is None else tracker.lowest(committed)
         last = self._read_offset.get(tp)
         if last is not None:
-            return last + 1, highwater is not None and last + 1 >= highwater
-        # Nothing read here yet: only a partition the group had read to its end is caught up, and only while
-        # nothing of it is on its way to the ingest agent.
-        committed = consumer._committed_offset.get(tp)
-        in_flight = consumer._read_offset.get(tp) is not None
-        caught_up = (
-            highwater is not None and committed is not None and committed >= highwater and not in_flight
+            next_offset, caught_up = last + 1, highwater is not None and last + 1 >= highwater
+        else:
+            # Nothing read here yet: only a partition the group had read to its end is caught up, and only
+            # while nothing of it is on its way to the ingest agent.
+            in_flight = consumer._read_offset.get(tp) is not None
+            caught_up = (
+                highwater is not None and committed is not None and committed >= highwater and not in_flight
+            )
+            next_offset = committed or 0
+        return PartitionProgress(
+            latest_hour=self._read_hour.get(tp),
+            caught_up=caught_up,
+            next_offset=next_offset,
+            uncommitted_hour=uncommitted,
         )
-        return committed or 0, caught_up
 
-    async def _report_progress(self, topic: str, feed: str, reading: set[TP] | None = None) -> None:
+    async def _report_progress(self, topic: str, feed: Feed, reading: set[TP] | None = None) -> None:
         """Tell every records partition how far each raw partition of ``topic`` has been read.
 
         Sent before a batch's records (the raw partitions in ``reading`` are then not caught up, whatever an
         older report said) and after them, so in each records partition the records sit between the two.
         """
         consumer = self.app.consumer
-        committed = cast(Consumer, consumer)._committed_offset
-        report: dict[int, ProgressReport] = {}
+        partitions: dict[int, PartitionProgress] = {}
         for tp in consumer.assignment():
             if tp.topic == topic:
-                next_offset, caught_up = self._read_position(tp)
-                hour = self._read_hour.get(tp)
+                progress = self._read_position(tp)
                 if reading and tp in reading:
-                    caught_up = False  # records of this partition are on their way
-                tracker = self._raw_uncommitted.get(tp)
-                uncommitted = None if tracker is None else tracker.lowest(committed.get(tp))
-                report[tp.partition] = (hour, caught_up, next_offset, uncommitted)
+                    progress = replace(progress, caught_up=False)  # records of it are on their way
+                partitions[tp.partition] = progress
         count = consumer.topic_partitions(topic)
         if count is None:
             return  # no metadata yet: the next report will say
-        value = encode_progress(feed, count, report)
+        value = ProgressReport(feed, count, partitions).encode()
         if value == self._last_report.get(topic):
             return
         self._last_report[topic] = value
@@ -422,19 +433,15 @@ class Pipeline:
         """A progress report of the ingest, or a replay marker of the replay command."""
         assert value is not None
         self._ensure_loaded()  # after a rebalance, so the update below is not lost in a reload
-        data = decode_control(value)
+        message = decode_control(value)
         progress = self._progress[partition]
-        if data["type"] == "progress":
-            feed, count, partitions = decode_progress(data)
-            progress.set_count(feed, count)
-            for raw_partition, report in partitions:
-                progress.update(feed, raw_partition, *report)
+        if isinstance(message, ProgressReport):
+            progress.apply(message)
             self._replay(partition)  # ends a replay the ingest has now read past
-        elif data["type"] == "replay":
-            replay, starts = decode_replay(data)
+        elif isinstance(message, ReplayMarker):
+            replay = message.replay
             # The moved partitions will be read again from their new start: nothing is known of them now.
-            for (feed, raw_partition), start in starts.items():
-                progress.update(feed, raw_partition, None, False, start)
+            progress.restart(message.starts)
             self._replays[partition] = replay
             self.replay_table[str(partition)] = replay_value(replay)
             log.info("replay_started", partition=partition, region=replay.region, from_hour=replay.from_hour)
@@ -460,9 +467,7 @@ class Pipeline:
         aligned = align_batch(
             state,
             records,
-            window,
-            settings.allowed_lateness_hours,
-            settings.retention_hours,
+            settings.retention,
             self._progress[partition].floor(),
             self._replay(partition),
             self._uncommitted(partition, offset, records),
