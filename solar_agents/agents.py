@@ -18,32 +18,25 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from typing import Any, cast
 
 import faust
 from faust import Stream
-from faust.transport.consumer import Consumer
 from faust.types import TP, EventT, StreamT, TableT
 
 from solar_agents.compat import committed_offsets, read_offsets, writing_in
 from solar_agents.features import FeatureRow
 from solar_agents.hours import RegionHours, Uncommitted
 from solar_agents.log import get_logger
-from solar_agents.records import (
-    ProgressReport,
-    RegionResolver,
-    dead_letter,
-    encode_progress,
-    encode_records,
-    encode_rows,
-)
+from solar_agents.read_progress import Feed, PartitionProgress, ProgressReport
+from solar_agents.records import RegionResolver, dead_letter, encode_records, encode_rows
 from solar_agents.settings import Settings
 from solar_agents.sink import ConnectionInfo, FeatureSink
 from solar_agents.stats import Stats
 from solar_agents.steps import (
     Aligner,
-    AlignSettings,
     MessageLike,
     Table,
     ingest,
@@ -153,11 +146,7 @@ class Pipeline:
         }
 
         # The align step's state, in memory; loaded from the tables after every rebalance.
-        self.aligner = Aligner(
-            AlignSettings(
-                settings.feature_window_hours, settings.allowed_lateness_hours, settings.retention_hours
-            )
-        )
+        self.aligner = Aligner(settings.retention)
         self._states_generation: int | None = None
         # What a crash of the ingest would bring back: records read but not committed, per raw partition.
         # Retention keeps the history they need.
@@ -213,7 +202,7 @@ class Pipeline:
             await self._dead_letter(message, reason)
         for partition, low in batch.lowest_hour.items():
             self._raw_uncommitted[TP(topic, partition)].add(batch.last_offset[partition], low)
-        feed = "s" if solar else "w"
+        feed = Feed.SOLAR if solar else Feed.WEATHER
         # Before the records: their partitions are not read to the end yet. The align agent must not apply
         # them under an older report that says "caught up".
         reading = {TP(topic, partition) for partition in batch.last_offset}
@@ -232,47 +221,53 @@ class Pipeline:
             await stream.ack(event)
 
     async def report_progress(self) -> None:
-        await self._report_progress(self.settings.kafka_topic_solar, "s")
-        await self._report_progress(self.settings.kafka_topic_weather, "w")
+        await self._report_progress(self.settings.kafka_topic_solar, Feed.SOLAR)
+        await self._report_progress(self.settings.kafka_topic_weather, Feed.WEATHER)
 
-    def _read_position(self, tp: TP) -> tuple[int, bool]:
-        """The next offset the ingest will read from a raw partition, and whether that is its end."""
-        consumer = cast(Consumer, self.app.consumer)
+    def _read_position(self, tp: TP) -> PartitionProgress:
+        """How far the ingest has read a raw partition: the latest hour, the next offset and whether that is
+        its end, and the lowest hour read since the last commit."""
+        consumer = self.app.consumer
         highwater = consumer.highwater(tp)  # from fetch responses: right even where ListOffsets is not
+        committed = committed_offsets(consumer).get(tp)
+        tracker = self._raw_uncommitted.get(tp)
+        uncommitted = None if tracker is None else tracker.lowest(committed)
         last = self._read_offset.get(tp)
         if last is not None:
-            return last + 1, highwater is not None and last + 1 >= highwater
-        # Nothing read here yet: only a partition the group had read to its end is caught up, and only while
-        # nothing of it is on its way to the ingest agent.
-        committed = committed_offsets(consumer).get(tp)
-        in_flight = read_offsets(consumer).get(tp) is not None
-        caught_up = (
-            highwater is not None and committed is not None and committed >= highwater and not in_flight
+            next_offset, caught_up = last + 1, highwater is not None and last + 1 >= highwater
+        else:
+            # Nothing read here yet: only a partition the group had read to its end is caught up, and only
+            # while nothing of it is on its way to the ingest agent.
+            in_flight = read_offsets(consumer).get(tp) is not None
+            caught_up = (
+                highwater is not None and committed is not None and committed >= highwater and not in_flight
+            )
+            next_offset = committed or 0
+        return PartitionProgress(
+            latest_hour=self._read_hour.get(tp),
+            caught_up=caught_up,
+            next_offset=next_offset,
+            uncommitted_hour=uncommitted,
         )
-        return committed or 0, caught_up
 
-    async def _report_progress(self, topic: str, feed: str, reading: set[TP] | None = None) -> None:
+    async def _report_progress(self, topic: str, feed: Feed, reading: set[TP] | None = None) -> None:
         """Tell every records partition how far each raw partition of ``topic`` has been read.
 
         Sent before a batch's records (the raw partitions in ``reading`` are then not caught up, whatever an
         older report said) and after them, so in each records partition the records sit between the two.
         """
         consumer = self.app.consumer
-        committed = committed_offsets(consumer)
-        report: dict[int, ProgressReport] = {}
+        partitions: dict[int, PartitionProgress] = {}
         for tp in consumer.assignment():
             if tp.topic == topic:
-                next_offset, caught_up = self._read_position(tp)
-                hour = self._read_hour.get(tp)
+                progress = self._read_position(tp)
                 if reading and tp in reading:
-                    caught_up = False  # records of this partition are on their way
-                tracker = self._raw_uncommitted.get(tp)
-                uncommitted = None if tracker is None else tracker.lowest(committed.get(tp))
-                report[tp.partition] = (hour, caught_up, next_offset, uncommitted)
+                    progress = replace(progress, caught_up=False)  # records of it are on their way
+                partitions[tp.partition] = progress
         count = consumer.topic_partitions(topic)
         if count is None:
             return  # no metadata yet: the next report will say
-        value = encode_progress(feed, count, report)
+        value = ProgressReport(feed, count, partitions).encode()
         if value == self._last_report.get(topic):
             return
         self._last_report[topic] = value

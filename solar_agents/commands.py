@@ -33,6 +33,7 @@ from psycopg2 import sql
 
 from solar_agents import compat
 from solar_agents.progress import ProgressPrinter
+from solar_agents.read_progress import Feed
 from solar_agents.settings import Settings
 from solar_agents.worker import WORKER_LOCK
 
@@ -526,8 +527,9 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
     from aiokafka.structs import TopicPartition
 
     from solar_agents.compat import fetched_end_offsets
-    from solar_agents.hours import HOUR_US, InvalidTimestamp, Replay, history_hours, to_micros
-    from solar_agents.records import RegionResolver, encode_replay
+    from solar_agents.hours import HOUR_US, InvalidTimestamp, to_micros
+    from solar_agents.read_progress import RawPartition, Replay, ReplayMarker
+    from solar_agents.records import RegionResolver
 
     try:
         if region is not None:
@@ -549,8 +551,8 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
             print(f"refused: --from {exc}", file=sys.stderr)
             return 2
         # The rows from --from on need the window and the 24 h lag before them.
-        target = from_hour - history_hours(settings.feature_window_hours)
-    feeds = {"s": settings.kafka_topic_solar, "w": settings.kafka_topic_weather}
+        target = settings.retention.history_from(from_hour)
+    feeds = {Feed.SOLAR: settings.kafka_topic_solar, Feed.WEATHER: settings.kafka_topic_weather}
     regions = RegionResolver(settings.region_locations, settings.default_region)
     servers = settings.kafka_bootstrap_servers
     scanner = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None)
@@ -566,8 +568,8 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
             for p in sorted(scanner.partitions_for_topic(topic) or ())
         ]
         ends = await fetched_end_offsets(scanner, tps)
-        starts: dict[tuple[str, int], int] = {}
-        until: dict[tuple[str, int], int] = {}
+        starts: dict[RawPartition, int] = {}
+        until: dict[RawPartition, int] = {}
         committed_at = {tp: await group.committed(tp) for tp in tps}
         # The scan reads each partition the group has read from its start, at most to its real end.
         scan = ScanProgress(
@@ -584,8 +586,9 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
                     else await _first_offset(scanner, tp, ends[tp], feed, target, region, regions, scan)
                 )
                 if start is not None and start < committed:
-                    starts[feed, tp.partition] = start
-                    until[feed, tp.partition] = committed
+                    raw = RawPartition(feed, tp.partition)
+                    starts[raw] = start
+                    until[raw] = committed
                     again = committed - start
                     scan.printer.close()
                     print(f"{topic}[{tp.partition}]: offset {committed} -> {start} ({again:,} to read again)")
@@ -594,7 +597,7 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
         if not starts:
             print("nothing to replay: the group has not read past that time on any raw partition")
             return 0
-        moved = {TopicPartition(feeds[f], p): o for (f, p), o in starts.items()}
+        moved = {TopicPartition(feeds[raw.feed], raw.partition): o for raw, o in starts.items()}
         refusal = await commit_offsets(settings, moved, set(tps))
         if refusal:
             print(f"refused: {refusal}", file=sys.stderr)
@@ -602,7 +605,7 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
     finally:
         await scanner.stop()
         await group.stop()
-    marker = encode_replay(Replay(from_hour, region, until), starts)
+    marker = ReplayMarker(Replay(from_hour, region, until), starts).encode()
     producer = AIOKafkaProducer(bootstrap_servers=servers)
     await producer.start()
     try:
@@ -641,7 +644,7 @@ async def _first_offset(
     consumer: Any,
     tp: Any,
     end: int,
-    feed: str,
+    feed: Feed,
     target: int,
     region: str | None,
     regions: Any,
@@ -667,7 +670,7 @@ async def _first_offset(
                     continue
                 try:
                     record: Solar | Weather
-                    if feed == "s":
+                    if feed is Feed.SOLAR:
                         record, name = parse_solar(message.value, message.partition, message.offset)
                     else:
                         record, name = parse_weather(

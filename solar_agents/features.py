@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 
-from solar_agents.hours import NOT_YET_READ, Record, RegionHours, Replay, history_hours
+from solar_agents.hours import Record, RegionHours, Retention
+from solar_agents.read_progress import NOT_YET_READ, Replay
 
 # Monday 1970-01-05 00:00 UTC is hour 96: day_of_week counts from there.
 _MONDAY_HOUR = 96
@@ -131,23 +132,22 @@ class Aligned:
 def align_batch(
     state: RegionHours,
     records: list[Record],
-    window_hours: int,
-    lateness_hours: int,
-    retention_hours: int,
+    retention: Retention,
     floor: int | None = None,
     replay: Replay | None = None,
     uncommitted: int | None = None,
     offset: int | None = None,
 ) -> Aligned:
     """The step of the align agent: fold records into the region's state, compute the rows they touch,
-    then apply retention. Rows come before retention, so a late record is still written from whatever
-    history is kept (SPEC). ``floor`` holds the watermark below raw partitions still being read; a
-    ``replay`` in progress keeps rows before its start from being rewritten; ``uncommitted`` is the lowest
-    hour that a crash could deliver again, whose rows' history must outlive it. ``offset`` is the batch's
-    position in its records partition: one at or before the last applied is read again after a restart."""
+    then apply ``retention`` (which also holds the feature window and the allowed lateness). Rows come
+    before retention, so a late record is still written from whatever history is kept (SPEC). ``floor``
+    holds the watermark below raw partitions still being read; a ``replay`` in progress keeps rows before
+    its start from being rewritten; ``uncommitted`` is the lowest hour that a crash could deliver again,
+    whose rows' history must outlive it. ``offset`` is the batch's position in its records partition: one
+    at or before the last applied is read again after a restart."""
+    window_hours = retention.window_hours
     rereading = offset is not None and state.applied_through is not None and offset <= state.applied_through
-    applied = state.apply(records, lateness_hours, floor)
-    reach = history_hours(window_hours)
+    applied = state.apply(records, retention.lateness_hours, floor)
     touched = affected_hours(applied.solar_hours, applied.weather_hours, window_hours)
     if (applied.repeated_solar or applied.repeated_weather) and state.pruned_below is not None:
         # A record kept already (read again after a crash, or a duplicate) rewrites its rows in case their
@@ -157,7 +157,7 @@ def align_batch(
             applied.weather_hours - applied.repeated_weather,
             window_hours,
         )
-        touched = new | {h for h in touched if h - reach >= state.pruned_below}
+        touched = new | {h for h in touched if retention.history_kept(h, state.pruned_below)}
     if replay is not None:
         touched = {h for h in touched if not replay.hides(state.region, h)}
     rows = feature_rows(state, touched, window_hours)
@@ -166,8 +166,8 @@ def align_batch(
         # first time: nothing may be pruned until they are through.
         keep_from: int | None = NOT_YET_READ
     else:
-        keep_from = None if uncommitted is None else uncommitted - reach
+        keep_from = None if uncommitted is None else retention.history_from(uncommitted)
         if offset is not None:
             state.applied_through = offset
-    pruned = state.prune(retention_hours, floor, applied.hours, keep_from)
+    pruned = state.prune(retention, floor, applied.hours, keep_from)
     return Aligned(rows, applied.hours.difference(pruned), pruned, applied.late)

@@ -52,11 +52,6 @@ def to_micros(value: object) -> int:
     return us
 
 
-def history_hours(window_hours: int) -> int:
-    """How far back a row reads: its window and its 24 h lag."""
-    return max(window_hours - 1, 24)
-
-
 def nearest_hour(us: int) -> tuple[int, int]:
     """The hour nearest ``us`` (exactly half past rounds up) and the distance to it in microseconds."""
     hour = (us + HALF_HOUR_US) // HOUR_US
@@ -71,6 +66,46 @@ def hour_start(hour: int) -> datetime:
 def hour_label(hour: int) -> str:
     """``2019-01-01T05:00Z``: how an hour is shown to people."""
     return hour_start(hour).strftime("%Y-%m-%dT%H:%MZ")
+
+
+@dataclass(slots=True, frozen=True)
+class Retention:
+    """What a region keeps of its history, by event time only: the one rule that align (which forgets) and
+    the web view (which tells which rows it can still compute exactly) share.
+
+    A row reads ``reach`` hours back (its window and its 24 h lag), and a record up to ``lateness_hours``
+    behind the watermark must still find the history of the rows it touches: so a region keeps ``hours``
+    (lateness plus reach) behind its watermark, and further back where records that may be read again need it.
+    """
+
+    window_hours: int
+    lateness_hours: int
+
+    @property
+    def reach(self) -> int:
+        """How far back a row reads: its window and its 24 h lag."""
+        return max(self.window_hours - 1, 24)
+
+    @property
+    def hours(self) -> int:
+        """How many hours behind the watermark are kept."""
+        return self.lateness_hours + self.reach
+
+    def history_from(self, hour: int) -> int:
+        """The oldest hour the row of ``hour`` reads (later rows read no further back)."""
+        return hour - self.reach
+
+    def horizon(self, watermark: int | None, keep_from: int | None = None) -> int | None:
+        """The oldest hour kept behind ``watermark``, never above ``keep_from``; None while there is no
+        watermark (nothing is forgotten then)."""
+        if watermark is None:
+            return None
+        horizon = watermark - self.hours
+        return horizon if keep_from is None else min(horizon, keep_from)
+
+    def history_kept(self, hour: int, horizon: int | None) -> bool:
+        """Whether the row of ``hour`` reads only hours at or after ``horizon`` (None: nothing forgotten)."""
+        return horizon is None or self.history_from(hour) >= horizon
 
 
 @dataclass(slots=True, frozen=True)
@@ -129,77 +164,6 @@ def same_reading(kept: Record, record: Record) -> bool:
     )
 
 
-# A raw partition that has not told how far it is may still hold anything: it holds every watermark back.
-NOT_YET_READ = -(10**12)
-
-
-@dataclass(slots=True)
-class FeedProgress:
-    """How far the ingest has read each raw partition, in event time, as one records partition saw it.
-
-    A consumer reads partitions at different speeds: in a backfill one partition can be months ahead of
-    another, and records still unread in the slow one are not late in any sense a user means. So the
-    watermark of a region is also held below the progress of every raw partition not yet read to its end.
-    """
-
-    # (feed, raw partition) -> (latest hour read, read to its end, next offset to read, lowest hour of the
-    # records read but not committed yet: what a crash would bring back)
-    partitions: dict[tuple[str, int], tuple[int | None, bool, int, int | None]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)  # feed -> partitions of its raw topic
-    feeds: tuple[str, ...] = ("s", "w")
-
-    def set_count(self, feed: str, count: int) -> bool:
-        if self.counts.get(feed) == count:
-            return False
-        self.counts[feed] = count
-        return True
-
-    def update(
-        self,
-        feed: str,
-        partition: int,
-        hour: int | None,
-        caught_up: bool,
-        offset: int = 0,
-        uncommitted: int | None = None,
-    ) -> bool:
-        """Record a report (the latest wins: a replay moves progress back); returns whether it changed."""
-        key = (feed, partition)
-        report = (hour, caught_up, offset, uncommitted)
-        if self.partitions.get(key) == report:
-            return False
-        self.partitions[key] = report
-        return True
-
-    def offset(self, feed: str, partition: int) -> int | None:
-        report = self.partitions.get((feed, partition))
-        return None if report is None else report[2]
-
-    def floor(self) -> int | None:
-        """The lowest hour a raw partition still being read may deliver; None when all are caught up.
-
-        A feed, or a partition of it, that has not reported yet may hold anything: NOT_YET_READ.
-        """
-        lowest: int | None = None
-        for feed in self.feeds:
-            count = self.counts.get(feed)
-            if count is None:
-                return NOT_YET_READ
-            for partition in range(count):
-                hour, caught_up, _, _ = self.partitions.get((feed, partition), (None, False, 0, None))
-                if caught_up:
-                    continue
-                if hour is None:
-                    return NOT_YET_READ
-                lowest = hour if lowest is None else min(lowest, hour)
-        return lowest
-
-    def uncommitted(self) -> int | None:
-        """The lowest hour a crash of the ingest could deliver again; None when all read is committed."""
-        hours = [report[3] for report in self.partitions.values() if report[3] is not None]
-        return min(hours) if hours else None
-
-
 class Uncommitted:
     """The lowest hour among records read from one partition at offsets not committed yet.
 
@@ -228,29 +192,6 @@ class Uncommitted:
             while entries and entries[0][0] < committed:
                 entries.popleft()
         return entries[0][1] if entries else None
-
-
-@dataclass(slots=True, frozen=True)
-class Replay:
-    """A replay in progress in one records partition: rows before ``from_hour`` (of ``region``, or of all)
-    are history only, not rewritten, until the ingest has read every moved raw partition past ``until``.
-
-    Rows before the replay's start would be computed from a window cut short; they were right already.
-    """
-
-    from_hour: int | None
-    region: str | None
-    until: dict[tuple[str, int], int]  # (feed, raw partition) -> offset the ingest must reach
-
-    def done(self, progress: FeedProgress) -> bool:
-        for (feed, partition), end in self.until.items():
-            offset = progress.offset(feed, partition)
-            if offset is None or offset < end:
-                return False
-        return True
-
-    def hides(self, region: str, hour: int) -> bool:
-        return self.from_hour is not None and hour < self.from_hour and self.region in (None, region)
 
 
 @dataclass(slots=True)
@@ -352,18 +293,14 @@ class RegionHours:
         return applied
 
     def horizon(
-        self, retention_hours: int, floor: int | None = None, keep_from: int | None = None
+        self, retention: Retention, floor: int | None = None, keep_from: int | None = None
     ) -> int | None:
         """The oldest hour still kept, or None while there is no watermark; never above ``keep_from``."""
-        watermark = self.effective_watermark(floor)
-        if watermark is None:
-            return None
-        horizon = watermark - retention_hours
-        return horizon if keep_from is None else min(horizon, keep_from)
+        return retention.horizon(self.effective_watermark(floor), keep_from)
 
     def prune(
         self,
-        retention_hours: int,
+        retention: Retention,
         floor: int | None = None,
         touched: Iterable[int] = (),
         keep_from: int | None = None,
@@ -374,7 +311,7 @@ class RegionHours:
         horizon moved over (plus ``touched``, where a late record may have put one back below it), not the
         size of the state.
         """
-        horizon = self.horizon(retention_hours, floor, keep_from)
+        horizon = self.horizon(retention, floor, keep_from)
         if horizon is None:
             return []
         start = self.scan_from

@@ -1,7 +1,8 @@
 """Message schemas: the raw JSON of both feeds, and the compact encodings of the internal topics.
 
 Validation is pydantic's, strict (no numbers from strings, no booleans as numbers, no NaN); a failure becomes
-one ``InvalidMessage`` with a one-line reason for the dead-letter topic.
+one ``InvalidMessage`` with a one-line reason for the dead-letter topic. The records topic's control messages
+(progress reports, replay markers) are ``read_progress``'s.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from solar_agents.hours import (
     Position,
     Record,
     RegionHours,
-    Replay,
     Solar,
     Weather,
     nearest_hour,
@@ -329,51 +329,6 @@ def decode_rows(value: bytes) -> list[FeatureRow]:
     return [FeatureRow.from_list(v) for v in json.loads(value)]
 
 
-# Control messages of the records topic have an empty key (a region has 1-64 characters) and a "type".
-
-
-ProgressReport = tuple[int | None, bool, int, int | None]
-
-
-def encode_progress(feed: str, count: int, partitions: dict[int, ProgressReport]) -> bytes:
-    """A progress report of one raw topic with ``count`` partitions, of those this worker reads:
-    partition -> (latest hour read, read to its end, next offset, lowest hour read but not committed)."""
-    listed = [[p, *report] for p, report in sorted(partitions.items())]
-    return _dumps({"type": "progress", "feed": feed, "count": count, "partitions": listed})
-
-
-def decode_progress(data: dict[str, Any]) -> tuple[str, int, list[tuple[int, ProgressReport]]]:
-    # Reports without the uncommitted hour (written by earlier versions) hold nothing back.
-    return (
-        data["feed"],
-        data["count"],
-        [(p, (h, c, o, u[0] if u else None)) for p, h, c, o, *u in data["partitions"]],
-    )
-
-
-def encode_replay(replay: Replay, starts: dict[tuple[str, int], int]) -> bytes:
-    """A replay marker: the replay, and where each moved raw partition now starts."""
-    return _dumps(
-        {
-            "type": "replay",
-            "from": replay.from_hour,
-            "region": replay.region,
-            "moved": [[f, p, starts[f, p], end] for (f, p), end in sorted(replay.until.items())],
-        }
-    )
-
-
-def decode_replay(data: dict[str, Any]) -> tuple[Replay, dict[tuple[str, int], int]]:
-    until = {(f, p): end for f, p, _, end in data["moved"]}
-    starts = {(f, p): start for f, p, start, _ in data["moved"]}
-    return Replay(data["from"], data["region"], until), starts
-
-
-def decode_control(value: bytes) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(value)
-    return data
-
-
 def region_value(state: RegionHours) -> dict[str, int | None]:
     """Table value of a region: its whole state but the hours (``RegionHours.snapshot``): the watermark,
     what retention has forgotten, and the records offset of the last batch applied."""
@@ -388,15 +343,3 @@ def load_region(region: str, value: dict[str, int | None] | list[int | None]) ->
             "applied_through": value[2] if len(value) > 2 else None,
         }
     return RegionHours.restore(region, value)
-
-
-def replay_value(replay: Replay) -> dict[str, Any]:
-    return {
-        "from": replay.from_hour,
-        "region": replay.region,
-        "until": [[f, p, e] for (f, p), e in replay.until.items()],
-    }
-
-
-def load_replay(value: dict[str, Any]) -> Replay:
-    return Replay(value["from"], value["region"], {(f, p): e for f, p, e in value["until"]})

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from solar_agents.hours import history_hours
+from solar_agents.hours import Retention
 
 
 class Settings(BaseSettings):
@@ -123,9 +123,14 @@ class Settings(BaseSettings):
         return f"{self.kafka_consumer_group}-rows"
 
     @property
+    def retention(self) -> Retention:
+        """What a region keeps of its history (SPEC: decisions, watermark, lateness and state)."""
+        return Retention(self.feature_window_hours, self.allowed_lateness_hours)
+
+    @property
     def retention_hours(self) -> int:
-        """How many hours behind a region's watermark state is kept (SPEC: lateness plus history)."""
-        return self.allowed_lateness_hours + history_hours(self.feature_window_hours)
+        """How many hours behind a region's watermark state is kept: lateness plus what a row reads."""
+        return self.retention.hours
 
 
 # Settings that mean nothing when empty: an empty value in the environment would otherwise fall back to the

@@ -14,28 +14,32 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from solar_agents.features import FeatureRow, align_batch, latest_per_key
-from solar_agents.hours import FeedProgress, Record, RegionHours, Replay, Uncommitted
+from solar_agents.hours import Record, RegionHours, Retention, Uncommitted
 from solar_agents.log import get_logger
+from solar_agents.read_progress import (
+    FeedProgress,
+    ProgressReport,
+    Replay,
+    ReplayMarker,
+    decode_control,
+    load_replay,
+    replay_value,
+)
 from solar_agents.records import (
     InvalidMessage,
     RegionResolver,
     block_key,
     block_of,
     block_value,
-    decode_control,
-    decode_progress,
     decode_records,
-    decode_replay,
     decode_rows,
     hour_key,
     load_block,
     load_hour,
     load_region,
-    load_replay,
     parse_solar,
     parse_weather,
     region_value,
-    replay_value,
     split_table_key,
 )
 
@@ -140,13 +144,6 @@ class AlignedBatch:
     failed: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset) of messages not applied
 
 
-@dataclass(frozen=True, slots=True)
-class AlignSettings:
-    window_hours: int
-    lateness_hours: int
-    retention_hours: int
-
-
 def read_states(
     hours: Iterable[tuple[str, Any]], regions: Iterable[tuple[str, Any]]
 ) -> tuple[dict[str, RegionHours], dict[str, set[int]]]:
@@ -171,8 +168,8 @@ class Aligner:
     (each day block the batch changed, and the region's fields), its rows once per batch too.
     """
 
-    def __init__(self, settings: AlignSettings) -> None:
-        self.settings = settings
+    def __init__(self, retention: Retention) -> None:
+        self.retention = retention
         self.states: dict[str, RegionHours] = {}
         self.progress: dict[int, FeedProgress] = defaultdict(FeedProgress)
         self.replays: dict[int, Replay] = {}
@@ -231,19 +228,15 @@ class Aligner:
     def _control(self, partition: int, value: bytes | None, writes: list[TableWrite]) -> None:
         """A progress report of the ingest, or a replay marker of the replay command."""
         assert value is not None
-        data = decode_control(value)
+        message = decode_control(value)
         progress = self.progress[partition]
-        if data["type"] == "progress":
-            feed, count, partitions = decode_progress(data)
-            progress.set_count(feed, count)
-            for raw_partition, report in partitions:
-                progress.update(feed, raw_partition, *report)
+        if isinstance(message, ProgressReport):
+            progress.apply(message)
             self._replay(partition, writes)  # ends a replay the ingest has now read past
-        elif data["type"] == "replay":
-            replay, starts = decode_replay(data)
+        elif isinstance(message, ReplayMarker):
+            replay = message.replay
             # The moved partitions will be read again from their new start: nothing is known of them now.
-            for (feed, raw_partition), start in starts.items():
-                progress.update(feed, raw_partition, None, False, start)
+            progress.restart(message.starts)
             self.replays[partition] = replay
             writes.append(TableWrite("replays", str(partition), replay_value(replay)))
             log.info("replay_started", partition=partition, region=replay.region, from_hour=replay.from_hour)
@@ -267,13 +260,10 @@ class Aligner:
         partition = message.partition
         state = self.state(region)
         records = decode_records(message.value)
-        settings = self.settings
         aligned = align_batch(
             state,
             records,
-            settings.window_hours,
-            settings.lateness_hours,
-            settings.retention_hours,
+            self.retention,
             self.progress[partition].floor(),
             self._replay(partition, writes),
             self._lowest_uncommitted(partition, message.offset, records, committed(partition)),

@@ -34,9 +34,9 @@ from solar_agents.hours import (
     HOUR_US,
     InvalidTimestamp,
     RegionHours,
+    Retention,
     Solar,
     Weather,
-    history_hours,
     hour_start,
     to_micros,
 )
@@ -195,15 +195,15 @@ def _weather_json(record: Weather) -> dict[str, Any]:
     }
 
 
-def hours_answer(state: RegionHours, hours: range, window_hours: int, retention_hours: int) -> dict[str, Any]:
+def hours_answer(state: RegionHours, hours: range, retention: Retention) -> dict[str, Any]:
     """The kept records of the region in ``hours`` and, where both halves are there, the feature row.
 
     ``history_kept`` is false where the row's window or lags may reach behind the retention horizon: its
     averages and lags may then be computed from less than the row written at the time. (Pruning can lag the
     horizon, so it is false for a few rows whose history is in fact still there: the safe side.)
     """
-    horizon = state.horizon(retention_hours)
-    reach = history_hours(window_hours)
+    window_hours = retention.window_hours
+    horizon = state.horizon(retention)
     every = state.solar.keys() | state.weather.keys()
     kept = sorted(h for h in every if h in hours)
     out: list[dict[str, Any]] = []
@@ -220,7 +220,7 @@ def hours_answer(state: RegionHours, hours: range, window_hours: int, retention_
                 "solar": None if solar is None else _solar_json(solar),
                 "weather": None if weather is None else _weather_json(weather),
                 "feature": feature,
-                "history_kept": horizon is None or hour - reach >= horizon,
+                "history_kept": retention.history_kept(hour, horizon),
             }
         )
     return {
@@ -405,7 +405,7 @@ class Site:
     def hours(self, region: str, query: Mapping[str, str]) -> dict[str, Any]:
         hours = hour_range(parse_time("from", query.get("from")), parse_time("to", query.get("to")))
         state = self.state(region)
-        return hours_answer(state, hours, self.settings.feature_window_hours, self.settings.retention_hours)
+        return hours_answer(state, hours, self.settings.retention)
 
     def dead_letters(self, query: Mapping[str, str]) -> dict[str, Any]:
         limit = parse_limit(query.get("limit"), DEADLETTERS_DEFAULT, RECENT_DEAD_LETTERS)

@@ -13,7 +13,7 @@ from reference import RawMessage, assert_rows_equal, reference_features
 from state_util import through_tables
 
 from solar_agents.features import FeatureRow, align_batch
-from solar_agents.hours import Record, RegionHours, hour_start
+from solar_agents.hours import Record, RegionHours, Retention, hour_start
 from solar_agents.records import (
     InvalidMessage,
     RegionResolver,
@@ -103,7 +103,7 @@ def run_core(
             by_region[region].append(record)
         for region, records in by_region.items():
             state = states.setdefault(region, RegionHours(region))
-            aligned = align_batch(state, decode_records(encode_records(records)), window, 10_000, 10_024)
+            aligned = align_batch(state, decode_records(encode_records(records)), Retention(window, 10_000))
             for row in aligned.rows:
                 sink[row.key] = row
     out = {}

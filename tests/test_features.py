@@ -8,11 +8,12 @@ import pytest
 from state_util import through_tables
 
 from solar_agents.features import COLUMNS, affected_hours, align_batch, feature_row
-from solar_agents.hours import Position, RegionHours, Solar, Weather
+from solar_agents.hours import Position, RegionHours, Retention, Solar, Weather
 
 # 2019-01-05 was a Saturday.
 SATURDAY_NOON = int(datetime(2019, 1, 5, 12, tzinfo=UTC).timestamp()) // 3600
 P = Position(0, 0, 0)
+RETENTION = Retention(window_hours=24, lateness_hours=48)  # 72 h behind the watermark
 
 
 def state_with(solar: dict[int, float], weather: dict[int, tuple[float | None, float | None]]) -> RegionHours:
@@ -95,13 +96,13 @@ def test_affected_hours_cover_window_and_lags() -> None:
 def test_align_batch_writes_late_record_from_kept_history() -> None:
     state = RegionHours("R")
     h = SATURDAY_NOON
-    first = align_batch(state, [Solar(h, P, 1.0), Weather(h, P, 1.0, 1.0, 1.0, 0.0, 0.0)], 24, 48, 72)
+    first = align_batch(state, [Solar(h, P, 1.0), Weather(h, P, 1.0, 1.0, 1.0, 0.0, 0.0)], RETENTION)
     assert [r.hour for r in first.rows] == [h]
     ahead = align_batch(
-        state, [Solar(h + 200, P, 1.0), Weather(h + 200, P, 1.0, 1.0, 1.0, 0.0, 0.0)], 24, 48, 72
+        state, [Solar(h + 200, P, 1.0), Weather(h + 200, P, 1.0, 1.0, 1.0, 0.0, 0.0)], RETENTION
     )
     assert ahead.pruned_hours == [h]  # older than watermark - 72 h
-    late = align_batch(state, [Solar(h + 1, P, 2.0), Weather(h + 1, P, 2.0, 2.0, 2.0, 0.0, 0.0)], 24, 48, 72)
+    late = align_batch(state, [Solar(h + 1, P, 2.0), Weather(h + 1, P, 2.0, 2.0, 2.0, 0.0, 0.0)], RETENTION)
     assert late.late == 2
     assert [r.hour for r in late.rows] == [h + 1]
     assert late.rows[0].production_lag_1h is None  # h was forgotten: whatever history is kept
@@ -116,15 +117,15 @@ def test_align_batch_keeps_the_history_of_records_a_crash_may_bring_back() -> No
         return [Solar(hour, P, float(hour - h)), Weather(hour, P, 1.0, 1.0, 1.0, 0.0, 0.0)]
 
     for hour in range(h, h + 30):
-        align_batch(state, both(hour), 24, 48, 72)
+        align_batch(state, both(hour), RETENTION)
     # Far ahead, while the records from h + 29 on are not committed: their rows' history stays.
-    ahead = align_batch(state, both(h + 300), 24, 48, 72, uncommitted=h + 29)
+    ahead = align_batch(state, both(h + 300), RETENTION, uncommitted=h + 29)
     assert ahead.pruned_hours == list(range(h, h + 29 - 24))
-    again = align_batch(state, both(h + 29), 24, 48, 72, uncommitted=h + 29)
+    again = align_batch(state, both(h + 29), RETENTION, uncommitted=h + 29)
     row = next(r for r in again.rows if r.hour == h + 29)
     assert row.production_lag_24h == 5.0 and row.production_ma_24h == sum(range(6, 30)) / 24
     # Once committed, retention catches up with the watermark.
-    later = align_batch(state, both(h + 301), 24, 48, 72)
+    later = align_batch(state, both(h + 301), RETENTION)
     assert later.pruned_hours == list(range(h + 5, h + 30))
 
 
@@ -136,11 +137,11 @@ def test_a_batch_read_again_after_a_restart_prunes_nothing() -> None:
         return [Solar(hour, P, 1.0), Weather(hour, P, 1.0, 1.0, 1.0, 0.0, 0.0)]
 
     for offset, hour in enumerate(range(h, h + 30)):
-        align_batch(state, both(hour), 24, 48, 72, offset=offset)
+        align_batch(state, both(hour), RETENTION, offset=offset)
     assert state.applied_through == 29
-    again = align_batch(state, both(h + 300), 24, 48, 72, offset=10)  # read again: history stays
+    again = align_batch(state, both(h + 300), RETENTION, offset=10)  # read again: history stays
     assert again.pruned_hours == [] and state.applied_through == 29
-    new = align_batch(state, both(h + 301), 24, 48, 72, offset=30)
+    new = align_batch(state, both(h + 301), RETENTION, offset=30)
     assert new.pruned_hours == list(range(h, h + 30)) and state.applied_through == 30
 
 
@@ -155,7 +156,7 @@ def test_an_exact_duplicate_after_a_restore_changes_no_row() -> None:
             Solar(hour, Position(0, offset, 0), float(hour % 37)),
             Weather(hour, Position(0, offset, 0), float(hour % 11), 50.0, 100.0, 53.6, 9.9),
         ]
-        for row in align_batch(live, records, 24, 48, 72, offset=offset).rows:
+        for row in align_batch(live, records, RETENTION, offset=offset).rows:
             written[row.key] = row
 
     restored = through_tables(live)
@@ -165,7 +166,7 @@ def test_an_exact_duplicate_after_a_restore_changes_no_row() -> None:
     # The same message produced twice has another offset; read again after a crash, the same one.
     again = Solar(kept.hour, Position(0, 500, 0), kept.production_mw)
     for state, duplicate in ((live, kept), (restored, kept), (restored, again)):
-        rows = align_batch(state, [duplicate], 24, 48, 72, offset=200).rows
+        rows = align_batch(state, [duplicate], RETENTION, offset=200).rows
         assert rows, "a duplicate rewrites the rows it can compute exactly (their first write may be lost)"
         changed = [row for row in rows if row != written[row.key]]
         assert changed == [], f"{len(changed)} rows rewritten with cut windows"

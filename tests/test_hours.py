@@ -8,11 +8,10 @@ import pytest
 
 from solar_agents.hours import (
     HOUR_US,
-    NOT_YET_READ,
-    FeedProgress,
     InvalidTimestamp,
     Position,
     RegionHours,
+    Retention,
     Solar,
     Uncommitted,
     Weather,
@@ -20,8 +19,11 @@ from solar_agents.hours import (
     nearest_hour,
     to_micros,
 )
+from solar_agents.read_progress import NOT_YET_READ
+from solar_agents.settings import Settings
 
 H = 430_000  # an hour in 2019
+RETENTION = Retention(window_hours=24, lateness_hours=48)  # 72 h behind the watermark
 
 
 def test_iso_and_epoch_agree() -> None:
@@ -80,27 +82,9 @@ def test_prune_by_event_time() -> None:
         state.apply(
             [Solar(h, Position(0, h, 0), 1.0), Weather(h, Position(0, h, 0), 1.0, 1.0, 1.0, 0, 0)], 48
         )
-    pruned = state.prune(72)
+    pruned = state.prune(RETENTION)
     assert pruned == list(range(H, H + 199 - 72))
     assert min(state.solar) == min(state.weather) == H + 199 - 72
-
-
-def test_feed_progress_floor() -> None:
-    progress = FeedProgress()
-    assert progress.floor() == NOT_YET_READ  # nothing reported: anything may come
-    progress.set_count("s", 2)
-    progress.set_count("w", 1)
-    progress.update("s", 0, H + 10, False)
-    progress.update("w", 0, H + 50, True)
-    assert progress.floor() == NOT_YET_READ  # solar partition 1 has not reported
-    progress.update("s", 1, H + 3, False)
-    assert progress.floor() == H + 3
-    progress.update("s", 1, H + 90, True)
-    assert progress.floor() == H + 10
-    progress.update("s", 0, H + 20, True)
-    assert progress.floor() is None  # all read to the end: the watermark alone decides
-    progress.update("s", 0, H, False)  # a replay moves back
-    assert progress.floor() == H
 
 
 def test_floor_holds_the_watermark_and_retention() -> None:
@@ -110,8 +94,8 @@ def test_floor_holds_the_watermark_and_retention() -> None:
             [Solar(h, Position(0, h, 0), 1.0), Weather(h, Position(0, h, 0), 1.0, 1.0, 1.0, 0, 0)], 48
         )
     assert state.effective_watermark(H + 5) == H + 5
-    assert state.prune(72, floor=NOT_YET_READ) == []
-    assert state.prune(72, floor=H + 80) == list(range(H, H + 8))
+    assert state.prune(RETENTION, floor=NOT_YET_READ) == []
+    assert state.prune(RETENTION, floor=H + 80) == list(range(H, H + 8))
     late = state.apply([Solar(H + 50, Position(0, 999, 0), 1.0)], 48, floor=H + 60)
     assert late.late == 0
 
@@ -124,12 +108,12 @@ def test_prune_is_incremental_and_catches_late_records_put_back() -> None:
 
     for h in range(H, H + 100):
         state.apply(both(h), 48)
-    assert state.prune(72) == list(range(H, H + 99 - 72))
+    assert state.prune(RETENTION) == list(range(H, H + 99 - 72))
     state.apply(both(H + 100), 48)
-    assert state.prune(72) == [H + 99 - 72]
+    assert state.prune(RETENTION) == [H + 99 - 72]
     late = state.apply([Solar(H + 3, Position(0, 5, 0), 2.0)], 48)
     assert late.late == 1 and H + 3 in state.solar
-    assert state.prune(72, touched=late.hours) == [H + 3]
+    assert state.prune(RETENTION, touched=late.hours) == [H + 3]
     assert min(state.solar) == H + 100 - 72
 
 
@@ -148,26 +132,29 @@ def test_uncommitted_is_the_lowest_hour_at_or_after_the_committed_offset() -> No
     assert tracker.lowest(31) == H + 7
 
 
-def test_feed_progress_uncommitted_is_the_lowest_report() -> None:
-    progress = FeedProgress()
-    assert progress.uncommitted() is None
-    progress.update("s", 0, H + 10, False, 100, H + 4)
-    progress.update("s", 1, H + 12, True, 80, None)
-    progress.update("w", 0, H + 9, False, 50, H + 6)
-    assert progress.uncommitted() == H + 4
-    progress.update("s", 0, H + 10, False, 100, None)  # committed since
-    assert progress.uncommitted() == H + 6
-
-
 def test_keep_from_holds_retention_back_and_the_next_prune_catches_up() -> None:
     state = RegionHours("R")
     for h in range(H, H + 200):
         state.apply(
             [Solar(h, Position(0, h, 0), 1.0), Weather(h, Position(0, h, 0), 1.0, 1.0, 1.0, 0, 0)], 48
         )
-    assert state.prune(72, keep_from=H + 100) == list(range(H, H + 100))
+    assert state.prune(RETENTION, keep_from=H + 100) == list(range(H, H + 100))
     assert state.pruned_below == H + 100
-    assert state.prune(72, keep_from=H + 20) == []  # held further back: nothing more goes
+    assert state.prune(RETENTION, keep_from=H + 20) == []  # held further back: nothing more goes
     assert state.pruned_below == H + 100  # history below it may still be missing
-    assert state.prune(72) == list(range(H + 100, H + 199 - 72))
+    assert state.prune(RETENTION) == list(range(H + 100, H + 199 - 72))
     assert min(state.solar) == H + 199 - 72
+
+
+def test_retention_is_the_lateness_and_what_a_row_reads() -> None:
+    assert (RETENTION.reach, RETENTION.hours) == (24, 72)  # the 24 h lag reads further than the window
+    wide = Retention(window_hours=168, lateness_hours=10)
+    assert (wide.reach, wide.hours, wide.history_from(H)) == (167, 177, H - 167)
+    assert RETENTION.horizon(None) is None  # no watermark: nothing is forgotten yet
+    assert RETENTION.horizon(H + 100) == H + 28
+    assert RETENTION.horizon(H + 100, keep_from=H + 5) == H + 5  # held back for records read again
+    assert RETENTION.horizon(H + 100, keep_from=H + 50) == H + 28
+    assert RETENTION.history_kept(H + 52, H + 28) and not RETENTION.history_kept(H + 51, H + 28)
+    assert RETENTION.history_kept(H, None)
+    settings = Settings(_env_file=None, feature_window_hours=168, allowed_lateness_hours=10)  # type: ignore[call-arg]
+    assert settings.retention == wide and settings.retention_hours == 177

@@ -16,11 +16,8 @@ from solar_agents.records import (
     block_key,
     block_of,
     dead_letter,
-    decode_control,
-    decode_progress,
     decode_records,
     decode_rows,
-    encode_progress,
     encode_records,
     encode_rows,
     hour_key,
@@ -126,7 +123,7 @@ def test_internal_encodings_round_trip() -> None:
     assert decode_rows(encode_rows([row])) == [row]
 
 
-def test_region_and_progress_values_round_trip_and_read_older_ones() -> None:
+def test_region_values_round_trip_and_read_older_ones() -> None:
     # Every scalar field of the state, each with its own value, so a field the encoding forgot shows up.
     scalars = [f.name for f in fields(RegionHours) if f.name not in ("region", "solar", "weather")]
     assert {"latest_solar", "latest_weather", "pruned_below", "applied_through", "scan_from"} <= set(scalars)
@@ -136,11 +133,6 @@ def test_region_and_progress_values_round_trip_and_read_older_ones() -> None:
         assert getattr(restored, name) == getattr(state, name), name
     assert restored == state
     assert load_region("R", [430_010, 430_008]).applied_through is None
-    report = {0: (430_010, False, 120, 430_002), 1: (None, True, 0, None)}
-    data = decode_control(encode_progress("s", 2, report))
-    assert decode_progress(data) == ("s", 2, [(0, report[0]), (1, report[1])])
-    older = {"type": "progress", "feed": "w", "count": 1, "partitions": [[0, 430_001, True, 9]]}
-    assert decode_progress(older) == ("w", 1, [(0, (430_001, True, 9, None))])
 
 
 def test_dead_letters_carry_what_fits_and_always_the_facts() -> None:

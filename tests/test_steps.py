@@ -18,10 +18,11 @@ from reference import RawMessage, assert_rows_equal, reference_features
 from scenario import build_feed, interleave
 
 from solar_agents.features import FeatureRow
-from solar_agents.hours import hour_start
-from solar_agents.records import BLOCK_HOURS, RegionResolver, encode_progress, encode_records, encode_rows
+from solar_agents.hours import Retention, hour_start
+from solar_agents.read_progress import Feed, PartitionProgress, ProgressReport
+from solar_agents.records import BLOCK_HOURS, RegionResolver, encode_records, encode_rows
 from solar_agents.settings import Settings
-from solar_agents.steps import Aligner, AlignSettings, Message, ingest, rows_to_write
+from solar_agents.steps import Aligner, Message, ingest, rows_to_write
 
 SOLAR, WEATHER = "solar_production_raw", "weather_raw"
 PARTITIONS = 4
@@ -39,18 +40,15 @@ def raw_feed(hours: int, regions: tuple[str, ...], seed: int = 3) -> list[Messag
     return out
 
 
-def align_settings() -> AlignSettings:
-    settings = Settings()
-    return AlignSettings(
-        settings.feature_window_hours, settings.allowed_lateness_hours, settings.retention_hours
-    )
+def retention() -> Retention:
+    return Settings().retention
 
 
 @dataclass
 class Harness:
     """Topics and tables of one worker, in memory."""
 
-    aligner: Aligner = field(default_factory=lambda: Aligner(align_settings()))
+    aligner: Aligner = field(default_factory=lambda: Aligner(retention()))
     tables: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"hours": {}, "regions": {}, "replays": {}}
     )
@@ -77,15 +75,15 @@ class Harness:
         for partition, hour in ingested.latest_hour.items():
             self.read_hour[topic, partition] = max(hour, self.read_hour.get((topic, partition), hour))
         report = {
-            partition: (
-                self.read_hour.get((topic, partition)),
-                offset + 1 >= self.ends[topic, partition],
-                offset + 1,
-                None,
+            partition: PartitionProgress(
+                latest_hour=self.read_hour.get((topic, partition)),
+                caught_up=offset + 1 >= self.ends[topic, partition],
+                next_offset=offset + 1,
+                uncommitted_hour=None,
             )
             for partition, offset in ingested.last_offset.items()
         }
-        value = encode_progress("s" if solar else "w", 2, report)
+        value = ProgressReport(Feed.SOLAR if solar else Feed.WEATHER, 2, report).encode()
         for partition in range(PARTITIONS):
             self.send(partition, b"", value)
 
@@ -105,7 +103,7 @@ class Harness:
 
     def restart(self) -> None:
         """A new process: the aligner starts from the tables alone."""
-        self.aligner = Aligner(align_settings())
+        self.aligner = Aligner(retention())
         self.aligner.load(self.tables["hours"].items(), self.tables["regions"].items(), ())
 
 

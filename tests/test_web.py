@@ -28,7 +28,8 @@ from kafka_util import produce as produce_raw
 from scenario import build_feed, interleave
 from worker import Names, Worker, worker_env
 
-from solar_agents.hours import Position, RegionHours, Solar, Weather
+from solar_agents.features import COLUMNS, FeatureRow, align_batch
+from solar_agents.hours import Position, RegionHours, Retention, Solar, Weather
 from solar_agents.local import LocalBroker, LocalPostgres
 from solar_agents.metrics import pipeline_text
 from solar_agents.stats import Stats
@@ -36,6 +37,7 @@ from solar_agents.web import (
     FORWARDED_HEADER,
     BadRequest,
     hour_range,
+    hours_answer,
     incomplete_hours,
     parse_limit,
     parse_time,
@@ -132,6 +134,31 @@ def test_incomplete_hours_and_summary() -> None:
         {"hour": "1970-01-05T12:00:00Z", "missing": "weather"},
     ]
     assert (summary["hours_kept"], summary["complete_hours"]) == (12, 7)
+
+
+def test_history_kept_is_where_align_kept_every_hour_a_row_reads() -> None:
+    """The view and align share one retention: a row marked as kept is the row align wrote."""
+    retention = Retention(window_hours=24, lateness_hours=48)
+    state = RegionHours("R")
+    written: dict[int, FeatureRow] = {}
+    for hour in range(500_000, 500_200):
+        records: list[Solar | Weather] = [
+            Solar(hour, Position(0, hour, 0), float(hour % 7)),
+            Weather(hour, Position(0, hour, 0), float(hour % 5), 10.0, 20.0, 53.6, 9.9),
+        ]
+        for row in align_batch(state, records, retention).rows:
+            written[row.hour] = row
+    answer = hours_answer(state, range(500_000, 500_200), retention)
+    kept = [entry for entry in answer["hours"] if entry["history_kept"]]
+    assert len(answer["hours"]) == retention.hours + 1 and len(kept) == retention.hours + 1 - retention.reach
+    horizon = state.horizon(retention)
+    assert horizon is not None and min(state.solar) == horizon
+    for entry in answer["hours"]:
+        hour = int(datetime.fromisoformat(entry["hour"]).timestamp()) // 3600
+        assert entry["history_kept"] == (hour - retention.reach >= horizon)
+        if entry["history_kept"]:
+            expected = dict(zip(COLUMNS, written[hour].as_list(), strict=True))
+            assert entry["feature"] == {**expected, "timestamp": entry["hour"]}
 
 
 def test_metrics_text_escapes_labels_and_is_cumulative() -> None:

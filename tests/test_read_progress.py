@@ -1,0 +1,150 @@
+"""The ingest's read progress as the align agent learns it: reports, replay markers, and their wire forms."""
+
+from __future__ import annotations
+
+import json
+
+from solar_agents.read_progress import (
+    NOT_YET_READ,
+    Feed,
+    FeedProgress,
+    PartitionProgress,
+    ProgressReport,
+    RawPartition,
+    Replay,
+    ReplayMarker,
+    decode_control,
+    load_replay,
+    replay_value,
+)
+
+H = 430_000  # an hour in 2019
+SOLAR_0, SOLAR_1, WEATHER_0 = (
+    RawPartition(Feed.SOLAR, 0),
+    RawPartition(Feed.SOLAR, 1),
+    RawPartition(Feed.WEATHER, 0),
+)
+
+# Control messages and a replays table value exactly as the previous version wrote them: positional lists,
+# feeds named "s" and "w". A records topic and a replays changelog written by it must still be understood.
+EARLIER_SOLAR_REPORT = (
+    b'{"type":"progress","feed":"s","count":2,'
+    b'"partitions":[[0,430010,false,120,430002],[1,null,true,0,null]]}'
+)
+EARLIER_WEATHER_REPORT = b'{"type":"progress","feed":"w","count":1,"partitions":[[0,430012,true,57,null]]}'
+EARLIEST_REPORT = b'{"type":"progress","feed":"w","count":1,"partitions":[[0,430001,true,9]]}'
+EARLIER_MARKER = b'{"type":"replay","from":430100,"region":"DE","moved":[["s",0,3,120],["w",0,0,57]]}'
+EARLIER_REPLAY_VALUE = {"from": 430100, "region": "DE", "until": [["s", 0, 120], ["w", 0, 57]]}
+
+
+def progress(
+    hour: int | None, caught_up: bool, offset: int = 0, uncommitted: int | None = None
+) -> PartitionProgress:
+    return PartitionProgress(
+        latest_hour=hour, caught_up=caught_up, next_offset=offset, uncommitted_hour=uncommitted
+    )
+
+
+def test_feed_progress_floor() -> None:
+    state = FeedProgress()
+    assert state.floor() == NOT_YET_READ  # nothing reported: anything may come
+    state.set_count(Feed.SOLAR, 2)
+    state.set_count(Feed.WEATHER, 1)
+    state.update(SOLAR_0, progress(H + 10, False))
+    state.update(WEATHER_0, progress(H + 50, True))
+    assert state.floor() == NOT_YET_READ  # solar partition 1 has not reported
+    state.update(SOLAR_1, progress(H + 3, False))
+    assert state.floor() == H + 3
+    state.update(SOLAR_1, progress(H + 90, True))
+    assert state.floor() == H + 10
+    state.update(SOLAR_0, progress(H + 20, True))
+    assert state.floor() is None  # all read to the end: the watermark alone decides
+    state.update(SOLAR_0, progress(H, False))  # a replay moves back
+    assert state.floor() == H
+
+
+def test_feed_progress_uncommitted_is_the_lowest_report() -> None:
+    state = FeedProgress()
+    assert state.uncommitted() is None
+    state.update(SOLAR_0, progress(H + 10, False, 100, H + 4))
+    state.update(SOLAR_1, progress(H + 12, True, 80, None))
+    state.update(WEATHER_0, progress(H + 9, False, 50, H + 6))
+    assert state.uncommitted() == H + 4
+    state.update(SOLAR_0, progress(H + 10, False, 100, None))  # committed since
+    assert state.uncommitted() == H + 6
+
+
+def test_a_report_round_trips_as_named_fields() -> None:
+    report = ProgressReport(Feed.SOLAR, 2, {0: progress(H + 10, False, 120, H + 2), 1: progress(None, True)})
+    value = report.encode()
+    assert decode_control(value) == report
+    data = json.loads(value)
+    assert data["feed"] == "solar"
+    assert data["partitions"][0] == {
+        "partition": 0,
+        "latest_hour": H + 10,
+        "caught_up": False,
+        "next_offset": 120,
+        "uncommitted_hour": H + 2,
+    }
+    state = FeedProgress()
+    assert state.apply(report) and not state.apply(report)  # the same report again changes nothing
+    assert state.offset(SOLAR_0) == 120 and state.offset(WEATHER_0) is None
+    assert state.uncommitted() == H + 2
+
+
+def test_a_replay_marker_and_table_value_round_trip() -> None:
+    replay = Replay(H + 100, "DE", {SOLAR_0: 120, WEATHER_0: 57})
+    marker = ReplayMarker(replay, {SOLAR_0: 3, WEATHER_0: 0})
+    assert decode_control(marker.encode()) == marker
+    assert json.loads(marker.encode())["moved"][0] == {
+        "feed": "solar",
+        "partition": 0,
+        "start": 3,
+        "until": 120,
+    }
+    assert load_replay(json.loads(json.dumps(replay_value(replay)))) == replay
+    assert Replay(None, None, {}).hides("DE", H) is False
+    assert replay.hides("DE", H + 99) and not replay.hides("DE", H + 100) and not replay.hides("FR", H)
+
+
+def test_control_messages_of_the_previous_version_still_work() -> None:
+    """After an upgrade the records topic and the replays table hold what the previous version wrote."""
+    assert decode_control(EARLIER_SOLAR_REPORT) == ProgressReport(
+        Feed.SOLAR, 2, {0: progress(H + 10, False, 120, H + 2), 1: progress(None, True)}
+    )
+    assert decode_control(EARLIER_WEATHER_REPORT) == ProgressReport(
+        Feed.WEATHER, 1, {0: progress(H + 12, True, 57)}
+    )
+    # Reports without the uncommitted hour (older still) hold nothing back.
+    assert decode_control(EARLIEST_REPORT) == ProgressReport(Feed.WEATHER, 1, {0: progress(H + 1, True, 9)})
+    replay = Replay(H + 100, "DE", {SOLAR_0: 120, WEATHER_0: 57})
+    assert decode_control(EARLIER_MARKER) == ReplayMarker(replay, {SOLAR_0: 3, WEATHER_0: 0})
+    assert load_replay(EARLIER_REPLAY_VALUE) == replay
+
+    # A replay the previous version started ends on the new version's reports: the old and new names of a
+    # raw partition are one partition, so a new report replaces an old one rather than standing beside it.
+    state = FeedProgress()
+    marker = decode_control(EARLIER_MARKER)
+    assert isinstance(marker, ReplayMarker)
+    state.restart(marker.starts)
+    for value in (EARLIER_SOLAR_REPORT, EARLIER_WEATHER_REPORT):
+        report = decode_control(value)
+        assert isinstance(report, ProgressReport)
+        state.apply(report)
+    assert replay.done(state)  # solar 0 at 120, weather 0 at 57
+    assert state.floor() == H + 10 and state.uncommitted() == H + 2
+    state.apply(ProgressReport(Feed.SOLAR, 2, {0: progress(H + 11, False, 119), 1: progress(None, True)}))
+    assert not replay.done(state) and state.uncommitted() is None
+    assert set(state.partitions) == {SOLAR_0, SOLAR_1, WEATHER_0}
+    assert state.floor() == H + 11
+
+
+def test_a_replay_restarts_the_moved_partitions_and_unknown_messages_are_ignored() -> None:
+    state = FeedProgress()
+    state.apply(ProgressReport(Feed.SOLAR, 1, {0: progress(H + 10, True, 120)}))
+    state.apply(ProgressReport(Feed.WEATHER, 1, {0: progress(H + 10, True, 57)}))
+    assert state.floor() is None
+    state.restart({SOLAR_0: 3})
+    assert state.floor() == NOT_YET_READ and state.offset(SOLAR_0) == 3  # read again: nothing known of it
+    assert decode_control(b'{"type":"something newer"}') is None
