@@ -11,11 +11,12 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from solar_agents.features import FeatureRow
+from solar_agents.features import FIELDS, FeatureRow, field_values
 from solar_agents.hours import (
     InvalidTimestamp,
     Position,
@@ -320,13 +321,31 @@ def load_hour(state: RegionHours, hour: int, value: list[Any]) -> None:
         state.weather[hour] = _weather(hour, weather)
 
 
+# The rows topic names its columns once a message, then lists each row's values in that order: as compact as
+# the positional form, and read by name, so a message whose fields differ from this version's (an upgrade, a
+# rollback) is read right or refused, never shifted into the wrong fields.
+_FIELDS = list(FIELDS)
+
+
 def encode_rows(rows: list[FeatureRow]) -> bytes:
-    """One message of the rows topic."""
-    return _dumps([row.as_list() for row in rows])
+    """One message of the rows topic: ``{"columns": [field names], "rows": [[values], ...]}``."""
+    return _dumps({"columns": _FIELDS, "rows": list(map(field_values, rows))})
 
 
 def decode_rows(value: bytes) -> list[FeatureRow]:
-    return [FeatureRow.from_list(v) for v in json.loads(value)]
+    data = json.loads(value)
+    if isinstance(data, list):  # the positional form of earlier versions: values in FIELDS' order
+        return [FeatureRow(*v) for v in data]
+    columns, rows = data["columns"], data["rows"]
+    if columns == _FIELDS:
+        return [FeatureRow(*v) for v in rows]
+    # Columns this version does not have are left out (its table has no place for them); a field it needs
+    # and the message lacks cannot be made up.
+    missing = [name for name in _FIELDS if name not in columns]
+    if missing:
+        raise ValueError(f"rows message lacks the fields {missing}")
+    pick = itemgetter(*(columns.index(name) for name in _FIELDS))
+    return [FeatureRow(*pick(v)) for v in rows]
 
 
 def region_value(state: RegionHours) -> dict[str, int | None]:

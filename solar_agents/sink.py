@@ -6,7 +6,7 @@ Blocking psycopg2 code: the writer agent calls it from a worker thread, never on
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, fields
 from typing import Any, Protocol
 
 import psycopg2
@@ -14,31 +14,47 @@ import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from solar_agents.features import COLUMNS, FeatureRow, latest_per_key
+from solar_agents.features import COLUMNS, FIELDS, FeatureRow, field_values, latest_per_key
 from solar_agents.hours import hour_start
 from solar_agents.log import get_logger
 
 log = get_logger(__name__)
 
-CREATE_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
-    region              VARCHAR,
-    "timestamp"         TIMESTAMPTZ,
-    production_mw       DOUBLE PRECISION,
-    temperature_c       DOUBLE PRECISION,
-    cloud_cover_pct     DOUBLE PRECISION,
-    solar_radiation_wm2 DOUBLE PRECISION,
-    latitude            DOUBLE PRECISION,
-    longitude           DOUBLE PRECISION,
-    production_ma_24h   DOUBLE PRECISION,
-    temperature_ma_24h  DOUBLE PRECISION,
-    cloud_cover_ma_24h  DOUBLE PRECISION,
-    production_lag_1h   DOUBLE PRECISION,
-    production_lag_24h  DOUBLE PRECISION,
-    hour_of_day         INTEGER,
-    day_of_week         INTEGER,
-    is_weekend          BOOLEAN,
-    PRIMARY KEY (region, "timestamp")
-)"""
+# The output table is derived from the row type, column for column, so that the two cannot drift apart; the
+# tests hold the result to the contract's DDL (docs/SPEC.md) and to a table PostgreSQL really created.
+
+KEY: tuple[str, ...] = ("region", "timestamp")  # the primary key, and the upsert's conflict target
+
+# SQL type of each Python type a row field may have (``X | None`` is the same column, NULL allowed).
+# VARCHAR has no length: RisingWave rejects VARCHAR(n).
+_SQL_TYPES = {"str": "VARCHAR", "float": "DOUBLE PRECISION", "int": "INTEGER", "bool": "BOOLEAN"}
+
+
+def _sql_type(field: Field[Any]) -> str:
+    if field.name == "hour":
+        return "TIMESTAMPTZ"  # the hour index is stored as the hour's start
+    annotation = str(field.type).removesuffix(" | None")
+    if annotation not in _SQL_TYPES:
+        raise TypeError(f"FeatureRow.{field.name}: no SQL type for {field.type!r}; add one to _SQL_TYPES")
+    return _SQL_TYPES[annotation]
+
+
+def _ddl_name(column: str) -> str:
+    # Quoted where SQL would read a type name; written as the contract writes it.
+    return f'"{column}"' if column == "timestamp" else column
+
+
+def create_table_sql() -> str:
+    """``CREATE TABLE`` of the output table, with a ``{table}`` placeholder for the quoted table name."""
+    lines = [
+        f"    {_ddl_name(column):<20}{_sql_type(field)},"
+        for column, field in zip(COLUMNS, fields(FeatureRow), strict=True)
+    ]
+    key = ", ".join(map(_ddl_name, KEY))
+    return "CREATE TABLE IF NOT EXISTS {table} (\n" + "\n".join(lines) + f"\n    PRIMARY KEY ({key})\n)"
+
+
+CREATE_TABLE = create_table_sql()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +83,11 @@ class PostgresDialect:
     autocommit = False
 
     def upsert(self, table: str) -> sql.Composed:
-        others = [c for c in COLUMNS if c not in ("region", "timestamp")]
-        return sql.SQL("INSERT INTO {} ({}) VALUES %s ON CONFLICT (region, {}) DO UPDATE SET {}").format(
+        others = [c for c in COLUMNS if c not in KEY]
+        return sql.SQL("INSERT INTO {} ({}) VALUES %s ON CONFLICT ({}) DO UPDATE SET {}").format(
             sql.Identifier(table),
             sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-            sql.Identifier("timestamp"),
+            sql.SQL(", ").join(map(sql.Identifier, KEY)),
             sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
         )
 
@@ -94,10 +110,13 @@ def dialect_for(version: str) -> Dialect:
     return RisingWaveDialect() if "RisingWave" in version else PostgresDialect()
 
 
+_HOUR = FIELDS.index("hour")
+
+
 def row_values(row: FeatureRow) -> tuple[Any, ...]:
-    values = row.as_list()
-    values[1] = hour_start(row.hour)
-    return tuple(values)
+    """The row's values in ``COLUMNS`` order, the hour as its start."""
+    values = field_values(row)
+    return (*values[:_HOUR], hour_start(row.hour), *values[_HOUR + 1 :])
 
 
 class FeatureSink:

@@ -212,7 +212,7 @@ def hours_answer(state: RegionHours, hours: range, retention: Retention) -> dict
         row = feature_row(state, hour, window_hours)
         feature: dict[str, Any] | None = None
         if row is not None:
-            feature = dict(zip(COLUMNS, row.as_list(), strict=True))
+            feature = dict(zip(COLUMNS, row.as_tuple(), strict=True))
             feature["timestamp"] = iso_hour(hour)
         out.append(
             {

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from reference import RawMessage, assert_rows_equal, reference_features
 from state_util import through_tables
 
-from solar_agents.features import FeatureRow, align_batch
+from solar_agents.features import COLUMNS, FeatureRow, align_batch
 from solar_agents.hours import Record, RegionHours, Retention, hour_start
 from solar_agents.records import (
     InvalidMessage,
@@ -25,11 +25,6 @@ from solar_agents.records import (
 
 SOLAR, WEATHER = "solar_production_raw", "weather_raw"
 BASE = int(datetime(2019, 3, 30, tzinfo=UTC).timestamp())  # spans a weekend and a DST change (UTC ignores it)
-COLUMNS_ORDER = [
-    "region", "timestamp", "production_mw", "temperature_c", "cloud_cover_pct", "solar_radiation_wm2",
-    "latitude", "longitude", "production_ma_24h", "temperature_ma_24h", "cloud_cover_ma_24h",
-    "production_lag_1h", "production_lag_24h", "hour_of_day", "day_of_week", "is_weekend",
-]  # fmt: skip
 
 maybe_float = st.one_of(st.none(), st.floats(-20, 35, allow_nan=False).map(lambda x: round(x, 2)))
 
@@ -108,7 +103,7 @@ def run_core(
                 sink[row.key] = row
     out = {}
     for (region, hour), row in sink.items():
-        values = dict(zip(COLUMNS_ORDER, row.as_list(), strict=True))
+        values = dict(zip(COLUMNS, row.as_tuple(), strict=True))
         values["timestamp"] = hour_start(hour)
         out[(region, hour_start(hour))] = values
     return out

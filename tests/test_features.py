@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from state_util import through_tables
 
-from solar_agents.features import COLUMNS, affected_hours, align_batch, feature_row
+from solar_agents.features import COLUMNS, FIELDS, affected_hours, align_batch, feature_row
 from solar_agents.hours import Position, RegionHours, Retention, Solar, Weather
 
 # 2019-01-05 was a Saturday.
@@ -25,9 +25,13 @@ def state_with(solar: dict[int, float], weather: dict[int, tuple[float | None, f
     return state
 
 
-def test_columns_are_the_output_table() -> None:
+def test_columns_are_the_row_type_key_first() -> None:
+    # The full list is held to the contract, the table and the reference in test_spec.
     assert COLUMNS[:2] == ("region", "timestamp")
-    assert len(COLUMNS) == 16
+    assert tuple("timestamp" if name == "hour" else name for name in FIELDS) == COLUMNS
+    row = feature_row(state_with({5: 1.0}, {5: (None, None)}), 5, 24)
+    assert row is not None
+    assert row.as_tuple() == tuple(getattr(row, name) for name in FIELDS)
 
 
 def test_moving_average_full_window() -> None:

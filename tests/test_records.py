@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import asdict, astuple, fields
 
 import pytest
 from state_util import through_tables
@@ -121,6 +121,40 @@ def test_internal_encodings_round_trip() -> None:
     assert split_table_key(hour_key("R|x", 430_000)) == ("R|x", 430_000, False)
     row = FeatureRow("R", 1, 1.0, None, 2.0, 3.0, 4.0, 5.0, 6.0, None, 7.0, None, 8.0, 1, 3, False)
     assert decode_rows(encode_rows([row])) == [row]
+
+
+ROWS = [
+    FeatureRow("R", 1, 1.0, None, 2.0, 3.0, 4.0, 5.0, 6.0, None, 7.0, None, 8.0, 1, 3, False),
+    FeatureRow("S|x", 2, 0.5, -1.5, None, 0.0, 53.6, 9.9, 0.75, -1.5, None, 1.0, None, 2, 6, True),
+]
+
+
+def test_rows_message_names_its_columns() -> None:
+    data = json.loads(encode_rows(ROWS))
+    assert data["columns"] == [f.name for f in fields(FeatureRow)]
+    assert [dict(zip(data["columns"], v, strict=True)) for v in data["rows"]] == [asdict(r) for r in ROWS]
+    assert decode_rows(encode_rows(ROWS)) == ROWS
+    assert decode_rows(encode_rows([])) == []
+
+
+def test_rows_message_of_earlier_versions_still_decodes() -> None:
+    # Before the named form, a message was a list of rows, each its values in field order.
+    positional = json.dumps([[*astuple(r)] for r in ROWS]).encode()
+    assert decode_rows(positional) == ROWS
+
+
+def test_rows_message_is_read_by_name() -> None:
+    names = [f.name for f in fields(FeatureRow)]
+    # Another order: read by name, not shifted.
+    backwards = {"columns": names[::-1], "rows": [[*astuple(r)][::-1] for r in ROWS]}
+    assert decode_rows(json.dumps(backwards).encode()) == ROWS
+    # A column this version does not have (a message of a later one): left out.
+    wider = {"columns": ["extra", *names], "rows": [["x", *astuple(r)] for r in ROWS]}
+    assert decode_rows(json.dumps(wider).encode()) == ROWS
+    # A field this version needs and the message lacks: refused, never made up or shifted.
+    narrower = {"columns": names[:-1], "rows": [[*astuple(r)][:-1] for r in ROWS]}
+    with pytest.raises(ValueError, match="is_weekend"):
+        decode_rows(json.dumps(narrower).encode())
 
 
 def test_region_values_round_trip_and_read_older_ones() -> None:

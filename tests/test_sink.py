@@ -13,7 +13,8 @@ from pipeline_util import produce_in_order, reference_for, sink_rows, wait_until
 from scenario import build_feed, interleave
 from worker import Names
 
-from solar_agents.features import FeatureRow
+from solar_agents.features import COLUMNS, FIELDS, FeatureRow
+from solar_agents.hours import hour_start
 from solar_agents.local import LocalPostgres
 from solar_agents.sink import (
     ConnectionInfo,
@@ -22,6 +23,7 @@ from solar_agents.sink import (
     RisingWaveDialect,
     dialect_for,
     latest_per_key,
+    row_values,
 )
 
 
@@ -76,6 +78,12 @@ def test_postgres_upsert_creates_table_overwrites_and_keeps_regions_apart(postgr
     conn.close()
     assert types["region"] == "character varying" and types["timestamp"] == "timestamp with time zone"
     assert types["hour_of_day"] == "integer" and types["is_weekend"] == "boolean"
+
+
+def test_row_values_are_the_columns_in_order() -> None:
+    r = row(430_000, 2.5)
+    expected = [("timestamp", hour_start(430_000)) if n == "hour" else (n, getattr(r, n)) for n in FIELDS]
+    assert list(zip(COLUMNS, row_values(r), strict=True)) == expected
 
 
 def test_latest_per_key_keeps_the_last() -> None:

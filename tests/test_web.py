@@ -157,7 +157,7 @@ def test_history_kept_is_where_align_kept_every_hour_a_row_reads() -> None:
         hour = int(datetime.fromisoformat(entry["hour"]).timestamp()) // 3600
         assert entry["history_kept"] == (hour - retention.reach >= horizon)
         if entry["history_kept"]:
-            expected = dict(zip(COLUMNS, written[hour].as_list(), strict=True))
+            expected = dict(zip(COLUMNS, written[hour].as_tuple(), strict=True))
             assert entry["feature"] == {**expected, "timestamp": entry["hour"]}
 
 
