@@ -369,7 +369,7 @@ class Pipeline:
     async def write(self, stream: StreamT[bytes]) -> None:
         settings = self.settings
         async for batch in batches(stream, settings.batch_size, settings.batch_max_wait_seconds):
-            rows = rows_to_write(event.message.value for event in batch)
+            rows = rows_to_write(event.message for event in batch)
             for start in range(0, len(rows), settings.batch_size):
                 await self.write_rows(rows[start : start + settings.batch_size])
             # Only now may the offsets behind these rows be committed.

@@ -299,6 +299,20 @@ class Aligner:
 # --- write: rows messages -> the rows to upsert ---------------------------------------------------------
 
 
-def rows_to_write(values: Iterable[bytes | None]) -> list[FeatureRow]:
-    """The rows of a batch of the rows topic, one per key: the latest computed."""
-    return latest_per_key([row for value in values if value is not None for row in decode_rows(value)])
+def rows_to_write(messages: Iterable[MessageLike]) -> list[FeatureRow]:
+    """The rows of a batch of the rows topic, one per key: the latest computed.
+
+    A message this version cannot read (written by another version with a column this one lacks) is
+    logged and left out rather than stopping the writer; ``replay`` computes its rows again.
+    """
+    rows: list[FeatureRow] = []
+    for message in messages:
+        if message.value is None:
+            continue
+        try:
+            rows.extend(decode_rows(message.value))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error(
+                "rows_message_unreadable", partition=message.partition, offset=message.offset, error=str(exc)
+            )
+    return latest_per_key(rows)

@@ -53,7 +53,7 @@ class Harness:
         default_factory=lambda: {"hours": {}, "regions": {}, "replays": {}}
     )
     records: dict[int, list[Message]] = field(default_factory=lambda: defaultdict(list))
-    rows_messages: list[bytes] = field(default_factory=list)
+    rows_messages: list[Message] = field(default_factory=list)
     dead_letters: list[tuple[Message, str]] = field(default_factory=list)
     table_writes: int = 0
     aligned: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # per records partition
@@ -99,7 +99,7 @@ class Harness:
                     # Through JSON, as the table's serializer stores it.
                     table[write.key] = json.loads(json.dumps(write.value))
         for rows in batch.rows.values():
-            self.rows_messages.append(encode_rows(rows))
+            self.rows_messages.append(Message("rows", 0, len(self.rows_messages), None, encode_rows(rows)))
 
     def restart(self) -> None:
         """A new process: the aligner starts from the tables alone."""
@@ -174,3 +174,9 @@ def test_a_restart_from_the_tables_alone_changes_no_row() -> None:
     harness.restart()
     run(harness, ordered[half:], ingest_batch=40, align_batch=5)
     assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages)))
+
+
+def test_an_unreadable_rows_message_is_left_out_not_fatal() -> None:
+    good = Message("rows", 0, 0, None, encode_rows([]))
+    bad = Message("rows", 0, 1, None, json.dumps({"columns": ["region"], "rows": [["R"]]}).encode())
+    assert rows_to_write([good, bad]) == []
