@@ -83,11 +83,13 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
         return
 
 
-# A rows message stays far below the producer's request limit (about 300 bytes a row).
-ROWS_PER_MESSAGE = 1000
+# Records and rows messages stay well below the consumer's fetch size (CONSUMER_MAX_FETCH_BYTES, at least
+# 64 KiB): about 150 bytes a record, 200 a row.
+RECORDS_PER_MESSAGE = 250
+ROWS_PER_MESSAGE = 250
 
 ROCKSDB_OPTIONS = {
-    "write_buffer_size": 4 * 1024**2,
+    "write_buffer_size": 1024**2,
     "max_write_buffer_number": 2,
     "block_cache_size": 16 * 1024**2,
     "block_cache_compressed_size": 0,
@@ -208,7 +210,9 @@ class Pipeline:
         reading = {TP(topic, partition) for partition in batch.last_offset}
         await self._report_progress(topic, feed, reading=reading)
         for region, records in batch.records.items():
-            await self.records_topic.send(key=region.encode(), value=encode_records(records))
+            for start in range(0, len(records), RECORDS_PER_MESSAGE):
+                value = encode_records(records[start : start + RECORDS_PER_MESSAGE])
+                await self.records_topic.send(key=region.encode(), value=value)
         # Progress counts a batch only once its records are on their way (a report may go out meanwhile).
         for partition, offset in batch.last_offset.items():
             self._read_offset[TP(topic, partition)] = offset

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     exit_when_caught_up: bool = False  # set by the backfill command
     log_level: str = "info"
     ingest_batch_size: int = Field(2000, ge=1)
-    ingest_batch_max_wait_seconds: float = Field(0.05, gt=0)
+    ingest_batch_max_wait_seconds: float = Field(0.25, gt=0)
     # Short group timeouts make restarts fast on a local broker; see README for a production cluster.
     broker_session_timeout_seconds: float = Field(3.0, gt=0)
     broker_heartbeat_interval_seconds: float = Field(0.5, gt=0)
@@ -63,13 +63,13 @@ class Settings(BaseSettings):
     broker_commit_interval_seconds: float = Field(1.0, gt=0)
     # How long a fetch may wait for records (Faust fixes 1.5 s). On brokers that answer a waiting fetch only
     # at its end it is the latency of each topic hop; shorter costs backfill throughput (README).
-    broker_fetch_max_wait_seconds: float = Field(1.5, gt=0, le=30)
+    broker_fetch_max_wait_seconds: float = Field(0.1, gt=0, le=30)
     producer_linger_seconds: float = Field(0.01, ge=0)
     # How much one fetch may bring per partition, and how many records one poll hands on (Faust: 1 MiB and
     # all). Everything fetched is handed to the agents before the next fetch's records, so a deep prefetch
     # of the raw topics keeps the records and rows topics waiting behind it (README).
-    consumer_max_fetch_bytes: int = Field(1024**2, ge=1024)
-    broker_max_poll_records: int = Field(0, ge=0)  # 0: all that was fetched
+    consumer_max_fetch_bytes: int = Field(128 * 1024, ge=64 * 1024)
+    broker_max_poll_records: int = Field(1000, ge=0)  # 0: all that was fetched
     db_connect_timeout_seconds: int = Field(5, ge=1)
     db_retry_max_seconds: float = Field(10.0, gt=0)
 
