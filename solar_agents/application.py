@@ -12,10 +12,6 @@ from solar_agents.web import register_views
 from solar_agents.worker import Worker
 
 
-# See create_app.
-STREAM_BUFFER_MAXSIZE = 512
-
-
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     """The app and its pipeline; every Faust setting comes from ``settings`` here and nowhere later."""
     log.configure(settings.log_level)
@@ -36,9 +32,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         producer_linger=settings.producer_linger_seconds,
         consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         broker_max_poll_records=settings.broker_max_poll_records or None,
-        # Events queued per stream before its partitions are paused. Faust's 4096 lets a backlog of records
-        # messages (each up to a batch of raw records) sit in memory: the peak then grows with the history.
-        stream_buffer_maxsize=STREAM_BUFFER_MAXSIZE,
         # Never below Faust's default: record batches are sent whole, whatever the dead-letter limit.
         producer_max_request_size=max(1_000_000, settings.deadletter_max_bytes),
         logging_config=log.logging_config(settings.log_level),
