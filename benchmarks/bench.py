@@ -969,7 +969,7 @@ class Bench:
 
     def restore(self) -> None:
         def hours_in(value: bytes | None) -> int:
-            """Hours held by a value of the hour table: a block of a day, or one hour (earlier versions)."""
+            """Hours held by a value of the hour table: a block, or one hour (earlier versions)."""
             if value is None:
                 return 0
             data = json.loads(value)

@@ -86,12 +86,18 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
 # Records and rows messages stay well below the consumer's fetch size (CONSUMER_MAX_FETCH_BYTES, at least
 # 64 KiB): about 150 bytes a record, 200 a row.
 RECORDS_PER_MESSAGE = 250
+# How far (event time) one feed's ingest may run ahead of the other's, and the longest it waits at a time.
+FEED_SKEW_HOURS = 168
+FEED_SKEW_MAX_WAIT_SECONDS = 2.0
 ROWS_PER_MESSAGE = 250
 
+# The state is small (bounded by event time) and read from the stores only after a rebalance: the aligner
+# keeps it in memory. RocksDB's defaults (64 MB write buffers, a block cache per partition's store) would let
+# memory grow with the history written instead.
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 1024**2,
     "max_write_buffer_number": 2,
-    "block_cache_size": 16 * 1024**2,
+    "block_cache_size": 1024**2,
     "block_cache_compressed_size": 0,
 }
 
@@ -130,8 +136,6 @@ class Pipeline:
                 name,
                 partitions=partitions,
                 schema=faust.Schema(key_serializer="json", value_serializer="json"),
-                # The state is small (bounded by event time); RocksDB's defaults (64 MB write buffers, a
-                # 2 GB block cache per partition) would let memory grow with the history written instead.
                 options=ROCKSDB_OPTIONS,
             )
 
@@ -199,6 +203,7 @@ class Pipeline:
         producer before every commit), so a crash re-reads the batch: at least once, never lost.
         """
         topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
+        await self._keep_in_step(topic)
         batch = ingest([event.message for event in events], solar=solar, regions=self.regions)
         for message, reason in batch.rejected:
             await self._dead_letter(message, reason)
@@ -223,6 +228,41 @@ class Pipeline:
         self.stats.ingested[topic] += batch.count
         for event in events:
             await stream.ack(event)
+
+    async def _keep_in_step(self, topic: str) -> None:
+        """Hold a feed's batch while the feed is more than ``FEED_SKEW_HOURS`` ahead of the other one.
+
+        Every watermark is held below the slowest raw partition still being read, and a region keeps its
+        hours from there: in a backfill where one feed is read months ahead of the other, memory would grow
+        with that lead. Only feed against feed (each has its own agent, so the one behind moves on while the
+        one ahead waits; within a feed all partitions share one stream), and never longer than
+        ``FEED_SKEW_MAX_WAIT_SECONDS`` at a time, so a stalled feed only costs memory, never progress.
+        """
+        other = (
+            self.settings.kafka_topic_weather
+            if topic == self.settings.kafka_topic_solar
+            else self.settings.kafka_topic_solar
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FEED_SKEW_MAX_WAIT_SECONDS
+        while loop.time() < deadline:
+            mine, theirs = self._slowest_hour(topic), self._slowest_hour(other)
+            if mine is None or theirs is None or mine <= theirs + FEED_SKEW_HOURS:
+                return
+            await asyncio.sleep(0.05)
+
+    def _slowest_hour(self, topic: str) -> int | None:
+        """The latest hour read from the slowest partition of ``topic`` not yet read to its end; None when
+        every one is (nothing to wait for) or one has told no hour yet (nothing known)."""
+        slowest: int | None = None
+        for tp in self.app.consumer.assignment():
+            if tp.topic != topic or self._read_position(tp).caught_up:
+                continue
+            hour = self._read_hour.get(tp)
+            if hour is None:
+                return None
+            slowest = hour if slowest is None else min(slowest, hour)
+        return slowest
 
     async def report_progress(self) -> None:
         await self._report_progress(self.settings.kafka_topic_solar, Feed.SOLAR)

@@ -267,9 +267,12 @@ def decode_records(value: bytes) -> list[Record]:
     return out
 
 
-# The hour table holds a region's hours in blocks of a day: one table write per block a batch touches, not per
-# hour, and every value bounded (at most 24 hours of both halves).
-BLOCK_HOURS = 24
+# The hour table holds a region's hours in blocks of two days: one table write per block a batch touches,
+# not per hour, and every value bounded (at most 48 hours of both halves). Earlier versions wrote blocks of
+# a day (``d<n>``) and, before those, one entry per hour: both still load, and are replaced by the region's
+# next batch.
+BLOCK_HOURS = 48
+_DAY_HOURS = 24
 
 
 def block_of(hour: int) -> int:
@@ -277,16 +280,28 @@ def block_of(hour: int) -> int:
 
 
 def block_key(region: str, block: int) -> str:
-    """Key of the hour table. The block is last: a region name may hold any character, ``d<n>`` ends it."""
-    return f"{region}|d{block}"
+    """Key of the hour table. The block is last: a region name may hold any character, ``b<n>`` ends it."""
+    return f"{region}|b{block}"
 
 
-def split_table_key(key: str) -> tuple[str, int, bool]:
-    """(region, number, is a block) of an hour table key; not a block: an hour entry of earlier versions."""
+def split_table_key(key: str) -> tuple[str, int, str]:
+    """(region, number, kind) of an hour table key; kind: "block", or "day" / "hour" of earlier versions."""
     region, tail = key.rsplit("|", 1)
+    if tail.startswith("b"):
+        return region, int(tail[1:]), "block"
     if tail.startswith("d"):
-        return region, int(tail[1:]), True
-    return region, int(tail), False
+        return region, int(tail[1:]), "day"
+    return region, int(tail), "hour"
+
+
+def day_key(region: str, day: int) -> str:
+    """Key of a day block as the previous version wrote it."""
+    return f"{region}|d{day}"
+
+
+def block_hours(value: dict[str, list[list[Any]]]) -> set[int]:
+    """The hours a block's value holds (of either half)."""
+    return {f[0] for f in value["s"]} | {f[0] for f in value["w"]}
 
 
 def block_value(state: RegionHours, block: int) -> dict[str, list[list[object]]] | None:

@@ -28,12 +28,12 @@ from solar_agents.read_progress import (
 from solar_agents.records import (
     InvalidMessage,
     RegionResolver,
+    block_hours,
     block_key,
     block_of,
     block_value,
     decode_records,
     decode_rows,
-    hour_key,
     load_block,
     load_hour,
     load_region,
@@ -146,19 +146,34 @@ class AlignedBatch:
 
 def read_states(
     hours: Iterable[tuple[str, Any]], regions: Iterable[tuple[str, Any]]
-) -> tuple[dict[str, RegionHours], dict[str, set[int]]]:
-    """The regions' kept hours as the tables hold them, and the hour entries of an earlier version."""
+) -> tuple[dict[str, RegionHours], dict[str, Older]]:
+    """The regions' kept hours as the tables hold them, and the entries earlier versions wrote."""
     states = {region: load_region(region, value) for region, value in regions}
-    older: dict[str, set[int]] = defaultdict(set)
+    older: dict[str, Older] = defaultdict(Older)
     for key, value in hours:
-        region, number, is_block = split_table_key(key)
+        region, number, kind = split_table_key(key)
         state = states.setdefault(region, RegionHours(region))
-        if is_block:
-            load_block(state, value)
-        else:  # rewritten as a block by the region's next batch
+        if kind == "hour":
             load_hour(state, number, value)
-            older[region].add(number)
+            older[region].add(key, {number})
+        else:
+            load_block(state, value)
+            if kind == "day":
+                older[region].add(key, block_hours(value))
     return states, older
+
+
+@dataclass(slots=True)
+class Older:
+    """A region's hour-table entries of an earlier version: deleted, their hours written as blocks, by
+    the region's next batch."""
+
+    keys: set[str] = field(default_factory=set)
+    hours: set[int] = field(default_factory=set)
+
+    def add(self, key: str, hours: set[int]) -> None:
+        self.keys.add(key)
+        self.hours.update(hours)
 
 
 class Aligner:
@@ -173,8 +188,8 @@ class Aligner:
         self.states: dict[str, RegionHours] = {}
         self.progress: dict[int, FeedProgress] = defaultdict(FeedProgress)
         self.replays: dict[int, Replay] = {}
-        # Hour entries of an earlier version of the hour table, per region, until its next batch.
-        self._older: dict[str, set[int]] = defaultdict(set)
+        # Entries of an earlier version of the hour table, per region, until its next batch.
+        self._older: dict[str, Older] = {}
         # Per records partition: its batches not committed yet (what a crash would bring back).
         self._uncommitted: dict[int, Uncommitted] = defaultdict(Uncommitted)
 
@@ -287,10 +302,10 @@ class Aligner:
         """What a batch changed of a region: each changed day block once, and the region's fields."""
         state = self.state(region)
         writes = []
-        older = self._older.pop(region, set())
-        for hour in older:
-            writes.append(TableWrite("hours", hour_key(region, hour), None))
-        for block in sorted(blocks | {block_of(hour) for hour in older}):
+        older = self._older.pop(region, Older())
+        for key in sorted(older.keys):
+            writes.append(TableWrite("hours", key, None))
+        for block in sorted(blocks | {block_of(hour) for hour in older.hours}):
             writes.append(TableWrite("hours", block_key(region, block), block_value(state, block)))
         writes.append(TableWrite("regions", region, region_value(state)))
         return writes

@@ -15,6 +15,7 @@ from solar_agents.records import (
     RegionResolver,
     block_key,
     block_of,
+    day_key,
     dead_letter,
     decode_records,
     decode_rows,
@@ -112,13 +113,14 @@ def test_internal_encodings_round_trip() -> None:
     state.solar[solar.hour] = solar
     state.weather[weather.hour] = weather
     assert through_tables(state) == state
-    assert split_table_key(block_key("R|x", 17_916)) == ("R|x", 17_916, True)
-    assert block_of(solar.hour) == 430_000 // 24
+    assert split_table_key(block_key("R|x", 8_958)) == ("R|x", 8_958, "block")
+    assert block_of(solar.hour) == 430_000 // 48
+    assert split_table_key(day_key("R|x", 17_916)) == ("R|x", 17_916, "day")
     # An hour entry of an earlier version still loads.
     older = RegionHours("R|x")
     load_hour(older, solar.hour, json.loads(json.dumps([[5, 6, 7, 1.5], None])))
     assert older.solar == state.solar
-    assert split_table_key(hour_key("R|x", 430_000)) == ("R|x", 430_000, False)
+    assert split_table_key(hour_key("R|x", 430_000)) == ("R|x", 430_000, "hour")
     row = FeatureRow("R", 1, 1.0, None, 2.0, 3.0, 4.0, 5.0, 6.0, None, 7.0, None, 8.0, 1, 3, False)
     assert decode_rows(encode_rows([row])) == [row]
 

@@ -20,7 +20,15 @@ from scenario import build_feed, interleave
 from solar_agents.features import FeatureRow
 from solar_agents.hours import Retention, hour_start
 from solar_agents.read_progress import Feed, PartitionProgress, ProgressReport
-from solar_agents.records import BLOCK_HOURS, RegionResolver, encode_records, encode_rows
+from solar_agents.records import (
+    BLOCK_HOURS,
+    RegionResolver,
+    day_key,
+    encode_records,
+    encode_rows,
+    hour_key,
+    split_table_key,
+)
 from solar_agents.settings import Settings
 from solar_agents.steps import Aligner, Message, ingest, rows_to_write
 
@@ -180,3 +188,31 @@ def test_an_unreadable_rows_message_is_left_out_not_fatal() -> None:
     good = Message("rows", 0, 0, None, encode_rows([]))
     bad = Message("rows", 0, 1, None, json.dumps({"columns": ["region"], "rows": [["R"]]}).encode())
     assert rows_to_write([good, bad]) == []
+
+
+def test_tables_of_earlier_versions_load_and_are_replaced_by_blocks() -> None:
+    """Day blocks (the previous version) and hour entries (the one before) load; the region's next batch
+    deletes them and writes the same hours as blocks, and no row changes."""
+    raw = raw_feed(hours=200, regions=("DE_a",))
+    by_topic = {t: [m for m in raw if m.topic == t] for t in (SOLAR, WEATHER)}
+    first = [m for t in by_topic for m in by_topic[t][: len(by_topic[t]) // 2]]
+    rest = [m for t in by_topic for m in by_topic[t][len(by_topic[t]) // 2 :]]
+    current = Harness()
+    run(current, first, ingest_batch=40, align_batch=5)
+    legacy: dict[str, Any] = {}
+    for key, value in current.tables["hours"].items():  # rewrite the blocks as days and hours
+        region = key.rsplit("|", 1)[0]
+        for f in value["s"] + value["w"]:
+            day = f[0] // 24
+            if day % 2:
+                legacy.setdefault(day_key(region, day), {"s": [], "w": []})[
+                    "s" if f in value["s"] else "w"
+                ].append(f)
+            else:
+                entry = legacy.setdefault(hour_key(region, f[0]), [None, None])
+                entry[0 if f in value["s"] else 1] = f[1:]
+    current.tables["hours"] = legacy
+    current.restart()
+    run(current, rest, ingest_batch=40, align_batch=5)
+    assert all(split_table_key(key)[2] == "block" for key in current.tables["hours"])
+    assert_rows_equal(reference(raw), as_rows(rows_to_write(current.rows_messages)))
