@@ -86,9 +86,8 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
 # Records and rows messages stay well below the consumer's fetch size (CONSUMER_MAX_FETCH_BYTES, at least
 # 64 KiB): about 150 bytes a record, 200 a row.
 RECORDS_PER_MESSAGE = 250
-# How far (event time) one feed's ingest may run ahead of the other's, and the longest it waits at a time.
+# How far (event time) a raw partition may be read ahead of the slowest one (see ``Pipeline._pace``).
 FEED_SKEW_HOURS = 168
-FEED_SKEW_MAX_WAIT_SECONDS = 2.0
 ROWS_PER_MESSAGE = 250
 
 # The state is small (bounded by event time) and read from the stores only after a rebalance: the aligner
@@ -157,6 +156,7 @@ class Pipeline:
         # What a crash of the ingest would bring back: records read but not committed, per raw partition.
         # Retention keeps the history they need.
         self._raw_uncommitted: dict[TP, Uncommitted] = defaultdict(Uncommitted)
+        self._paused: set[TP] = set()  # raw partitions paused for being read too far ahead
         # Ingest side: the latest valid hour and offset read from each raw partition by this process.
         self._read_hour: dict[TP, int] = {}
         self._read_offset: dict[TP, int] = {}
@@ -203,7 +203,6 @@ class Pipeline:
         producer before every commit), so a crash re-reads the batch: at least once, never lost.
         """
         topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
-        await self._keep_in_step(topic)
         batch = ingest([event.message for event in events], solar=solar, regions=self.regions)
         for message, reason in batch.rejected:
             await self._dead_letter(message, reason)
@@ -225,46 +224,47 @@ class Pipeline:
             tp = TP(topic, partition)
             self._read_hour[tp] = max(hour, self._read_hour.get(tp, hour))
         await self._report_progress(topic, feed)
+        self._pace()
         self.stats.ingested[topic] += batch.count
         for event in events:
             await stream.ack(event)
 
-    async def _keep_in_step(self, topic: str) -> None:
-        """Hold a feed's batch while the feed is more than ``FEED_SKEW_HOURS`` ahead of the other one.
+    def _pace(self) -> None:
+        """Pause the raw partitions read more than ``FEED_SKEW_HOURS`` ahead of the slowest one still being
+        read, and resume them once it has caught up to within that.
 
         Every watermark is held below the slowest raw partition still being read, and a region keeps its
-        hours from there: in a backfill where one feed is read months ahead of the other, memory would grow
-        with that lead. Only feed against feed (each has its own agent, so the one behind moves on while the
-        one ahead waits; within a feed all partitions share one stream), and never longer than
-        ``FEED_SKEW_MAX_WAIT_SECONDS`` at a time, so a stalled feed only costs memory, never progress.
+        hours from there: in a backfill where one partition (or feed) is read months ahead of another,
+        memory would grow with that lead. The slowest partition is never paused, so reading always moves
+        on; a partition read to its end, or one not read yet (nothing known), holds nothing back.
         """
-        other = (
-            self.settings.kafka_topic_weather
-            if topic == self.settings.kafka_topic_solar
-            else self.settings.kafka_topic_solar
-        )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + FEED_SKEW_MAX_WAIT_SECONDS
-        while loop.time() < deadline:
-            mine, theirs = self._slowest_hour(topic), self._slowest_hour(other)
-            if mine is None or theirs is None or mine <= theirs + FEED_SKEW_HOURS:
-                return
-            await asyncio.sleep(0.05)
-
-    def _slowest_hour(self, topic: str) -> int | None:
-        """The latest hour read from the slowest partition of ``topic`` not yet read to its end; None when
-        every one is (nothing to wait for) or one has told no hour yet (nothing known)."""
-        slowest: int | None = None
-        for tp in self.app.consumer.assignment():
-            if tp.topic != topic or self._read_position(tp).caught_up:
+        app = self.app
+        if app.in_recovery or app.rebalancing:
+            return  # the recovery pauses and resumes partitions itself
+        consumer = app.consumer
+        raw = (self.settings.kafka_topic_solar, self.settings.kafka_topic_weather)
+        reading: dict[TP, int] = {}
+        known = True
+        for tp in consumer.assignment():
+            if tp.topic not in raw or self._read_position(tp).caught_up:
                 continue
             hour = self._read_hour.get(tp)
             if hour is None:
-                return None
-            slowest = hour if slowest is None else min(slowest, hour)
-        return slowest
+                known = False
+                break
+            reading[tp] = hour
+        ahead: set[TP] = set()
+        if known and reading:
+            slowest = min(reading.values())
+            ahead = {tp for tp, hour in reading.items() if hour > slowest + FEED_SKEW_HOURS}
+        if self._paused - ahead:
+            consumer.resume_partitions(self._paused - ahead)
+        if ahead - self._paused:
+            consumer.pause_partitions(ahead - self._paused)
+        self._paused = ahead
 
     async def report_progress(self) -> None:
+        self._pace()
         await self._report_progress(self.settings.kafka_topic_solar, Feed.SOLAR)
         await self._report_progress(self.settings.kafka_topic_weather, Feed.WEATHER)
 
@@ -493,6 +493,8 @@ class Pipeline:
             "rows_emitted": s.rows_emitted,
             "rows_written": s.rows_written,
             "write_failures": s.write_failures,
+            # What the aligner holds in memory: bounded by retention, whatever the history's length.
+            "records_kept": sum(len(r.solar) + len(r.weather) for r in self.aligner.states.values()),
         }
 
     def summary(self) -> str:
