@@ -86,8 +86,6 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
 # Records and rows messages stay well below the consumer's fetch size (CONSUMER_MAX_FETCH_BYTES, at least
 # 64 KiB): about 150 bytes a record, 200 a row.
 RECORDS_PER_MESSAGE = 250
-# How far (event time) a raw partition may be read ahead of the slowest one (see ``Pipeline._pace``).
-FEED_SKEW_HOURS = 168
 ROWS_PER_MESSAGE = 250
 
 # The state is small (bounded by event time) and read from the stores only after a rebalance: the aligner
@@ -156,7 +154,6 @@ class Pipeline:
         # What a crash of the ingest would bring back: records read but not committed, per raw partition.
         # Retention keeps the history they need.
         self._raw_uncommitted: dict[TP, Uncommitted] = defaultdict(Uncommitted)
-        self._paused: set[TP] = set()  # raw partitions paused for being read too far ahead
         # Ingest side: the latest valid hour and offset read from each raw partition by this process.
         self._read_hour: dict[TP, int] = {}
         self._read_offset: dict[TP, int] = {}
@@ -224,47 +221,11 @@ class Pipeline:
             tp = TP(topic, partition)
             self._read_hour[tp] = max(hour, self._read_hour.get(tp, hour))
         await self._report_progress(topic, feed)
-        self._pace()
         self.stats.ingested[topic] += batch.count
         for event in events:
             await stream.ack(event)
 
-    def _pace(self) -> None:
-        """Pause the raw partitions read more than ``FEED_SKEW_HOURS`` ahead of the slowest one still being
-        read, and resume them once it has caught up to within that.
-
-        Every watermark is held below the slowest raw partition still being read, and a region keeps its
-        hours from there: in a backfill where one partition (or feed) is read months ahead of another,
-        memory would grow with that lead. The slowest partition is never paused, so reading always moves
-        on; a partition read to its end, or one not read yet (nothing known), holds nothing back.
-        """
-        app = self.app
-        if app.in_recovery or app.rebalancing:
-            return  # the recovery pauses and resumes partitions itself
-        consumer = app.consumer
-        raw = (self.settings.kafka_topic_solar, self.settings.kafka_topic_weather)
-        reading: dict[TP, int] = {}
-        known = True
-        for tp in consumer.assignment():
-            if tp.topic not in raw or self._read_position(tp).caught_up:
-                continue
-            hour = self._read_hour.get(tp)
-            if hour is None:
-                known = False
-                break
-            reading[tp] = hour
-        ahead: set[TP] = set()
-        if known and reading:
-            slowest = min(reading.values())
-            ahead = {tp for tp, hour in reading.items() if hour > slowest + FEED_SKEW_HOURS}
-        if self._paused - ahead:
-            consumer.resume_partitions(self._paused - ahead)
-        if ahead - self._paused:
-            consumer.pause_partitions(ahead - self._paused)
-        self._paused = ahead
-
     async def report_progress(self) -> None:
-        self._pace()
         await self._report_progress(self.settings.kafka_topic_solar, Feed.SOLAR)
         await self._report_progress(self.settings.kafka_topic_weather, Feed.WEATHER)
 
