@@ -26,12 +26,7 @@ import faust
 from faust import Stream
 from faust.types import TP, EventT, StreamT, TableT
 
-from solar_agents.compat import (
-    committed_offsets,
-    read_offsets,
-    set_partition_fetch_bytes,
-    writing_in,
-)
+from solar_agents.compat import committed_offsets, read_offsets, writing_in
 from solar_agents.features import FeatureRow
 from solar_agents.hours import RegionHours, Uncommitted
 from solar_agents.log import get_logger
@@ -92,9 +87,6 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
 # 64 KiB): about 150 bytes a record, 200 a row.
 RECORDS_PER_MESSAGE = 250
 ROWS_PER_MESSAGE = 250
-# The fetch size of a restore (Faust's default): changelog values are blocks of up to 3.4 KB, and a restore
-# takes as many round trips as its largest partition needs fetches (docs/SPEC.md, "Batches and hops").
-RESTORE_FETCH_BYTES = 1024**2
 
 # The state is small (bounded by event time) and read from the stores only after a rebalance: the aligner
 # keeps it in memory. RocksDB's defaults (64 MB write buffers, a block cache per partition's store) would let
@@ -149,7 +141,6 @@ class Pipeline:
         # Replays in progress, per records partition (see ``Replay``).
         self.replay_table = table("replays")
         self.hour_table.on_recover(self._on_recovered)
-        app.on_partitions_revoked.connect(self._on_rebalance)
 
         self._tables: dict[Table, TableT[str, Any]] = {
             "hours": self.hour_table,
@@ -317,14 +308,8 @@ class Pipeline:
 
     # --- align ----------------------------------------------------------------------------------------------
 
-    async def _on_rebalance(self, _sender: Any, /, *args: Any, **kwargs: Any) -> None:
-        """A rebalance starts: its restore, if any, reads with large fetches (see ``_on_recovered``)."""
-        set_partition_fetch_bytes(self.app.consumer, RESTORE_FETCH_BYTES)
-
     async def _on_recovered(self) -> None:
-        """After every rebalance's restore: stream with the shallow prefetch of CONSUMER_MAX_FETCH_BYTES, and
-        say (once) how long the worker took to get its tables back."""
-        set_partition_fetch_bytes(self.app.consumer, self.settings.consumer_max_fetch_bytes)
+        """After every rebalance's restore: say how long the worker took to get its tables back."""
         if self._recovered_once:
             return
         self._recovered_once = True

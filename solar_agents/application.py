@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from solar_agents import compat, log
-from solar_agents.agents import RESTORE_FETCH_BYTES, Pipeline
+from solar_agents.agents import Pipeline
 from solar_agents.commands import register_commands
 from solar_agents.settings import Settings, settings_or_exit, unknown_in_environment
 from solar_agents.web import register_views
@@ -30,8 +30,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         broker_rebalance_timeout=settings.broker_rebalance_timeout_seconds,
         broker_commit_interval=settings.broker_commit_interval_seconds,
         producer_linger=settings.producer_linger_seconds,
-        # Restores read with large fetches; streaming, once the tables are back, with small ones (agents.py).
-        consumer_max_fetch_size=max(RESTORE_FETCH_BYTES, settings.consumer_max_fetch_bytes),
+        consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         broker_max_poll_records=settings.broker_max_poll_records or None,
         # Never below Faust's default: record batches are sent whole, whatever the dead-letter limit.
         producer_max_request_size=max(1_000_000, settings.deadletter_max_bytes),

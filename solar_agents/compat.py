@@ -29,9 +29,8 @@
    This buffer counts what was put and what was handed to the Kafka producer, and ``flush`` waits until they
    are equal. Nothing depends on the broker: it is the same on Apache Kafka.
 
-3. Readers of the consumer's offsets (no public accessor: lag, progress reports, the web view), the event
-   whose partition a table write goes to, for writes made after a batch of ``noack_take``, and the fetch
-   size per partition, which a restore wants large and streaming small (``set_partition_fetch_bytes``).
+3. Readers of the consumer's offsets (no public accessor: lag, progress reports, the web view), and the
+   event whose partition a table write goes to, for writes made after a batch of ``noack_take``.
 """
 
 from __future__ import annotations
@@ -214,16 +213,3 @@ def writing_in(event: EventT[Any]) -> Iterator[None]:
         yield
     finally:
         faust_streams._current_event.reset(token)
-
-
-def set_partition_fetch_bytes(consumer: ConsumerT, size: int) -> None:
-    """The most one fetch brings per partition, from the next fetch on (aiokafka reads it for every request).
-
-    A restore reads changelogs of large values as fast as fetches are large; streaming wants a shallow
-    prefetch (see ``CONSUMER_MAX_FETCH_BYTES``). Does nothing before the consumer has started.
-    """
-    thread = getattr(consumer, "_thread", None)
-    kafka_consumer = getattr(thread, "_consumer", None)
-    fetcher = getattr(kafka_consumer, "_fetcher", None)
-    if fetcher is not None:
-        fetcher._max_partition_fetch_bytes = size
