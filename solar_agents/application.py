@@ -18,20 +18,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     compat.install(settings.broker_fetch_max_wait_seconds)
     app = faust.App(
         settings.kafka_consumer_group,
-        broker=settings.faust_broker_url,
+        **settings.faust_consumer_options(),
         store="rocksdb://",
         datadir=str(settings.data_dir),
-        topic_partitions=settings.topic_partitions,
         web_port=settings.web_port,
         web_bind=settings.web_host,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.broker_session_timeout_seconds,
-        broker_heartbeat_interval=settings.broker_heartbeat_interval_seconds,
-        broker_rebalance_timeout=settings.broker_rebalance_timeout_seconds,
-        broker_commit_interval=settings.broker_commit_interval_seconds,
         producer_linger=settings.producer_linger_seconds,
-        consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
-        broker_max_poll_records=settings.broker_max_poll_records or None,
         # Never below Faust's default: record batches are sent whole, whatever the dead-letter limit.
         producer_max_request_size=max(1_000_000, settings.deadletter_max_bytes),
         logging_config=log.logging_config(settings.log_level),

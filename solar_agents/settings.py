@@ -112,6 +112,21 @@ class Settings(BaseSettings):
         hosts = [h.strip() for h in self.kafka_bootstrap_servers.split(",") if h.strip()]
         return ";".join(f"kafka://{h}" for h in hosts)
 
+    def faust_consumer_options(self) -> dict[str, Any]:
+        """The Faust settings of how the app meets the broker as a consumer: the pipeline's app and the
+        benchmark's bare-Faust floor both take them from here, so the floor reads as the pipeline does."""
+        return {
+            "broker": self.faust_broker_url,
+            "topic_partitions": self.topic_partitions,
+            "consumer_auto_offset_reset": "earliest",
+            "broker_session_timeout": self.broker_session_timeout_seconds,
+            "broker_heartbeat_interval": self.broker_heartbeat_interval_seconds,
+            "broker_rebalance_timeout": self.broker_rebalance_timeout_seconds,
+            "broker_commit_interval": self.broker_commit_interval_seconds,
+            "consumer_max_fetch_size": self.consumer_max_fetch_bytes,
+            "broker_max_poll_records": self.broker_max_poll_records or None,
+        }
+
     @property
     def records_topic(self) -> str:
         """Internal topic: validated records of both feeds, keyed (so partitioned) by region."""
