@@ -1,11 +1,12 @@
-"""Faust wiring: topics, tables and the agents that move records through them.
+"""Faust wiring: topics, tables and the agents that move records through them (``topology`` at the end).
 
-    solar raw ──▶ ingest_solar ──┐                    ┌─▶ hours table (region|day → its hours)
-                                 ├─▶ records topic ──▶ align ──▶ regions table (region → latest hours)
+    solar raw ──▶ ingest_solar ──┐                    ┌─▶ hours table (region|block → two days of hours)
+                                 ├─▶ records topic ──▶ align ──▶ regions table (region → watermark, horizon)
     weather raw ─▶ ingest_weather┘   (key = region)       │
          │ bad messages ─▶ dead-letter topic              └─▶ rows topic ──▶ write ──▶ RisingWave / PostgreSQL
 
-All logic is in ``records``, ``hours`` and ``features``; this module only moves bytes and state.
+The steps themselves are in ``steps`` (and the logic under them in ``records``, ``hours`` and ``features``);
+this module only moves bytes and state: sends, table writes and acks.
 """
 
 from __future__ import annotations

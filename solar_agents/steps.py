@@ -180,7 +180,7 @@ class Aligner:
     """The align step: every region's kept hours, the ingest's progress and the replays in progress.
 
     State changes message by message, in order; each region's table entries are written once per batch
-    (each day block the batch changed, and the region's fields), its rows once per batch too.
+    (each block the batch changed, and the region's fields), its rows once per batch too.
     """
 
     def __init__(self, retention: Retention) -> None:
@@ -299,7 +299,7 @@ class Aligner:
         return min(present) if present else None
 
     def _region_writes(self, region: str, blocks: set[int]) -> list[TableWrite]:
-        """What a batch changed of a region: each changed day block once, and the region's fields."""
+        """What a batch changed of a region: each changed block once, and the region's fields."""
         state = self.state(region)
         writes = []
         older = self._older.pop(region, Older())

@@ -163,7 +163,7 @@ def test_batch_size_changes_the_table_writes_not_the_rows() -> None:
         assert kept["latest_solar"] == large.tables["regions"][region]["latest_solar"]
         assert kept["latest_weather"] == large.tables["regions"][region]["latest_weather"]
         assert kept["pruned_below"] > 0, "retention ran"
-    # One write per changed day block and one per region, per batch: far fewer with larger batches.
+    # One write per changed block and one per region, per batch: far fewer with larger batches.
     assert large.table_writes * 10 < small.table_writes
     for value in large.tables["hours"].values():  # every value bounded: one day of one region
         assert len(value["s"]) <= BLOCK_HOURS and len(value["w"]) <= BLOCK_HOURS
