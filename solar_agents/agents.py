@@ -53,9 +53,17 @@ async def batches(stream: StreamT[bytes], size: int, within: float) -> AsyncIter
     """Events in batches that are acked by the caller, after their work is done.
 
     ``take()`` would ack a batch even when the loop body raised; ``noack_take`` yields the events unacked.
+    But when it ends (the worker stops) it turns the stream's acks back on, and its background drainer then
+    acks every event still arriving, unprocessed: a graceful stop committed input nobody had read. So acks
+    stay off once the batches end.
     """
-    async for events in cast(Stream[bytes], stream).noack_take(size, within=within):
-        yield cast(list[Event], events)
+    takes = cast(Stream[bytes], stream).noack_take(size, within=within)
+    try:
+        async for events in takes:
+            yield cast(list[Event], events)
+    finally:
+        await takes.aclose()
+        stream.enable_acks = False
 
 
 async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_delay: float = 10.0) -> None:
