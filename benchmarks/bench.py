@@ -997,9 +997,17 @@ class Bench:
         expected_hours = sum(live_keys.values())
         remove_state(group.data_dir)
         worker = self.worker(group, "1x-restore").start()
+        spy = self._start_profile(worker, "restore")
+        cpu = self._cpu_snapshot(worker)
         timeout = max(300.0, counted.messages / 1000)
         self.progress(f"restore: {counted.messages:,} changelog records; worker restarted without DATA_DIR")
-        ready = self._wait_with_progress(worker, "[^Worker]: Ready", timeout, "restore")
+        try:
+            ready = self._wait_with_progress(worker, "[^Worker]: Ready", timeout, "restore")
+            cpu_used = self._cpu_delta(worker, cpu)
+        finally:
+            prof = self._finish_profile(spy, "restore", "cold restore, from the worker's start to its Ready")
+        if prof:
+            self.profile["restore"] = prof
         events = list(worker.events())
         started_at = next(
             (e.at for e in events if e.event == "[^---Recovery]: Restoring state from changelog topics..."),
@@ -1016,6 +1024,8 @@ class Bench:
             "faust_highwater_records": None if highwaters is None else sum(highwaters.values()),
             "stop_seconds": round(stop_seconds, 2),
             "start_to_ready_seconds": round(ready.at - worker.started_at, 2),
+            "cpu_seconds": cpu_used,
+            "profiled": bool(prof),
         }
         if started_at is not None and done_at is not None:
             seconds = done_at - started_at
@@ -1184,7 +1194,7 @@ class Bench:
             for name in (
                 "batch_size", "batch_max_wait_seconds", "ingest_batch_size", "ingest_batch_max_wait_seconds",
                 "producer_linger_seconds", "broker_commit_interval_seconds", "feature_window_hours",
-                "allowed_lateness_hours", "topic_partitions",
+                "allowed_lateness_hours", "topic_partitions", "max_read_skew_hours",
             )
         }  # fmt: skip
         settings["TOPIC_PARTITIONS"] = PARTITIONS
@@ -1516,7 +1526,13 @@ def render(results: dict[str, Any]) -> str:
             f"({c['worker_core_share']} of a core), broker {c['broker']} s, PostgreSQL {c['postgres']} s, "
             f"other processes {c.get('other', 'n/a')} s"
         )
-    spied = [k for k in ("backfill", "backfill_4x") if (f.get(k) or {}).get("profiled")]
+    if rs.get("cpu_seconds"):
+        c = rs["cpu_seconds"]
+        lines.append(
+            f"CPU during the restore, start to Ready ({c['wall']} s wall): worker {c['worker']} s "
+            f"({c['worker_core_share']} of a core), broker {c['broker']} s"
+        )
+    spied = [k for k in ("backfill", "backfill_4x", "restore") if (f.get(k) or {}).get("profiled")]
     if spied:
         lines.append(
             "py-spy (non-blocking) was attached during: " + ", ".join(k.replace("_", " ") for k in spied)
@@ -1525,7 +1541,8 @@ def render(results: dict[str, Any]) -> str:
         if not isinstance(prof, dict) or not prof.get("samples"):
             continue
         lines.append(
-            f"profile of the {label.replace('backfill_', '')} backfill ({prof['samples']:,} samples):"
+            f"profile of the {label.replace('backfill_', '') + ' backfill' if 'backfill' in label else label}"
+            f" ({prof['samples']:,} samples):"
         )
         lines.append(f"  share of non-idle self samples %: {_share_text(profile_share(prof))}")
         groups = ", ".join(f"{g['group']} {g['percent']}" for g in prof["self_by_group"][:8])

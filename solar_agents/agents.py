@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -27,12 +27,19 @@ import faust
 from faust import Stream
 from faust.types import TP, EventT, StreamT, TableT
 
-from solar_agents.compat import committed_offsets, read_offsets, writing_in
+from solar_agents.compat import committed_offsets, hold_fetches, read_offsets, release_fetches, writing_in
 from solar_agents.features import FeatureRow
 from solar_agents.hours import RegionHours, Uncommitted
 from solar_agents.log import get_logger
-from solar_agents.read_progress import Feed, PartitionProgress, ProgressReport
-from solar_agents.records import RegionResolver, dead_letter, encode_records, encode_rows
+from solar_agents.read_progress import Feed, PartitionProgress, ProgressReport, ahead_of_slowest
+from solar_agents.records import (
+    RegionResolver,
+    dead_letter,
+    encode_records,
+    encode_rows,
+    table_bytes,
+    table_value,
+)
 from solar_agents.settings import Settings
 from solar_agents.sink import ConnectionInfo, FeatureSink
 from solar_agents.stats import Stats
@@ -92,6 +99,9 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
         return
 
 
+# A raw partition with a backlog that delivered nothing for this long no longer holds others back.
+READ_IDLE_SECONDS = 5.0
+
 # Records and rows messages stay well below the consumer's fetch size (CONSUMER_MAX_FETCH_BYTES, at least
 # 64 KiB): about 150 bytes a record, 200 a row.
 RECORDS_PER_MESSAGE = 250
@@ -101,7 +111,7 @@ ROWS_PER_MESSAGE = 250
 # keeps it in memory. RocksDB's defaults (64 MB write buffers, a block cache per partition's store) would let
 # memory grow with the history written instead.
 ROCKSDB_OPTIONS = {
-    "write_buffer_size": 1024**2,
+    "write_buffer_size": 256 * 1024,
     "max_write_buffer_number": 2,
     "block_cache_size": 1024**2,
     "block_cache_compressed_size": 0,
@@ -137,11 +147,14 @@ class Pipeline:
 
         # Hour tables: one entry per (region, hour) with both halves, and one per region with the latest
         # hours seen (the watermark). Both live on the records topic's partitions, keyed by region.
-        def table(name: str) -> TableT[str, Any]:
+        def table(name: str) -> TableT[str, bytes]:
+            # Values are bytes (``table_bytes``): Faust then neither encodes them on a write nor decodes
+            # every changelog record during a restore. Keys stay JSON, as earlier versions wrote them.
             return app.Table(
                 name,
                 partitions=partitions,
-                schema=faust.Schema(key_serializer="json", value_serializer="json"),
+                value_type=bytes,
+                schema=faust.Schema(key_serializer="json", value_serializer="raw"),
                 options=ROCKSDB_OPTIONS,
             )
 
@@ -151,7 +164,7 @@ class Pipeline:
         self.replay_table = table("replays")
         self.hour_table.on_recover(self._on_recovered)
 
-        self._tables: dict[Table, TableT[str, Any]] = {
+        self._tables: dict[Table, TableT[str, bytes]] = {
             "hours": self.hour_table,
             "regions": self.region_table,
             "replays": self.replay_table,
@@ -166,6 +179,9 @@ class Pipeline:
         # Ingest side: the latest valid hour and offset read from each raw partition by this process.
         self._read_hour: dict[TP, int] = {}
         self._read_offset: dict[TP, int] = {}
+        self._read_at: dict[TP, float] = {}  # monotonic time of the latest batch read of a raw partition
+        self._held: set[TP] = set()  # raw partitions whose fetches wait for the slowest (hold_ahead)
+        self._held_generation: int | None = None
         self._last_report: dict[str, bytes] = {}
         self._last_progress: tuple[str, ...] = ()
         self._caught_up_checks = 0
@@ -224,19 +240,54 @@ class Pipeline:
                 value = encode_records(records[start : start + RECORDS_PER_MESSAGE])
                 await self.records_topic.send(key=region.encode(), value=value)
         # Progress counts a batch only once its records are on their way (a report may go out meanwhile).
+        now = time.monotonic()
         for partition, offset in batch.last_offset.items():
             self._read_offset[TP(topic, partition)] = offset
+            self._read_at[TP(topic, partition)] = now
         for partition, hour in batch.latest_hour.items():
             tp = TP(topic, partition)
             self._read_hour[tp] = max(hour, self._read_hour.get(tp, hour))
         await self._report_progress(topic, feed)
+        self._hold_ahead()
         self.stats.ingested[topic] += batch.count
         for event in events:
             await stream.ack(event)
 
+    def _hold_ahead(self) -> None:
+        """Hold the fetches of raw partitions read too far ahead of the slowest (``ahead_of_slowest``).
+
+        A partition counts as behind while it has records left (below its high-water mark) and has delivered
+        some lately: one that stops delivering (a broker's gap, a marker at the end) soon holds nobody back.
+        """
+        consumer = self.app.consumer
+        generation = self.app.consumer_generation_id
+        if generation != self._held_generation:  # a rebalance resets the consumer's flow state
+            self._held, self._held_generation = set(), generation
+        raw = (self.settings.kafka_topic_solar, self.settings.kafka_topic_weather)
+        now = time.monotonic()
+        behind: dict[TP, int] = {}
+        for tp in consumer.assignment():
+            hour, last = self._read_hour.get(tp), self._read_offset.get(tp)
+            if tp.topic not in raw or hour is None or last is None:
+                continue
+            highwater = consumer.highwater(tp)
+            lately = tp in self._held or now - self._read_at.get(tp, 0.0) <= READ_IDLE_SECONDS
+            if highwater is not None and last + 1 < highwater and lately:
+                behind[tp] = hour
+        hold = ahead_of_slowest(behind, self.settings.max_read_skew_hours)
+        for tp in hold - self._held:
+            hold_fetches(consumer, tp)
+            self.stats.reads_held += 1
+        for tp in self._held - hold:
+            release_fetches(consumer, tp)
+        if hold != self._held:
+            log.debug("reads_held", held=sorted(f"{tp.topic}:{tp.partition}" for tp in hold))
+        self._held = hold
+
     async def report_progress(self) -> None:
         await self._report_progress(self.settings.kafka_topic_solar, Feed.SOLAR)
         await self._report_progress(self.settings.kafka_topic_weather, Feed.WEATHER)
+        self._hold_ahead()  # also when no batch comes: a partition gone idle releases the held ones
 
     def _read_position(self, tp: TP) -> PartitionProgress:
         """How far the ingest has read a raw partition: the latest hour, the next offset and whether that is
@@ -334,7 +385,7 @@ class Pipeline:
         if generation == self._states_generation:
             return
         started = time.perf_counter()
-        self.aligner.load(self.hour_table.items(), self.region_table.items(), self.replay_table.items())
+        self.aligner.load(decoded(self.hour_table), decoded(self.region_table), decoded(self.replay_table))
         self._states_generation = generation
         states = self.aligner.states
         log.info(
@@ -365,7 +416,7 @@ class Pipeline:
                         if write.value is None:
                             table.pop(write.key, None)
                         else:
-                            table[write.key] = write.value
+                            table[write.key] = table_bytes(write.value)
             for partition, rows in batch.rows.items():
                 self.stats.rows_emitted += len(rows)
                 for start in range(0, len(rows), ROWS_PER_MESSAGE):
@@ -460,6 +511,7 @@ class Pipeline:
             "ingested": dict(s.ingested),
             "dead_letters": sum(s.dead_letters.values()),
             "late": s.late,
+            "reads_held": s.reads_held,
             "rows_emitted": s.rows_emitted,
             "rows_written": s.rows_written,
             "write_failures": s.write_failures,
@@ -498,7 +550,12 @@ class Pipeline:
         """
         if self._states_generation == self.app.consumer_generation_id:
             return self.aligner.states
-        return read_states(self.hour_table.items(), self.region_table.items())[0]
+        return read_states(decoded(self.hour_table), decoded(self.region_table))[0]
+
+
+def decoded(table: TableT[str, bytes]) -> Iterator[tuple[str, Any]]:
+    """A table's entries, values decoded."""
+    return ((key, table_value(value)) for key, value in table.items())
 
 
 def topology(app: faust.App, pipeline: Pipeline) -> None:
@@ -508,7 +565,8 @@ def topology(app: faust.App, pipeline: Pipeline) -> None:
     app.agent(p.weather_topic, name="ingest_weather")(p.ingest_weather)  # weather raw -> records
     app.agent(p.records_topic, name="align")(p.align)  # records -> hour tables + rows
     app.agent(p.rows_topic, name="write")(p.write)  # rows -> database
-    # Progress reports also go out on a timer, so an idle or empty raw topic still tells it is caught up.
+    # Progress reports also go out on a timer, so an idle or empty raw topic still tells it is caught up
+    # (and held reads are looked at again).
     app.timer(2.0, name="report_progress")(p.report_progress)
     app.timer(10.0, name="progress")(p.log_progress)
     if p.settings.exit_when_caught_up:

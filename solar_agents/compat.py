@@ -31,6 +31,14 @@
 
 3. Readers of the consumer's offsets (no public accessor: lag, progress reports, the web view), and the
    event whose partition a table write goes to, for writes made after a batch of ``noack_take``.
+
+4. Holding a partition's fetches without losing what was fetched of it.
+
+   ``Consumer.pause_partitions`` takes the partition out of the set that the fetch loop also checks record
+   by record while it hands a fetched batch on: the rest of that batch is skipped, though the position has
+   moved past it, and the records are lost until a restart reads them again (the commit stops below them).
+   The consumer's own flow control (``on_buffer_full`` / ``on_buffer_drop``, used when a stream's buffer
+   is full) stops fetching more of a partition but hands on what was fetched: that is the one used here.
 """
 
 from __future__ import annotations
@@ -199,6 +207,20 @@ def committed_offsets(consumer: ConsumerT) -> Mapping[TP, int | None]:
 def read_offsets(consumer: ConsumerT) -> Mapping[TP, int | None]:
     """The offset last handed to a stream per partition; None or absent while nothing is in flight."""
     return cast(Mapping[TP, "int | None"], getattr(consumer, "_read_offset", {}))
+
+
+def hold_fetches(consumer: ConsumerT, tp: TP) -> None:
+    """Fetch no more of ``tp`` until ``release_fetches``; what was fetched of it is still handed on.
+
+    Faust may release it first (its own flow control, a rebalance): holding is a hint, never needed for
+    correctness.
+    """
+    consumer.on_buffer_full(tp)
+
+
+def release_fetches(consumer: ConsumerT, tp: TP) -> None:
+    """Fetch ``tp`` again after ``hold_fetches``."""
+    consumer.on_buffer_drop(tp)
 
 
 @contextmanager

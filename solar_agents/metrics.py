@@ -77,6 +77,7 @@ class PipelineCollector(Collector):
         yield by_topic("dead_letters", "Messages rejected to the dead-letter topic, by raw topic.", dead)
         for name, doc, value in (
             ("late_records", "Records older than watermark minus allowed lateness.", s.late),
+            ("reads_held", "Times a raw partition waited for a slower one.", s.reads_held),
             ("rows_emitted", "Feature rows computed and sent to the writer.", s.rows_emitted),
             ("rows_written", "Feature rows written to the database (rewrites included).", s.rows_written),
             ("write_failures", "Failed database write attempts (each is retried).", s.write_failures),

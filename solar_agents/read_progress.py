@@ -13,7 +13,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+K = TypeVar("K")
 
 # A raw partition that has not told how far it is may still hold anything: it holds every watermark back.
 NOT_YET_READ = -(10**12)
@@ -172,6 +174,21 @@ class FeedProgress:
         """The lowest hour a crash of the ingest could deliver again; None when all read is committed."""
         hours = [p.uncommitted_hour for p in self.partitions.values() if p.uncommitted_hour is not None]
         return min(hours) if hours else None
+
+
+def ahead_of_slowest(behind: Mapping[K, int], max_skew_hours: int) -> set[K]:
+    """The partitions to stop fetching for now: of those with records left to read (``behind``: partition ->
+    the latest hour read of it), each more than ``max_skew_hours`` past the slowest one.
+
+    The align step keeps every hour above the slowest partition's (``FeedProgress.floor``), so a read that
+    lets one partition run months ahead of another keeps months of records in memory. Holding the ones ahead
+    reads a backlog in event-time order, within the skew; the slowest is never held, so the read always
+    moves on. Partitions read to their end (live input) are never held: there is nothing to fetch there.
+    """
+    if len(behind) < 2:
+        return set()
+    limit = min(behind.values()) + max_skew_hours
+    return {partition for partition, hour in behind.items() if hour > limit}
 
 
 # --- replays ------------------------------------------------------------------------------------------------

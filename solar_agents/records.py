@@ -299,6 +299,21 @@ def day_key(region: str, day: int) -> str:
     return f"{region}|d{day}"
 
 
+def table_bytes(value: object) -> bytes:
+    """A table value as the store and the changelog hold it: compact JSON.
+
+    The tables take bytes, not objects, so that Faust does not decode every changelog record during a
+    restore (that decode was a third of the restore's time). Values Faust encoded itself (earlier versions)
+    are JSON too and read the same.
+    """
+    return _dumps(value)
+
+
+def table_value(raw: bytes) -> Any:
+    """A table value back from its bytes."""
+    return json.loads(raw)
+
+
 def block_hours(value: dict[str, list[list[Any]]]) -> set[int]:
     """The hours a block's value holds (of either half)."""
     return {f[0] for f in value["s"]} | {f[0] for f in value["w"]}

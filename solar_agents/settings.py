@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     ingest_batch_size: int = Field(2000, ge=1)
     ingest_batch_max_wait_seconds: float = Field(0.25, gt=0)
+    # How far in event time one raw partition with a backlog may be read ahead of the slowest (docs/SPEC.md,
+    # "Batches and hops"): what the align step keeps in memory grows with it.
+    max_read_skew_hours: int = Field(48, ge=0)
     # Short group timeouts make restarts fast on a local broker; see README for a production cluster.
     broker_session_timeout_seconds: float = Field(3.0, gt=0)
     broker_heartbeat_interval_seconds: float = Field(0.5, gt=0)

@@ -30,6 +30,7 @@ class Stats:
     ingested: Counter[str] = field(default_factory=Counter)  # valid messages per raw topic
     dead_letters: Counter[str] = field(default_factory=Counter)  # per raw topic
     late: int = 0
+    reads_held: int = 0  # times a raw partition's fetches waited for a slower one (MAX_READ_SKEW_HOURS)
     rows_emitted: int = 0
     rows_written: int = 0
     batches_written: int = 0

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 from conftest import WorkerFactory
 from kafka_util import Kafka
 from pipeline_util import assert_dead_letters, produce_in_order, reference_for, wait_until_equal
-from scenario import build_feed, interleave
+from scenario import Feed, build_feed, interleave
 from worker import Names
 
 from solar_agents.local import LocalPostgres
+
+
+def messy_feed(names: Names, regions: tuple[str, ...], hours: int | None = None) -> Feed:
+    """The real data set for ``regions``: the weather 9 hours behind, shuffled in 6-hour blocks, 2 % twice."""
+    return build_feed(
+        hours=hours,
+        regions=regions,
+        solar_topic=names.solar,
+        weather_topic=names.weather,
+        weather_lag_hours=9,
+        shuffle_block_hours=6,
+        duplicate_rate=0.02,
+    )
 
 
 def test_real_data_set_end_to_end(
@@ -16,14 +31,7 @@ def test_real_data_set_end_to_end(
 ) -> None:
     # Raw topics with partition counts unlike the worker's (4): the repartition by region must handle it.
     kafka.create_topics({names.solar: 3, names.weather: 2})
-    feed = build_feed(
-        regions=("DE_50hertz", "DE_north"),
-        solar_topic=names.solar,
-        weather_topic=names.weather,
-        weather_lag_hours=9,
-        shuffle_block_hours=6,
-        duplicate_rate=0.02,
-    )
+    feed = messy_feed(names, ("DE_50hertz", "DE_north"))
     order = interleave(feed)
     half = len(order) // 2
     produce_in_order(kafka, order[:half])
@@ -38,4 +46,27 @@ def test_real_data_set_end_to_end(
         postgres, names.table, reference.rows, alive=lambda: worker.alive, on_timeout=worker.tail
     )
     assert_dead_letters(kafka, names, reference)
+    assert worker.alive
+
+
+def test_a_backlog_is_read_in_event_time_order_and_stays_exact(
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory
+) -> None:
+    # The whole history waits before the worker starts; every partition with a backlog may run at most 0
+    # hours ahead of the slowest, so reads are held all the time, and no record may be lost for it.
+    kafka.create_topics({names.solar: 4, names.weather: 4})
+    feed = messy_feed(names, ("DE_50hertz", "DE_north", "DE_south", "DE_east"), hours=2000)
+    order = interleave(feed)
+    produce_in_order(kafka, order)
+    worker = workers(MAX_READ_SKEW_HOURS="0", CONSUMER_MAX_FETCH_BYTES="65536", INGEST_BATCH_SIZE="200")
+
+    reference = reference_for(kafka, names, len(order))
+    wait_until_equal(
+        postgres, names.table, reference.rows, alive=lambda: worker.alive, on_timeout=worker.tail
+    )
+    assert_dead_letters(kafka, names, reference)
+    with urllib.request.urlopen(worker.url + "/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    held = [line for line in metrics.splitlines() if line.startswith("solar_agents_reads_held_total ")]
+    assert held and float(held[0].split()[1]) > 0, metrics
     assert worker.alive

@@ -13,6 +13,7 @@ from solar_agents.read_progress import (
     RawPartition,
     Replay,
     ReplayMarker,
+    ahead_of_slowest,
     decode_control,
     load_replay,
     replay_value,
@@ -61,6 +62,17 @@ def test_feed_progress_floor() -> None:
     assert state.floor() is None  # all read to the end: the watermark alone decides
     state.update(SOLAR_0, progress(H, False))  # a replay moves back
     assert state.floor() == H
+
+
+def test_partitions_ahead_of_the_slowest_by_more_than_the_skew_are_held() -> None:
+    behind = {"s0": 1000, "s1": 1048, "s2": 1049, "w0": 5000}
+    assert ahead_of_slowest(behind, 48) == {"s2", "w0"}
+    assert ahead_of_slowest(behind, 0) == {"s1", "s2", "w0"}
+    assert ahead_of_slowest(behind, 4000) == set()
+    # The slowest is never held, so the read always moves on; one partition alone has nothing to wait for.
+    assert ahead_of_slowest({"s0": 1000, "s1": 1000}, 0) == set()
+    assert ahead_of_slowest({"w0": 9000}, 0) == set()
+    assert ahead_of_slowest({}, 0) == set()
 
 
 def test_feed_progress_uncommitted_is_the_lowest_report() -> None:

@@ -28,6 +28,8 @@ from solar_agents.records import (
     parse_weather,
     region_value,
     split_table_key,
+    table_bytes,
+    table_value,
 )
 
 NONE = RegionResolver({}, "DE")
@@ -169,6 +171,19 @@ def test_region_values_round_trip_and_read_older_ones() -> None:
         assert getattr(restored, name) == getattr(state, name), name
     assert restored == state
     assert load_region("R", [430_010, 430_008]).applied_through is None
+
+
+def test_table_values_are_compact_json_and_read_what_faust_wrote() -> None:
+    # Earlier versions let Faust's JSON codec encode the table values; a changelog they wrote still restores.
+    from faust.serializers import codecs
+
+    state = RegionHours("R", latest_solar=430_001, pruned_below=429_900)
+    value = region_value(state)
+    assert table_bytes(value) == json.dumps(value, separators=(",", ":")).encode()
+    assert table_value(table_bytes(value)) == value
+    assert table_value(codecs.dumps("json", value)) == value
+    block = {"s": [[430_001, 12.5]], "w": []}
+    assert table_value(codecs.dumps("json", block)) == table_value(table_bytes(block)) == block
 
 
 def test_dead_letters_carry_what_fits_and_always_the_facts() -> None:
