@@ -39,6 +39,18 @@
    moved past it, and the records are lost until a restart reads them again (the commit stops below them).
    The consumer's own flow control (``on_buffer_full`` / ``on_buffer_drop``, used when a stream's buffer
    is full) stops fetching more of a partition but hands on what was fetched: that is the one used here.
+
+5. No hand-over during a seek, and a seek that moves every stream partition.
+
+   At the end of every recovery Faust resumes the stream partitions, seeks them to the committed offsets
+   (``perform_seek``, which resets the consumer's read offsets) and clears the streams' queues. Records
+   fetched before the seek were meanwhile being handed on, and that went on after the reset: the next record
+   beyond the reset offset registered the offsets in between as a gap (offsets the commit may skip, as for
+   transaction markers); the records read again from the committed offset then counted as already read,
+   and those the queue clear had removed were never processed. Here the flow stops for the seek, so the
+   hand-over of an earlier fetch ends before the reset; what it did not hand on is fetched again from the
+   new position. A partition without a committed offset (or at 0) is not moved by aiokafka's seek: it is
+   sought to its beginning, where the group would start, so that it too is read again from a known place.
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ from typing import Any, cast
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from faust import streams as faust_streams
+from faust.transport import consumer as faust_consumer
 from faust.transport import producer as faust_producer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP, AppT, ConsumerT, EventT
@@ -190,10 +203,38 @@ def install_producer() -> None:
     faust_producer.ProducerBuffer = DrainingProducerBuffer  # type: ignore[misc]
 
 
+# --- 5. a seek without a hand-over --------------------------------------------------------------------
+
+_Consumer = faust_consumer.Consumer
+_perform_seek = _Consumer.perform_seek
+
+
+async def _perform_seek_stopped(self: Any) -> None:
+    active = self.flow_active
+    if active:
+        self.stop_flow()  # the hand-over loop ends at its next record
+    try:
+        await _perform_seek(self)
+        committed = self._committed_offset
+        changelogs = self.app.tables.changelog_topics
+        for tp in self.assignment():
+            if tp.topic not in changelogs and (committed.get(tp) or 0) <= 0:
+                await self.seek(tp, 0)
+    finally:
+        if active:
+            self.resume_flow()
+
+
+def install_consumer() -> None:
+    """Make every Faust consumer seek with its flow stopped. Idempotent."""
+    _Consumer.perform_seek = _perform_seek_stopped  # type: ignore[method-assign]
+
+
 def install(fetch_max_wait_seconds: float = 1.5) -> None:
-    """Both workarounds above; idempotent."""
+    """The workarounds above; idempotent."""
     install_broker(fetch_max_wait_seconds)
     install_producer()
+    install_consumer()
 
 
 # --- 3. offsets and the current event -------------------------------------------------------------------

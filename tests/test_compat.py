@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 
 import faust
+import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from faust.transport.producer import ProducerBuffer
+from faust.types import TP
 from faust.types.tuples import FutureMessage
 from kafka_util import Kafka
 
+from solar_agents import compat
 from solar_agents.compat import DrainingProducerBuffer, fetched_end_offsets, install_broker
 
 
@@ -103,3 +106,43 @@ def test_faust_flush_returns_with_messages_unsent() -> None:
 def test_draining_flush_waits_for_every_message() -> None:
     sent, left = asyncio.run(flushed(SlowDraining, 5))
     assert (sent, left) == (5, 0)
+
+
+def test_a_seek_runs_with_the_flow_stopped_and_moves_every_stream_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Faust's seek to the committed offsets, and a hand-over loop that would go on meanwhile, are timing; the
+    # consumer here only records what the wrapper makes of them.
+    events: list[str] = []
+
+    class Tables:
+        changelog_topics = frozenset({"hours-changelog"})
+
+    class App:
+        tables = Tables
+
+    class Consumer:
+        app = App
+        flow_active = True
+
+        def __init__(self) -> None:
+            self._committed_offset = {TP("raw", 0): 40, TP("raw", 1): None, TP("hours-changelog", 0): None}
+
+        def assignment(self) -> set[TP]:
+            return set(self._committed_offset)
+
+        def stop_flow(self) -> None:
+            events.append("stop")
+
+        def resume_flow(self) -> None:
+            events.append("resume")
+
+        async def seek(self, tp: TP, offset: int) -> None:
+            events.append(f"seek {tp.topic}:{tp.partition} to {offset}")
+
+    async def faust_perform_seek(self: Consumer) -> None:
+        events.append("seek to committed")
+
+    monkeypatch.setattr(compat, "_perform_seek", faust_perform_seek)
+    asyncio.run(compat._perform_seek_stopped(Consumer()))
+    assert events == ["stop", "seek to committed", "seek raw:1 to 0", "resume"]
