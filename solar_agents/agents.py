@@ -259,6 +259,8 @@ class Pipeline:
         A partition counts as behind while it has records left (below its high-water mark) and has delivered
         some lately: one that stops delivering (a broker's gap, a marker at the end) soon holds nobody back.
         """
+        if self.app.in_recovery:  # Faust ignores holds then; decide once the streams run again
+            return
         consumer = self.app.consumer
         generation = self.app.consumer_generation_id
         if generation != self._held_generation:  # a rebalance resets the consumer's flow state
