@@ -272,9 +272,8 @@ class Pipeline:
             hour, last = self._read_hour.get(tp), self._read_offset.get(tp)
             if tp.topic not in raw or hour is None or last is None:
                 continue
-            highwater = consumer.highwater(tp)
             lately = tp in self._held or now - self._read_at.get(tp, 0.0) <= READ_IDLE_SECONDS
-            if highwater is not None and last + 1 < highwater and lately:
+            if lately and not self._read_to_end(tp, last):
                 behind[tp] = hour
         hold = ahead_of_slowest(behind, self.settings.max_read_skew_hours)
         for tp in hold - self._held:
@@ -291,6 +290,12 @@ class Pipeline:
         await self._report_progress(self.settings.kafka_topic_weather, Feed.WEATHER)
         self._hold_ahead()  # also when no batch comes: a partition gone idle releases the held ones
 
+    def _read_to_end(self, tp: TP, last: int) -> bool:
+        """Whether ``last`` is the last offset of ``tp`` the consumer knows of (from fetch responses: right
+        even where ListOffsets is not)."""
+        highwater = self.app.consumer.highwater(tp)
+        return highwater is not None and last + 1 >= highwater
+
     def _read_position(self, tp: TP) -> PartitionProgress:
         """How far the ingest has read a raw partition: the latest hour, the next offset and whether that is
         its end, and the lowest hour read since the last commit."""
@@ -301,7 +306,7 @@ class Pipeline:
         uncommitted = None if tracker is None else tracker.lowest(committed)
         last = self._read_offset.get(tp)
         if last is not None:
-            next_offset, caught_up = last + 1, highwater is not None and last + 1 >= highwater
+            next_offset, caught_up = last + 1, self._read_to_end(tp, last)
         else:
             # Nothing read here yet: only a partition the group had read to its end is caught up, and only
             # while nothing of it is on its way to the ingest agent.
