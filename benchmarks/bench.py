@@ -697,6 +697,7 @@ class Bench:
         self.figures["backfill"] = {**result["figure"], "cpu_seconds": cpu_used, "profiled": bool(prof)}
         self.figures["memory"]["hwm_1x_kib"] = memory["VmHWM"]
         self.figures["memory"]["rss_1x_kib"] = memory["VmRSS"]
+        self.figures["memory"]["helpers_hwm_1x_kib"] = memory["helpers_VmHWM"]
         self.figures["memory"]["messages_1x"] = self.messages_1x
         self.changelog_after_backfill()
         if not result["compare"]["match"]:
@@ -729,6 +730,7 @@ class Bench:
         own = os.times()
         return {
             "worker": worker.cpu_seconds(),
+            "helpers": worker.helpers_cpu_seconds(),
             "broker": cpu_seconds([self.broker.pid] if self.broker.pid else []),
             "postgres": cpu_seconds(process_tree(self.pg.pid)),
             "benchmark": own.user + own.system,
@@ -742,11 +744,12 @@ class Bench:
         on the machine (``other``: anything above a few tenths means the figures were disturbed)."""
         after = self._cpu_snapshot(worker)
         wall = after["wall"] - before["wall"]
-        names = ("worker", "broker", "postgres", "benchmark", "py_spy", "machine")
+        names = ("worker", "helpers", "broker", "postgres", "benchmark", "py_spy", "machine")
         out = {k: round(after[k] - before[k], 1) for k in names}
         out["other"] = round(max(0.0, out["machine"] - sum(out[k] for k in names[:-1])), 1)
         out["wall"] = round(wall, 1)
         out["worker_core_share"] = round(out["worker"] / wall, 2) if wall > 0 else 0.0
+        out["helpers_core_share"] = round(out["helpers"] / wall, 2) if wall > 0 else 0.0
         return out
 
     def _wait_backfill(
@@ -1138,6 +1141,7 @@ class Bench:
         mem.update(
             hwm_4x_kib=memory["VmHWM"],
             rss_4x_kib=memory["VmRSS"],
+            helpers_hwm_4x_kib=memory["helpers_VmHWM"],
             messages_4x=messages,
             complete_4x=result["figure"]["complete"],
         )
@@ -1194,7 +1198,7 @@ class Bench:
             for name in (
                 "batch_size", "batch_max_wait_seconds", "ingest_batch_size", "ingest_batch_max_wait_seconds",
                 "producer_linger_seconds", "broker_commit_interval_seconds", "feature_window_hours",
-                "allowed_lateness_hours", "topic_partitions", "max_read_skew_hours",
+                "allowed_lateness_hours", "topic_partitions", "max_read_skew_hours", "step_processes",
             )
         }  # fmt: skip
         settings["TOPIC_PARTITIONS"] = PARTITIONS
@@ -1445,6 +1449,8 @@ def render(results: dict[str, Any]) -> str:
         ("worker peak RSS (VmHWM) after 1x history", _mib(mem.get("hwm_1x_kib")), ""),
         ("worker peak RSS (VmHWM) after 4x history", _mib(mem.get("hwm_4x_kib")), ""),
         ("  ratio 4x / 1x", _n(mem.get("hwm_ratio_4x_to_1x"), 3), verdict("peak RSS 4x / 1x")),
+        ("helper processes' peak RSS (VmHWM), summed, 1x / 4x",
+         f"{_mib(mem.get('helpers_hwm_1x_kib'))} / {_mib(mem.get('helpers_hwm_4x_kib'))}", ""),
         ("cold restore of the 1x state (DATA_DIR deleted)",
          _u(rs.get("seconds"), "s", 2), verdict("cold restore of the 1x state")),
         ("  changelog restore rate", _u(rs.get("rate"), "rec/s"), verdict("changelog restore rate")),
@@ -1523,8 +1529,9 @@ def render(results: dict[str, Any]) -> str:
         c = bf["cpu_seconds"]
         lines.append(
             f"CPU during the 1x backfill ({c['wall']} s wall): worker {c['worker']} s "
-            f"({c['worker_core_share']} of a core), broker {c['broker']} s, PostgreSQL {c['postgres']} s, "
-            f"other processes {c.get('other', 'n/a')} s"
+            f"({c['worker_core_share']} of a core), its helper processes {c.get('helpers', 0)} s "
+            f"({c.get('helpers_core_share', 0)} of a core), broker {c['broker']} s, "
+            f"PostgreSQL {c['postgres']} s, other processes {c.get('other', 'n/a')} s"
         )
     if rs.get("cpu_seconds"):
         c = rs["cpu_seconds"]

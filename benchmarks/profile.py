@@ -74,6 +74,7 @@ def start(pid: int, output: Path, rate: int = 100) -> subprocess.Popen[bytes] | 
     if exe is None:
         return None
     command = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--threads"]
+    command += ["--subprocesses"]  # the worker's helper processes (STEP_PROCESSES) too
     command += ["--format", "raw", "--output", str(output)]
     with output.with_suffix(".log").open("wb") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -110,11 +111,17 @@ def _parse(line: str) -> tuple[str, list[tuple[str, str]], int] | None:
     if not stack or not count.isdigit():
         return None
     parts = stack.split(";")
+    helper = ""
+    while parts and parts[0].startswith("process "):  # --subprocesses: worker, then helper, outermost first
+        pid, _, command = parts[0].removeprefix("process ").partition(":")
+        helper = f"helper {pid}: " if "multiprocessing" in command else ""
+        parts = parts[1:]
     thread = "main"
     if parts and parts[0].startswith("thread ("):
         _tid, _, name = parts[0].partition("): ")
         thread = name or "main"
         parts = parts[1:]
+    thread = helper + thread
     frames: list[tuple[str, str]] = []
     for part in parts:
         m = _FRAME.match(part)

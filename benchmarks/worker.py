@@ -101,19 +101,32 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait()
 
+    def helper_pids(self) -> list[int]:
+        """The worker's child processes: its helpers (STEP_PROCESSES) and multiprocessing's own."""
+        pids: list[int] = []
+        for children in Path(f"/proc/{self.pid}/task").glob("*/children"):
+            try:
+                pids.extend(int(pid) for pid in children.read_text().split())
+            except OSError:
+                continue
+        return pids
+
     def memory_kib(self) -> dict[str, int]:
-        """VmHWM (peak resident set) and VmRSS of the worker, in KiB, from /proc."""
-        out: dict[str, int] = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in ("VmHWM", "VmRSS"):
-                out[name] = int(value.split()[0])
+        """VmHWM (peak resident set) and VmRSS of the worker, in KiB, from /proc; ``helpers_VmHWM`` and
+        ``helpers_VmRSS`` are the sums over its helper processes alive now."""
+        out = _status_kib(self.pid)
+        helpers = [_status_kib(pid) for pid in self.helper_pids()]
+        for name in ("VmHWM", "VmRSS"):
+            out[f"helpers_{name}"] = sum(h.get(name, 0) for h in helpers)
         return out
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the worker so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the worker process so far (its helpers not included)."""
+        return _cpu_seconds(self.pid)
+
+    def helpers_cpu_seconds(self) -> float:
+        """User + system CPU time so far of the worker's helper processes alive now."""
+        return sum(_cpu_seconds(pid) for pid in self.helper_pids())
 
     def events(self) -> Iterator[LogEvent]:
         """The worker's structured log lines (JSON), in order; other lines are skipped."""
@@ -140,3 +153,24 @@ class WorkerProcess:
 
 def remove_state(data_dir: Path) -> None:
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _status_kib(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmHWM", "VmRSS"):
+            out[name] = int(value.split()[0])
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

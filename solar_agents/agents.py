@@ -12,15 +12,16 @@ this module only moves bytes and state: sends, table writes and acks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -28,28 +29,28 @@ from faust import Stream
 from faust.types import TP, EventT, StreamT, TableT
 
 from solar_agents.compat import committed_offsets, hold_fetches, read_offsets, release_fetches, writing_in
-from solar_agents.features import FeatureRow
+from solar_agents.helpers import Helper
 from solar_agents.hours import RegionHours, Uncommitted
 from solar_agents.log import get_logger
 from solar_agents.read_progress import Feed, PartitionProgress, ProgressReport, ahead_of_slowest
 from solar_agents.records import (
     RegionResolver,
     dead_letter,
-    encode_records,
     encode_rows,
     table_bytes,
     table_value,
 )
 from solar_agents.settings import Settings
-from solar_agents.sink import ConnectionInfo, FeatureSink
+from solar_agents.sink import ConnectionInfo, FeatureSink, write_messages
 from solar_agents.stats import Stats
 from solar_agents.steps import (
     Aligner,
+    IngestedMessages,
+    MessageBatch,
     MessageLike,
     Table,
-    ingest,
+    ingest_messages,
     read_states,
-    rows_to_write,
 )
 
 log = get_logger(__name__)
@@ -102,6 +103,9 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
 # A raw partition with a backlog that delivered nothing for this long no longer holds others back.
 READ_IDLE_SECONDS = 5.0
 
+# Changelog records that may wait to be sent before Faust holds the streams (``Pipeline.start``).
+PRODUCER_BUFFER_MESSAGES = 5000
+
 # Records and rows messages stay well below the consumer's fetch size (CONSUMER_MAX_FETCH_BYTES, at least
 # 64 KiB): about 150 bytes a record, 200 a row.
 RECORDS_PER_MESSAGE = 250
@@ -125,7 +129,6 @@ class Pipeline:
         self.app = app
         self.settings = settings
         self.stats = Stats()
-        self.regions = RegionResolver(settings.region_locations, settings.default_region)
         partitions = settings.topic_partitions
 
         def topic(name: str, partitions: int | None = None) -> faust.TopicT:
@@ -188,19 +191,30 @@ class Pipeline:
         self._recovered_once = False
         self._started = time.monotonic()
 
-        self._sink = FeatureSink(
-            ConnectionInfo(
-                host=settings.risingwave_host,
-                port=settings.risingwave_port,
-                database=settings.risingwave_database,
-                user=settings.risingwave_user,
-                password=settings.risingwave_password,
-                connect_timeout=settings.db_connect_timeout_seconds,
-            ),
-            settings.features_table,
+        # The steps that need no table run in helper processes (``helpers``): the parse of raw messages, and
+        # the writer's statements with its database connection (psycopg2 blocks; the event loop must not).
+        self._parser = Helper(
+            "ingest",
+            RegionResolver,
+            (dict(settings.region_locations), settings.default_region),
+            processes=settings.step_processes,
+            log_level=settings.log_level,
         )
-        # One thread: psycopg2 blocks, and the event loop must not.
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink")
+        connection = ConnectionInfo(
+            host=settings.risingwave_host,
+            port=settings.risingwave_port,
+            database=settings.risingwave_database,
+            user=settings.risingwave_user,
+            password=settings.risingwave_password,
+            connect_timeout=settings.db_connect_timeout_seconds,
+        )
+        self._sink = Helper(
+            "sink",
+            FeatureSink,
+            (connection, settings.features_table),
+            processes=settings.step_processes,
+            log_level=settings.log_level,
+        )
 
         topology(app, self)
 
@@ -218,6 +232,15 @@ class Pipeline:
         ):
             await self._ingest(stream, events, solar=False)
 
+    async def start(self) -> None:
+        """With the worker: the producer's buffer sized for a batch's table writes, and the helper processes
+        started (each takes a second) rather than at the first batch."""
+        # A table write cannot wait, so Faust holds every topic's delivery while more than this many changelog
+        # records wait to be sent (100 by default). One align batch writes a few hundred at once, bounded by
+        # its blocks, and the hold cost each of them a pause of the whole worker.
+        self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+        await asyncio.gather(self._parser.start(), self._sink.start())
+
     async def _ingest(self, stream: StreamT[bytes], events: list[Event], *, solar: bool) -> None:
         """Validate a batch, send dead letters aside and the records on, one message per region; then ack.
 
@@ -225,9 +248,18 @@ class Pipeline:
         producer before every commit), so a crash re-reads the batch: at least once, never lost.
         """
         topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
-        batch = ingest([event.message for event in events], solar=solar, regions=self.regions)
-        for message, reason in batch.rejected:
-            await self._dead_letter(message, reason)
+        raw = MessageBatch.of(topic, (event.message for event in events))
+        parsed: list[IngestedMessages] = []
+
+        async def parse() -> None:
+            parsed.append(await self._parser.run(ingest_messages, raw, solar, RECORDS_PER_MESSAGE))
+
+        await retrying("ingest_failed", parse)  # only a helper that died fails: bad input is a dead letter
+        batch = parsed[0]
+        if batch.rejected:
+            at = {(event.message.partition, event.message.offset): event.message for event in events}
+            for partition, offset, reason in batch.rejected:
+                await self._dead_letter(at[partition, offset], reason)
         for partition, low in batch.lowest_hour.items():
             self._raw_uncommitted[TP(topic, partition)].add(batch.last_offset[partition], low)
         feed = Feed.SOLAR if solar else Feed.WEATHER
@@ -235,10 +267,8 @@ class Pipeline:
         # them under an older report that says "caught up".
         reading = {TP(topic, partition) for partition in batch.last_offset}
         await self._report_progress(topic, feed, reading=reading)
-        for region, records in batch.records.items():
-            for start in range(0, len(records), RECORDS_PER_MESSAGE):
-                value = encode_records(records[start : start + RECORDS_PER_MESSAGE])
-                await self.records_topic.send(key=region.encode(), value=value)
+        for region, value in batch.messages:
+            await self.records_topic.send(key=region.encode(), value=value)
         # Progress counts a batch only once its records are on their way (a report may go out meanwhile).
         now = time.monotonic()
         for partition, offset in batch.last_offset.items():
@@ -441,25 +471,23 @@ class Pipeline:
     async def write(self, stream: StreamT[bytes]) -> None:
         settings = self.settings
         async for batch in batches(stream, settings.batch_size, settings.batch_max_wait_seconds):
-            rows = rows_to_write(event.message for event in batch)
-            for start in range(0, len(rows), settings.batch_size):
-                await self.write_rows(rows[start : start + settings.batch_size])
+            await self.write_rows(MessageBatch.of(settings.rows_topic, (event.message for event in batch)))
             # Only now may the offsets behind these rows be committed.
             for event in batch:
                 await stream.ack(event)
 
-    async def write_rows(self, rows: list[FeatureRow]) -> None:
-        """Write one batch, retrying with backoff until it succeeds; each retry is logged once."""
-        loop = asyncio.get_running_loop()
+    async def write_rows(self, batch: MessageBatch) -> None:
+        """Write the rows of a batch of rows messages (``sink.write_messages``, in the sink's helper),
+        retrying with backoff until it succeeds; each retry is logged once."""
 
         async def attempt() -> None:
-            started = time.perf_counter()
             try:
-                await loop.run_in_executor(self._db, self._sink.write, rows)
+                written = await self._sink.run(write_messages, batch, self.settings.batch_size)
             except Exception:
                 self.stats.write_failures += 1
                 raise
-            self.stats.observe_write(len(rows), time.perf_counter() - started)
+            for rows, seconds in written:
+                self.stats.observe_write(rows, seconds)
 
         await retrying("sink_write_failed", attempt, self.settings.db_retry_max_seconds)
 
@@ -470,7 +498,7 @@ class Pipeline:
         if snapshot == self._last_progress:
             return
         self._last_progress = snapshot
-        log.info("progress", **fields)
+        log.info("progress", **fields, rss_mib=resident_mib())
 
     # --- caught up? -----------------------------------------------------------------------------------------
 
@@ -504,7 +532,7 @@ class Pipeline:
         self._caught_up_checks += 1
         if self._caught_up_checks < 3:  # the same answer three times in a row, a second apart
             return
-        await asyncio.get_running_loop().run_in_executor(self._db, self._sink.flush)
+        await self._sink.run(FeatureSink.flush)
         # The real stdout: the worker redirects print() into its log.
         out = sys.__stdout__ or sys.stderr
         out.write(self.summary())
@@ -543,9 +571,13 @@ class Pipeline:
         return "\n".join(lines)
 
     async def close(self, _sender: Any, /, *args: Any, **kwargs: Any) -> None:
-        """On worker shutdown: close the database connection in its own thread."""
-        await asyncio.get_running_loop().run_in_executor(self._db, self._sink.close)
-        self._db.shutdown(wait=False)
+        """On worker shutdown: close the database connection, then stop the helpers."""
+        with contextlib.suppress(Exception):  # a helper that died has nothing left to close
+            await self._sink.run(FeatureSink.close)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            loop.run_in_executor(None, self._sink.close), loop.run_in_executor(None, self._parser.close)
+        )
 
     # --- read-only views (web) ------------------------------------------------------------------------------
 
@@ -560,6 +592,15 @@ class Pipeline:
         return read_states(decoded(self.hour_table), decoded(self.region_table))[0]
 
 
+def resident_mib() -> float | None:
+    """This process's resident memory now, in MiB (Linux; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def decoded(table: TableT[str, bytes]) -> Iterator[tuple[str, Any]]:
     """A table's entries, values decoded."""
     return ((key, table_value(value)) for key, value in table.items())
@@ -568,6 +609,7 @@ def decoded(table: TableT[str, bytes]) -> Iterator[tuple[str, Any]]:
 def topology(app: faust.App, pipeline: Pipeline) -> None:
     """The agents and timers of the app, as the picture at the top of this module draws them."""
     p = pipeline
+    app.task(p.start)
     app.agent(p.solar_topic, name="ingest_solar")(p.ingest_solar)  # solar raw -> records
     app.agent(p.weather_topic, name="ingest_weather")(p.ingest_weather)  # weather raw -> records
     app.agent(p.records_topic, name="align")(p.align)  # records -> hour tables + rows

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
@@ -79,51 +79,63 @@ def _mean(values: list[float]) -> float | None:
 
 def feature_row(state: RegionHours, hour: int, window_hours: int) -> FeatureRow | None:
     """The row of (region, hour), or None while one half of the hour is missing."""
-    solar = state.solar.get(hour)
-    weather = state.weather.get(hour)
-    if solar is None or weather is None:
-        return None
-    productions: list[float] = []
-    temperatures: list[float] = []
-    clouds: list[float] = []
-    # Clock hours, not records: a missing hour is skipped, never replaced by an older one.
-    for h in range(hour - window_hours + 1, hour + 1):
-        s = state.solar.get(h)
-        if s is not None:
-            productions.append(s.production_mw)
-        w = state.weather.get(h)
-        if w is not None:
-            if w.temperature_c is not None:
-                temperatures.append(w.temperature_c)
-            if w.cloud_cover_pct is not None:
-                clouds.append(w.cloud_cover_pct)
-    lag_1 = state.solar.get(hour - 1)
-    lag_24 = state.solar.get(hour - 24)
-    day_of_week = ((hour - _MONDAY_HOUR) // 24) % 7
-    return FeatureRow(
-        region=state.region,
-        hour=hour,
-        production_mw=solar.production_mw,
-        temperature_c=weather.temperature_c,
-        cloud_cover_pct=weather.cloud_cover_pct,
-        solar_radiation_wm2=weather.solar_radiation_wm2,
-        latitude=weather.latitude,
-        longitude=weather.longitude,
-        production_ma_24h=sum(productions) / len(productions),
-        temperature_ma_24h=_mean(temperatures),
-        cloud_cover_ma_24h=_mean(clouds),
-        production_lag_1h=None if lag_1 is None else lag_1.production_mw,
-        production_lag_24h=None if lag_24 is None else lag_24.production_mw,
-        hour_of_day=hour % 24,
-        day_of_week=day_of_week,
-        is_weekend=day_of_week >= 5,
-    )
+    rows = feature_rows(state, (hour,), window_hours)
+    return rows[0] if rows else None
 
 
 def feature_rows(state: RegionHours, hours: Iterable[int], window_hours: int) -> list[FeatureRow]:
-    """The rows of the given hours that exist, in hour order."""
-    rows = (feature_row(state, hour, window_hours) for hour in sorted(hours))
-    return [row for row in rows if row is not None]
+    """The rows of the given hours that exist (both halves present), in hour order."""
+    solar, weather = state.solar, state.weather
+    ordered = [hour for hour in sorted(hours) if hour in solar and hour in weather]
+    rows: list[FeatureRow] = []
+    # Hours closer than a window share one read of the hours their windows cover.
+    start = 0
+    while start < len(ordered):
+        end = start + 1
+        while end < len(ordered) and ordered[end] - ordered[end - 1] < window_hours:
+            end += 1
+        rows.extend(_rows_of_run(state, ordered[start:end], window_hours))
+        start = end
+    return rows
+
+
+def _rows_of_run(state: RegionHours, hours: list[int], window_hours: int) -> Iterator[FeatureRow]:
+    """The rows of ``hours`` (ascending, each with both halves), from one list per column of the hours
+    their windows cover: a window is then a slice, summed in hour order as SPEC's definition reads."""
+    solar_of, weather_of = state.solar.get, state.weather.get
+    first = hours[0] - window_hours + 1
+    span = range(first, hours[-1] + 1)
+    # Clock hours, not records: a missing hour is None here and skipped, never replaced by an older one.
+    productions = [None if (s := solar_of(h)) is None else s.production_mw for h in span]
+    weathers = [weather_of(h) for h in span]
+    temperatures = [None if w is None else w.temperature_c for w in weathers]
+    clouds = [None if w is None else w.cloud_cover_pct for w in weathers]
+    region = state.region
+    for hour in hours:
+        window = slice(hour - first - window_hours + 1, hour - first + 1)
+        produced = [v for v in productions[window] if v is not None]
+        solar, weather = state.solar[hour], state.weather[hour]
+        lag_1 = solar_of(hour - 1)
+        lag_24 = solar_of(hour - 24)
+        day_of_week = ((hour - _MONDAY_HOUR) // 24) % 7
+        yield FeatureRow(
+            region=region,
+            hour=hour,
+            production_mw=solar.production_mw,
+            temperature_c=weather.temperature_c,
+            cloud_cover_pct=weather.cloud_cover_pct,
+            solar_radiation_wm2=weather.solar_radiation_wm2,
+            latitude=weather.latitude,
+            longitude=weather.longitude,
+            production_ma_24h=sum(produced) / len(produced),
+            temperature_ma_24h=_mean([v for v in temperatures[window] if v is not None]),
+            cloud_cover_ma_24h=_mean([v for v in clouds[window] if v is not None]),
+            production_lag_1h=None if lag_1 is None else lag_1.production_mw,
+            production_lag_24h=None if lag_24 is None else lag_24.production_mw,
+            hour_of_day=hour % 24,
+            day_of_week=day_of_week,
+            is_weekend=day_of_week >= 5,
+        )
 
 
 @dataclass(slots=True)

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # How far in event time one raw partition with a backlog may be read ahead of the slowest (docs/SPEC.md,
     # "Batches and hops"): what the align step keeps in memory grows with it.
     max_read_skew_hours: int = Field(48, ge=0)
+    # Parse raw messages and write rows in two helper processes beside the worker's event loop (a second
+    # core); off, they run in the worker's own process (README, "Helper processes").
+    step_processes: bool = True
     # Short group timeouts make restarts fast on a local broker; see README for a production cluster.
     broker_session_timeout_seconds: float = Field(3.0, gt=0)
     broker_heartbeat_interval_seconds: float = Field(0.5, gt=0)

@@ -34,6 +34,7 @@ from solar_agents.records import (
     block_value,
     decode_records,
     decode_rows,
+    encode_records,
     load_block,
     load_hour,
     load_region,
@@ -118,6 +119,66 @@ def ingest(messages: Iterable[MessageLike], *, solar: bool, regions: RegionResol
         if hour < out.lowest_hour.get(partition, hour + 1):
             out.lowest_hour[partition] = hour
     return out
+
+
+@dataclass(slots=True)
+class MessageBatch:
+    """A batch of one topic's messages as plain lists: what crosses to a helper process (``helpers``)."""
+
+    topic: str
+    partitions: list[int]
+    offsets: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+
+    @classmethod
+    def of(cls, topic: str, messages: Iterable[MessageLike]) -> MessageBatch:
+        batch = cls(topic, [], [], [], [])
+        for m in messages:
+            batch.partitions.append(m.partition)
+            batch.offsets.append(m.offset)
+            batch.keys.append(m.key)
+            batch.values.append(m.value)
+        return batch
+
+    def messages(self) -> list[Message]:
+        topic = self.topic
+        return [
+            Message(topic, p, o, k, v)
+            for p, o, k, v in zip(self.partitions, self.offsets, self.keys, self.values, strict=True)
+        ]
+
+
+@dataclass(slots=True)
+class IngestedMessages:
+    """An ingested batch ready to send: the records messages, and the rest of ``Ingested`` but the records."""
+
+    messages: list[tuple[str, bytes]]  # (region, records message), in the order to send
+    rejected: list[tuple[int, int, str]]  # (partition, offset, reason): dead letters
+    last_offset: dict[int, int]
+    latest_hour: dict[int, int]
+    lowest_hour: dict[int, int]
+    count: int
+
+
+def ingest_messages(
+    regions: RegionResolver, raw: MessageBatch, solar: bool, per_message: int
+) -> IngestedMessages:
+    """``ingest``, then the records of each region encoded, at most ``per_message`` a message."""
+    batch = ingest(raw.messages(), solar=solar, regions=regions)
+    messages = [
+        (region, encode_records(records[start : start + per_message]))
+        for region, records in batch.records.items()
+        for start in range(0, len(records), per_message)
+    ]
+    return IngestedMessages(
+        messages,
+        [(m.partition, m.offset, reason) for m, reason in batch.rejected],
+        batch.last_offset,
+        batch.latest_hour,
+        batch.lowest_hour,
+        batch.count,
+    )
 
 
 # --- align: records -> rows and table writes ------------------------------------------------------------

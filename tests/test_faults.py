@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -339,6 +340,45 @@ def test_sigterm_while_data_flows(
     worker = workers()
     feeder.finish()
     final_check(kafka, postgres, names, len(order), worker, tmp_path / "evidence")
+
+
+# --- helper processes ---------------------------------------------------------------------------------------
+
+
+def helper_pid(worker: Worker, helper: str) -> int | None:
+    """The pid of the latest start of one of the worker's helper processes, from its log."""
+    started = [e["pid"] for e in log_events(worker.log_text(), "helper_started") if e["helper"] == helper]
+    return started[-1] if started else None
+
+
+def test_helper_processes_killed_while_data_flows(
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, tmp_path: Path
+) -> None:
+    """Both helper processes (the ingest's parse, the writer) are killed with SIGKILL, twice each, while data
+    flows: the worker stays up, its next call starts them again, and the sink still equals the reference."""
+    rng = random.Random(f"{SEED}-helpers")
+    kafka.create_topics({names.solar: 3, names.weather: 2})
+    _, order = make_feed(names)
+    worker = workers()
+    feeder = Feeder(kafka, order, chunk=CHUNK, interval=0.25)
+    feeder.start()
+    wait_for(lambda: sink_count(postgres, names.table) > 0, 60, "first rows", worker.tail)
+    kills = []
+    for _ in range(2):
+        for helper in ("ingest", "sink"):
+            pid = helper_pid(worker, helper)
+            assert pid is not None, worker.tail()
+            os.kill(pid, signal.SIGKILL)
+            kills.append((helper, feeder.produced))
+            restarted = partial(lambda name, old: helper_pid(worker, name) not in (None, old), helper, pid)
+            wait_for(restarted, 60, f"{helper} started again", worker.tail)
+            time.sleep(rng.uniform(0.2, 1.0))
+            assert worker.alive, worker.tail()
+    print(f"\nhelpers killed (helper, messages produced by then): {kills}")
+    feeder.finish()
+    final_check(kafka, postgres, names, len(order), worker, tmp_path / "evidence")
+    died = log_events(worker.log_text(), "helper_died")
+    assert sorted(e["helper"] for e in died) == ["ingest", "ingest", "sink", "sink"], died
 
 
 # --- two workers --------------------------------------------------------------------------------------------

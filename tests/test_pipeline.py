@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import urllib.request
 
+import pytest
 from conftest import WorkerFactory
+from faults_util import log_events
 from kafka_util import Kafka
 from pipeline_util import assert_dead_letters, produce_in_order, reference_for, wait_until_equal
 from scenario import Feed, build_feed, interleave
@@ -26,16 +28,18 @@ def messy_feed(names: Names, regions: tuple[str, ...], hours: int | None = None)
     )
 
 
+@pytest.mark.parametrize("step_processes", ["true", "false"])
 def test_real_data_set_end_to_end(
-    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, step_processes: str
 ) -> None:
+    # The parse and the writer in helper processes (the default), and in the worker's own process.
     # Raw topics with partition counts unlike the worker's (4): the repartition by region must handle it.
     kafka.create_topics({names.solar: 3, names.weather: 2})
     feed = messy_feed(names, ("DE_50hertz", "DE_north"))
     order = interleave(feed)
     half = len(order) // 2
     produce_in_order(kafka, order[:half])
-    worker = workers()
+    worker = workers(STEP_PROCESSES=step_processes)
     produce_in_order(kafka, order[half:])
 
     reference = reference_for(kafka, names, len(order))
@@ -47,6 +51,8 @@ def test_real_data_set_end_to_end(
     )
     assert_dead_letters(kafka, names, reference)
     assert worker.alive
+    started = [e["pid"] for e in log_events(worker.log_text(), "helper_started")]
+    assert len(started) == (2 if step_processes == "true" else 0)
 
 
 def test_a_backlog_is_read_in_event_time_order_and_stays_exact(
