@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import faust
 from faust import Stream
@@ -36,25 +36,27 @@ from solar_agents.read_progress import Feed, PartitionProgress, ProgressReport, 
 from solar_agents.records import (
     RegionResolver,
     dead_letter,
-    encode_rows,
-    table_bytes,
     table_value,
 )
 from solar_agents.settings import Settings
 from solar_agents.sink import ConnectionInfo, FeatureSink, write_messages
 from solar_agents.stats import Stats
 from solar_agents.steps import (
+    AlignedMessages,
     Aligner,
     IngestedMessages,
     MessageBatch,
     MessageLike,
     Table,
+    align_messages,
     ingest_messages,
+    load_aligner,
     read_states,
 )
 
 log = get_logger(__name__)
 Event = EventT[bytes]
+T = TypeVar("T")
 
 
 async def batches(stream: StreamT[bytes], size: int, within: float) -> AsyncIterator[list[Event]]:
@@ -72,6 +74,46 @@ async def batches(stream: StreamT[bytes], size: int, within: float) -> AsyncIter
     finally:
         await takes.aclose()
         stream.enable_acks = False
+
+
+class Applying:
+    """The batch before, being written, sent and acked on the event loop while its helper computes the next:
+    one batch applied at a time, in order, and never two computed ahead."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Future[None] | None = None
+
+    async def settled(self) -> None:
+        """Wait until the batch before is applied (its failure is the agent's)."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            await task
+
+    async def start(self, work: Awaitable[None]) -> None:
+        await self.settled()
+        self._task = asyncio.ensure_future(work)
+
+    def cancel(self) -> None:
+        """On stop: a batch not applied is not acked either, and is read again at the next start."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
+async def overlapped(
+    stream: StreamT[bytes],
+    size: int,
+    within: float,
+    compute: Callable[[list[Event]], Awaitable[T]],
+    apply: Callable[[list[Event], T], Awaitable[None]],
+    applying: Applying,
+) -> None:
+    """Batches of ``stream``: each ``compute``d (in a helper) while the batch before is ``apply``ed here."""
+    try:
+        async for events in batches(stream, size, within):
+            result = await compute(events)
+            await applying.start(apply(events, result))
+    finally:
+        applying.cancel()
 
 
 async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_delay: float = 10.0) -> None:
@@ -174,8 +216,18 @@ class Pipeline:
         }
 
         # The align step's state, in memory; loaded from the tables after every rebalance.
-        self.aligner = Aligner(settings.retention)
+        # The align step and its state (``steps.Aligner``) live in a helper process of their own; loaded from
+        # the tables after every rebalance. Only the table writes and the sends are this process's.
+        self._aligner = Helper(
+            "align",
+            Aligner,
+            (settings.retention,),
+            processes=settings.step_processes,
+            log_level=settings.log_level,
+        )
         self._states_generation: int | None = None
+        self._applying = Applying()  # the align agent's batch before, being written and sent
+        self._records_kept = 0
         # What a crash of the ingest would bring back: records read but not committed, per raw partition.
         # Retention keeps the history they need.
         self._raw_uncommitted: dict[TP, Uncommitted] = defaultdict(Uncommitted)
@@ -213,6 +265,7 @@ class Pipeline:
             FeatureSink,
             (connection, settings.features_table),
             processes=settings.step_processes,
+            blocking=True,
             log_level=settings.log_level,
         )
 
@@ -221,16 +274,22 @@ class Pipeline:
     # --- ingest ---------------------------------------------------------------------------------------------
 
     async def ingest_solar(self, stream: StreamT[bytes]) -> None:
-        async for events in batches(
-            stream, self.settings.ingest_batch_size, self.settings.ingest_batch_max_wait_seconds
-        ):
-            await self._ingest(stream, events, solar=True)
+        await self._ingest_feed(stream, solar=True)
 
     async def ingest_weather(self, stream: StreamT[bytes]) -> None:
-        async for events in batches(
-            stream, self.settings.ingest_batch_size, self.settings.ingest_batch_max_wait_seconds
-        ):
-            await self._ingest(stream, events, solar=False)
+        await self._ingest_feed(stream, solar=False)
+
+    async def _ingest_feed(self, stream: StreamT[bytes], *, solar: bool) -> None:
+        """Each batch parsed in the ingest helper while the batch before is sent on and acked."""
+        settings = self.settings
+        await overlapped(
+            stream,
+            settings.ingest_batch_size,
+            settings.ingest_batch_max_wait_seconds,
+            partial(self._parse, solar=solar),
+            partial(self._ingest, stream, solar=solar),
+            Applying(),
+        )
 
     async def start(self) -> None:
         """With the worker: the producer's buffer sized for a batch's table writes, and the helper processes
@@ -239,14 +298,10 @@ class Pipeline:
         # records wait to be sent (100 by default). One align batch writes a few hundred at once, bounded by
         # its blocks, and the hold cost each of them a pause of the whole worker.
         self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
-        await asyncio.gather(self._parser.start(), self._sink.start())
+        await asyncio.gather(self._parser.start(), self._aligner.start(), self._sink.start())
 
-    async def _ingest(self, stream: StreamT[bytes], events: list[Event], *, solar: bool) -> None:
-        """Validate a batch, send dead letters aside and the records on, one message per region; then ack.
-
-        Offsets are committed only after the producer has delivered what was sent here (Faust flushes the
-        producer before every commit), so a crash re-reads the batch: at least once, never lost.
-        """
+    async def _parse(self, events: list[Event], *, solar: bool) -> IngestedMessages:
+        """A raw batch validated and encoded per region, in the ingest helper."""
         topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
         raw = MessageBatch.of(topic, (event.message for event in events))
         parsed: list[IngestedMessages] = []
@@ -255,7 +310,17 @@ class Pipeline:
             parsed.append(await self._parser.run(ingest_messages, raw, solar, RECORDS_PER_MESSAGE))
 
         await retrying("ingest_failed", parse)  # only a helper that died fails: bad input is a dead letter
-        batch = parsed[0]
+        return parsed[0]
+
+    async def _ingest(
+        self, stream: StreamT[bytes], events: list[Event], batch: IngestedMessages, *, solar: bool
+    ) -> None:
+        """Send a parsed batch's dead letters aside and its records on, one message per region; then ack.
+
+        Offsets are committed only after the producer has delivered what was sent here (Faust flushes the
+        producer before every commit), so a crash re-reads the batch: at least once, never lost.
+        """
+        topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
         if batch.rejected:
             at = {(event.message.partition, event.message.offset): event.message for event in events}
             for partition, offset, reason in batch.rejected:
@@ -416,55 +481,81 @@ class Pipeline:
             hour_blocks_kept=len(self.hour_table),
         )
 
-    def _ensure_loaded(self) -> None:
-        """The aligner starts from the tables after every rebalance."""
+    async def _ensure_loaded(self) -> None:
+        """The aligner starts from the tables after every rebalance (and after its helper died)."""
         generation = self.app.consumer_generation_id
         if generation == self._states_generation:
             return
+        await self._applying.settled()  # the tables must hold the batch before first
         started = time.perf_counter()
-        self.aligner.load(decoded(self.hour_table), decoded(self.region_table), decoded(self.replay_table))
+        regions, hours = await self._aligner.run(
+            load_aligner,
+            list(self.hour_table.items()),
+            list(self.region_table.items()),
+            list(self.replay_table.items()),
+        )
         self._states_generation = generation
-        states = self.aligner.states
         log.info(
-            "state_loaded",
-            regions=len(states),
-            hours=sum(len(s.solar.keys() | s.weather.keys()) for s in states.values()),
-            seconds=round(time.perf_counter() - started, 3),
+            "state_loaded", regions=regions, hours=hours, seconds=round(time.perf_counter() - started, 3)
         )
 
-    async def align(self, stream: StreamT[bytes]) -> None:
-        settings = self.settings
-        records_topic = settings.records_topic
+    async def _align(self, events: list[Event]) -> AlignedMessages:
+        """One batch through the align step, in its helper; a helper that died is started again from the
+        tables, which hold every batch but this one, and the batch is run again."""
+        records_topic = self.settings.records_topic
+        batch = MessageBatch.of(records_topic, (event.message for event in events))
         committed = committed_offsets(self.app.consumer)
-        async for events in batches(
-            stream, settings.ingest_batch_size, settings.ingest_batch_max_wait_seconds
-        ):
-            self._ensure_loaded()
-            batch = self.aligner.batch(
-                [event.message for event in events], lambda p: committed.get(TP(records_topic, p))
-            )
-            self.stats.late += batch.late
-            last_event = {event.message.partition: event for event in events}
-            for partition, writes in batch.writes.items():
-                # Table writes go to the changelog partition of the current event: here, this partition's.
-                with writing_in(last_event[partition]):
-                    for write in writes:
-                        table = self._tables[write.table]
-                        if write.value is None:
-                            table.pop(write.key, None)
-                        else:
-                            table[write.key] = table_bytes(write.value)
-            for partition, rows in batch.rows.items():
-                self.stats.rows_emitted += len(rows)
-                for start in range(0, len(rows), ROWS_PER_MESSAGE):
-                    value = encode_rows(rows[start : start + ROWS_PER_MESSAGE])
-                    await retrying(
-                        "rows_send_failed",
-                        partial(self.rows_topic.send, key=None, value=value, partition=partition),
-                    )
-            # Only now, with the tables and rows of the whole batch on their way, may its offsets commit.
-            for event in events:
-                await stream.ack(event)
+        aligned: list[AlignedMessages] = []
+
+        async def attempt() -> None:
+            await self._ensure_loaded()
+            at = {p: committed.get(TP(records_topic, p)) for p in set(batch.partitions)}
+            try:
+                aligned.append(await self._aligner.run(align_messages, batch, at, ROWS_PER_MESSAGE))
+            except Exception:
+                self._states_generation = None  # its state is gone with it: load again from the tables
+                raise
+
+        await retrying("align_step_failed", attempt)
+        return aligned[0]
+
+    async def align(self, stream: StreamT[bytes]) -> None:
+        """Each batch is computed in the align helper while the batch before it is written, sent and acked
+        here (``_apply``): one batch computed and one applied at a time, in order."""
+        settings = self.settings
+        await overlapped(
+            stream,
+            settings.ingest_batch_size,
+            settings.ingest_batch_max_wait_seconds,
+            self._align,
+            partial(self._apply, stream),
+            self._applying,
+        )
+
+    async def _apply(self, stream: StreamT[bytes], events: list[Event], batch: AlignedMessages) -> None:
+        """An aligned batch's table writes and rows messages, then its acks."""
+        self.stats.late += batch.late
+        self.stats.rows_emitted += batch.rows_count
+        self._records_kept = batch.records_kept
+        last_event = {event.message.partition: event for event in events}
+        for partition, writes in batch.writes.items():
+            # Table writes go to the changelog partition of the current event: here, this partition's.
+            with writing_in(last_event[partition]):
+                for name, key, value in writes:
+                    table = self._tables[name]
+                    if value is None:
+                        table.pop(key, None)
+                    else:
+                        table[key] = value
+        for partition, messages in batch.rows.items():
+            for value in messages:
+                await retrying(
+                    "rows_send_failed",
+                    partial(self.rows_topic.send, key=None, value=value, partition=partition),
+                )
+        # Only now, with the tables and rows of the whole batch on their way, may its offsets commit.
+        for event in events:
+            await stream.ack(event)
 
     # --- write ----------------------------------------------------------------------------------------------
 
@@ -551,7 +642,7 @@ class Pipeline:
             "rows_written": s.rows_written,
             "write_failures": s.write_failures,
             # What the aligner holds in memory: bounded by retention, whatever the history's length.
-            "records_kept": sum(len(r.solar) + len(r.weather) for r in self.aligner.states.values()),
+            "records_kept": self._records_kept,
         }
 
     def summary(self) -> str:
@@ -576,19 +667,14 @@ class Pipeline:
             await self._sink.run(FeatureSink.close)
         loop = asyncio.get_running_loop()
         await asyncio.gather(
-            loop.run_in_executor(None, self._sink.close), loop.run_in_executor(None, self._parser.close)
+            *(loop.run_in_executor(None, h.close) for h in (self._sink, self._parser, self._aligner))
         )
 
     # --- read-only views (web) ------------------------------------------------------------------------------
 
     def region_states(self) -> dict[str, RegionHours]:
-        """Every region's kept hours on this worker, to read and never to change.
-
-        The aligner's states when they are current, else a fresh copy from the tables that nothing keeps:
-        during a recovery the tables are still filling, and ``align`` must not start from a copy taken then.
-        """
-        if self._states_generation == self.app.consumer_generation_id:
-            return self.aligner.states
+        """Every region's kept hours on this worker, from the tables: after each batch they hold what the
+        align step holds (its helper's memory is not this process's), and during a recovery what is back."""
         return read_states(decoded(self.hour_table), decoded(self.region_table))[0]
 
 

@@ -1,11 +1,12 @@
-"""Helper processes: the steps that need no table, run beside the worker's event loop.
+"""Helper processes: the steps' computing, beside the worker's event loop.
 
-A worker's event loop is one thread under one lock (the GIL): Faust's runtime, the reads, the align step and
-the sends share one core. Parsing raw messages and writing rows need no table, only their input, so each runs
-in a helper process of its own (``STEP_PROCESSES``), and a worker uses a second core for them. With the
-setting off they run in a thread of the worker, as before, on the same core.
+A worker's event loop is one thread under one lock (the GIL): Faust's runtime, the reads, the sends and the
+table writes share one core. The steps' own work needs none of that: the ingest's parse, the align step (its
+state is a copy of the tables, loaded again after every rebalance) and the writer each run in a helper process
+of their own (``STEP_PROCESSES``), and the agents only hand them bytes and act on the answer. With the setting
+off, the parse and the align step run on the event loop and the writer in a thread, as in one process.
 
-A helper is started on first use and again after it died (its call then fails, and the agent retries it).
+A helper is started with the worker and again after it died (its call then fails, and the agent retries it).
 It stops with the worker, and on its own once the worker is gone (even after ``kill -9``).
 """
 
@@ -49,10 +50,13 @@ class Helper(Generic[C]):
         context_args: tuple[Any, ...],
         *,
         processes: bool,
+        blocking: bool = False,
         log_level: str = "info",
     ) -> None:
         self.name = name
         self.processes = processes
+        # Calls that wait on I/O (a database) never run on the event loop: without processes, in a thread.
+        self.blocking = blocking
         self.log_level = log_level
         self._make_context = make_context
         self._context_args = context_args
@@ -79,10 +83,12 @@ class Helper(Generic[C]):
             await self.run(_ready)
 
     async def run(self, fn: Callable[..., R], *args: Any) -> R:
+        if not self.processes and not self.blocking:
+            return self._in_this_process(fn, args)  # CPU only: on the event loop, as any agent's own code
         executor = self._ensure_started()
         loop = asyncio.get_running_loop()
         if not self.processes:
-            return await loop.run_in_executor(executor, self._in_thread, fn, args)
+            return await loop.run_in_executor(executor, self._in_this_process, fn, args)
         try:
             with _main_not_imported():  # the executor starts its process, if it must, right in this call
                 future = loop.run_in_executor(executor, _in_process, fn, args)
@@ -94,7 +100,7 @@ class Helper(Generic[C]):
             self._executor = None
             raise
 
-    def _in_thread(self, fn: Callable[..., R], args: tuple[Any, ...]) -> R:
+    def _in_this_process(self, fn: Callable[..., R], args: tuple[Any, ...]) -> R:
         if self._context is None:
             self._context = self._make_context(*self._context_args)
         return fn(self._context, *args)

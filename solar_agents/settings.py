@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     # How far in event time one raw partition with a backlog may be read ahead of the slowest (docs/SPEC.md,
     # "Batches and hops"): what the align step keeps in memory grows with it.
     max_read_skew_hours: int = Field(48, ge=0)
-    # Parse raw messages and write rows in two helper processes beside the worker's event loop (a second
+    # Run the steps (parse, align, write) in helper processes beside the worker's event loop (a second
     # core); off, they run in the worker's own process (README, "Helper processes").
     step_processes: bool = True
     # Short group timeouts make restarts fast on a local broker; see README for a production cluster.

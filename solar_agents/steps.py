@@ -9,7 +9,7 @@ fed fake messages, with the same code the worker runs.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -35,6 +35,7 @@ from solar_agents.records import (
     decode_records,
     decode_rows,
     encode_records,
+    encode_rows,
     load_block,
     load_hour,
     load_region,
@@ -42,6 +43,8 @@ from solar_agents.records import (
     parse_weather,
     region_value,
     split_table_key,
+    table_bytes,
+    table_value,
 )
 
 log = get_logger(__name__)
@@ -370,6 +373,63 @@ class Aligner:
             writes.append(TableWrite("hours", block_key(region, block), block_value(state, block)))
         writes.append(TableWrite("regions", region, region_value(state)))
         return writes
+
+
+@dataclass(slots=True)
+class AlignedMessages:
+    """An aligned batch ready to write and send (``align_messages``): what crosses back from the align
+    helper, already encoded."""
+
+    writes: dict[int, list[tuple[Table, str, bytes | None]]]  # per records partition: (table, key, value)
+    rows: dict[int, list[bytes]]  # per records partition: rows messages, in order
+    rows_count: int
+    late: int
+    records_kept: int  # what the aligner holds in memory now
+
+
+def load_aligner(
+    aligner: Aligner,
+    hours: list[tuple[str, bytes]],
+    regions: list[tuple[str, bytes]],
+    replays: list[tuple[str, bytes]],
+) -> tuple[int, int]:
+    """``Aligner.load`` from the tables' stored bytes; returns (regions, hours) loaded."""
+
+    def decoded(entries: list[tuple[str, bytes]]) -> Iterator[tuple[str, Any]]:
+        return ((key, table_value(value)) for key, value in entries)
+
+    aligner.load(decoded(hours), decoded(regions), decoded(replays))
+    states = aligner.states.values()
+    return len(states), sum(len(s.solar.keys() | s.weather.keys()) for s in states)
+
+
+def align_messages(
+    aligner: Aligner, batch: MessageBatch, committed: dict[int, int | None], per_message: int
+) -> AlignedMessages:
+    """``Aligner.batch`` on a batch of the records topic, its table values and rows messages encoded
+    (at most ``per_message`` rows a message). ``committed`` holds the group's committed offset of each
+    records partition in the batch."""
+    aligned = aligner.batch(batch.messages(), committed.get)
+    writes = {
+        partition: [
+            (w.table, w.key, None if w.value is None else table_bytes(w.value)) for w in partition_writes
+        ]
+        for partition, partition_writes in aligned.writes.items()
+    }
+    rows = {
+        partition: [
+            encode_rows(partition_rows[start : start + per_message])
+            for start in range(0, len(partition_rows), per_message)
+        ]
+        for partition, partition_rows in aligned.rows.items()
+    }
+    return AlignedMessages(
+        writes,
+        rows,
+        sum(len(r) for r in aligned.rows.values()),
+        aligned.late,
+        sum(len(r.solar) + len(r.weather) for r in aligner.states.values()),
+    )
 
 
 # --- write: rows messages -> the rows to upsert ---------------------------------------------------------

@@ -315,17 +315,25 @@ def test_postgres_down_for_30_s(
 # --- SIGTERM ------------------------------------------------------------------------------------------------
 
 
+def data_flowing(
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, interval: float = 0.25
+) -> tuple[Worker, Feeder, list[Produced]]:
+    """A worker, the feed flowing in a chunk every ``interval`` seconds, and the first rows written."""
+    kafka.create_topics({names.solar: 3, names.weather: 2})
+    _, order = make_feed(names)
+    worker = workers()
+    feeder = Feeder(kafka, order, chunk=CHUNK, interval=interval)
+    feeder.start()
+    wait_for(lambda: sink_count(postgres, names.table) > 0, 60, "first rows", worker.tail)
+    return worker, feeder, order
+
+
 def test_sigterm_while_data_flows(
     kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, tmp_path: Path
 ) -> None:
     """SIGTERM mid-stream: a clean exit (code 0) within 10 s; a restart then finishes the job exactly."""
     rng = random.Random(f"{SEED}-sigterm")
-    kafka.create_topics({names.solar: 3, names.weather: 2})
-    _, order = make_feed(names)
-    worker = workers()
-    feeder = Feeder(kafka, order, chunk=CHUNK, interval=0.25)
-    feeder.start()
-    wait_for(lambda: sink_count(postgres, names.table) > 0, 60, "first rows", worker.tail)
+    worker, feeder, order = data_flowing(kafka, postgres, names, workers)
     time.sleep(rng.uniform(0.5, 2.5))
     produced, rows = feeder.produced, sink_count(postgres, names.table)
     started = time.monotonic()
@@ -354,18 +362,15 @@ def helper_pid(worker: Worker, helper: str) -> int | None:
 def test_helper_processes_killed_while_data_flows(
     kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory, tmp_path: Path
 ) -> None:
-    """Both helper processes (the ingest's parse, the writer) are killed with SIGKILL, twice each, while data
-    flows: the worker stays up, its next call starts them again, and the sink still equals the reference."""
+    """Every helper process (the ingest's parse, the align step with its state, the writer) is killed with
+    SIGKILL, twice each, while data flows: the worker stays up, its next call starts them again (the align
+    step from the tables), and the sink still equals the reference."""
     rng = random.Random(f"{SEED}-helpers")
-    kafka.create_topics({names.solar: 3, names.weather: 2})
-    _, order = make_feed(names)
-    worker = workers()
-    feeder = Feeder(kafka, order, chunk=CHUNK, interval=0.25)
-    feeder.start()
-    wait_for(lambda: sink_count(postgres, names.table) > 0, 60, "first rows", worker.tail)
+    # Slower than the other cases: a helper starts again at its next call, so input must still come.
+    worker, feeder, order = data_flowing(kafka, postgres, names, workers, interval=1.0)
     kills = []
     for _ in range(2):
-        for helper in ("ingest", "sink"):
+        for helper in ("ingest", "align", "sink"):
             pid = helper_pid(worker, helper)
             assert pid is not None, worker.tail()
             os.kill(pid, signal.SIGKILL)
@@ -374,11 +379,12 @@ def test_helper_processes_killed_while_data_flows(
             wait_for(restarted, 60, f"{helper} started again", worker.tail)
             time.sleep(rng.uniform(0.2, 1.0))
             assert worker.alive, worker.tail()
+            assert feeder.produced < len(order), "the feed ended before every helper was killed"
     print(f"\nhelpers killed (helper, messages produced by then): {kills}")
     feeder.finish()
     final_check(kafka, postgres, names, len(order), worker, tmp_path / "evidence")
     died = log_events(worker.log_text(), "helper_died")
-    assert sorted(e["helper"] for e in died) == ["ingest", "ingest", "sink", "sink"], died
+    assert sorted(e["helper"] for e in died) == ["align", "align", "ingest", "ingest", "sink", "sink"], died
 
 
 # --- two workers --------------------------------------------------------------------------------------------

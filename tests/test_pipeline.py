@@ -52,7 +52,7 @@ def test_real_data_set_end_to_end(
     assert_dead_letters(kafka, names, reference)
     assert worker.alive
     started = [e["pid"] for e in log_events(worker.log_text(), "helper_started")]
-    assert len(started) == (2 if step_processes == "true" else 0)
+    assert len(started) == (3 if step_processes == "true" else 0)  # parse, align, writer
 
 
 def test_a_backlog_is_read_in_event_time_order_and_stays_exact(
