@@ -42,6 +42,8 @@ from solar_agents.settings import Settings
 from solar_agents.sink import ConnectionInfo, FeatureSink, write_messages
 from solar_agents.stats import Stats
 from solar_agents.steps import (
+    RECORDS_PER_MESSAGE,
+    ROWS_PER_MESSAGE,
     AlignedMessages,
     Aligner,
     IngestedMessages,
@@ -147,11 +149,6 @@ READ_IDLE_SECONDS = 5.0
 
 # Changelog records that may wait to be sent before Faust holds the streams (``Pipeline.start``).
 PRODUCER_BUFFER_MESSAGES = 5000
-
-# Records and rows messages stay well below the consumer's fetch size (CONSUMER_MAX_FETCH_BYTES, at least
-# 64 KiB): about 150 bytes a record, 200 a row.
-RECORDS_PER_MESSAGE = 250
-ROWS_PER_MESSAGE = 250
 
 # The state is small (bounded by event time) and read from the stores only after a rebalance: the aligner
 # keeps it in memory. RocksDB's defaults (64 MB write buffers, a block cache per partition's store) would let

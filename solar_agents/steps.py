@@ -49,6 +49,11 @@ from solar_agents.records import (
 
 log = get_logger(__name__)
 
+# Records and rows messages stay well below the consumer's fetch size (CONSUMER_MAX_FETCH_BYTES, at least
+# 64 KiB): about 150 bytes a record, 200 a row.
+RECORDS_PER_MESSAGE = 250
+ROWS_PER_MESSAGE = 250
+
 
 class MessageLike(Protocol):
     """What a step reads of a Kafka message."""

@@ -24,13 +24,24 @@ from solar_agents.records import (
     BLOCK_HOURS,
     RegionResolver,
     day_key,
-    encode_records,
     encode_rows,
     hour_key,
     split_table_key,
+    table_bytes,
+    table_value,
 )
 from solar_agents.settings import Settings
-from solar_agents.steps import Aligner, Message, ingest, rows_to_write
+from solar_agents.steps import (
+    RECORDS_PER_MESSAGE,
+    ROWS_PER_MESSAGE,
+    Aligner,
+    Message,
+    MessageBatch,
+    align_messages,
+    ingest_messages,
+    load_aligner,
+    rows_to_write,
+)
 
 SOLAR, WEATHER = "solar_production_raw", "weather_raw"
 PARTITIONS = 4
@@ -62,7 +73,7 @@ class Harness:
     )
     records: dict[int, list[Message]] = field(default_factory=lambda: defaultdict(list))
     rows_messages: list[Message] = field(default_factory=list)
-    dead_letters: list[tuple[Message, str]] = field(default_factory=list)
+    dead_letters: list[tuple[int, int, str]] = field(default_factory=list)  # (partition, offset, reason)
     table_writes: int = 0
     aligned: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # per records partition
 
@@ -76,10 +87,12 @@ class Harness:
     def ingest(self, batch: list[Message], solar: bool) -> None:
         """The ingest agent: records to their region's partition, then a progress report to every one."""
         topic = SOLAR if solar else WEATHER
-        ingested = ingest(batch, solar=solar, regions=RegionResolver({}, "DE"))
-        self.dead_letters.extend(ingested.rejected)  # type: ignore[arg-type]
-        for region, records in ingested.records.items():
-            self.send(sum(region.encode()) % PARTITIONS, region.encode(), encode_records(records))
+        # The functions the worker's helpers run, on the same plain batches.
+        raw = MessageBatch.of(topic, batch)
+        ingested = ingest_messages(RegionResolver({}, "DE"), raw, solar, RECORDS_PER_MESSAGE)
+        self.dead_letters.extend(ingested.rejected)
+        for region, value in ingested.messages:
+            self.send(sum(region.encode()) % PARTITIONS, region.encode(), value)
         for partition, hour in ingested.latest_hour.items():
             self.read_hour[topic, partition] = max(hour, self.read_hour.get((topic, partition), hour))
         report = {
@@ -96,23 +109,24 @@ class Harness:
             self.send(partition, b"", value)
 
     def align(self, messages: list[Message]) -> None:
-        batch = self.aligner.batch(messages, lambda partition: None)
+        batch = align_messages(self.aligner, MessageBatch.of("records", messages), {}, ROWS_PER_MESSAGE)
         for writes in batch.writes.values():
-            for write in writes:
+            for name, key, value in writes:
                 self.table_writes += 1
-                table = self.tables[write.table]
-                if write.value is None:
-                    table.pop(write.key, None)
+                table = self.tables[name]
+                if value is None:
+                    table.pop(key, None)
                 else:
-                    # Through JSON, as the table's serializer stores it.
-                    table[write.key] = json.loads(json.dumps(write.value))
-        for rows in batch.rows.values():
-            self.rows_messages.append(Message("rows", 0, len(self.rows_messages), None, encode_rows(rows)))
+                    table[key] = table_value(value)  # decoded here, for the tests to read
+        for values in batch.rows.values():
+            for value in values:
+                self.rows_messages.append(Message("rows", 0, len(self.rows_messages), None, value))
 
     def restart(self) -> None:
         """A new process: the aligner starts from the tables alone."""
         self.aligner = Aligner(retention())
-        self.aligner.load(self.tables["hours"].items(), self.tables["regions"].items(), ())
+        stored = {name: [(k, table_bytes(v)) for k, v in kept.items()] for name, kept in self.tables.items()}
+        load_aligner(self.aligner, stored["hours"], stored["regions"], [])
 
 
 def run(harness: Harness, raw: list[Message], ingest_batch: int, align_batch: int) -> None:
