@@ -150,9 +150,9 @@ READ_IDLE_SECONDS = 5.0
 # Changelog records that may wait to be sent before Faust holds the streams (``Pipeline.start``).
 PRODUCER_BUFFER_MESSAGES = 5000
 
-# The state is small (bounded by event time) and read from the stores only after a rebalance: the aligner
-# keeps it in memory. RocksDB's defaults (64 MB write buffers, a block cache per partition's store) would let
-# memory grow with the history written instead.
+# The state is small (bounded by event time) and read from the stores only after a rebalance: the align
+# step keeps it in memory. RocksDB's defaults (64 MB write buffers, a block cache per partition's store)
+# would let memory grow with the history written instead.
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 256 * 1024,
     "max_write_buffer_number": 2,
@@ -212,7 +212,6 @@ class Pipeline:
             "replays": self.replay_table,
         }
 
-        # The align step's state, in memory; loaded from the tables after every rebalance.
         # The align step and its state (``steps.Aligner``) live in a helper process of their own; loaded from
         # the tables after every rebalance. Only the table writes and the sends are this process's.
         self._aligner = Helper(
@@ -240,8 +239,8 @@ class Pipeline:
         self._recovered_once = False
         self._started = time.monotonic()
 
-        # The steps that need no table run in helper processes (``helpers``): the parse of raw messages, and
-        # the writer's statements with its database connection (psycopg2 blocks; the event loop must not).
+        # The parse of raw messages, and the writer's statements with its database connection (psycopg2
+        # blocks; the event loop must not), each in a helper process too (``helpers``).
         self._parser = Helper(
             "ingest",
             RegionResolver,
