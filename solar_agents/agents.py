@@ -248,18 +248,10 @@ class Pipeline:
             processes=settings.step_processes,
             log_level=settings.log_level,
         )
-        connection = ConnectionInfo(
-            host=settings.risingwave_host,
-            port=settings.risingwave_port,
-            database=settings.risingwave_database,
-            user=settings.risingwave_user,
-            password=settings.risingwave_password,
-            connect_timeout=settings.db_connect_timeout_seconds,
-        )
         self._sink = Helper(
             "sink",
             FeatureSink,
-            (connection, settings.features_table),
+            (ConnectionInfo.of(settings), settings.features_table),
             processes=settings.step_processes,
             blocking=True,
             log_level=settings.log_level,

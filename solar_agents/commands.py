@@ -35,6 +35,7 @@ from solar_agents import compat
 from solar_agents.progress import ProgressPrinter
 from solar_agents.read_progress import Feed
 from solar_agents.settings import Settings
+from solar_agents.sink import ConnectionInfo
 from solar_agents.worker import WORKER_LOCK
 
 if TYPE_CHECKING:
@@ -89,14 +90,7 @@ def _port(hostport: str, default: int) -> int:
 
 
 def connect(settings: Settings) -> Any:
-    conn = psycopg2.connect(
-        host=settings.risingwave_host,
-        port=settings.risingwave_port,
-        dbname=settings.risingwave_database,
-        user=settings.risingwave_user,
-        password=settings.risingwave_password,
-        connect_timeout=settings.db_connect_timeout_seconds,
-    )
+    conn = ConnectionInfo.of(settings).connect()
     conn.autocommit = True
     return conn
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import Field, dataclass, fields
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg2
 import psycopg2.extensions
@@ -20,6 +20,9 @@ from solar_agents.features import COLUMNS, FIELDS, FeatureRow, field_values, lat
 from solar_agents.hours import hour_start
 from solar_agents.log import get_logger
 from solar_agents.steps import MessageBatch, rows_to_write
+
+if TYPE_CHECKING:
+    from solar_agents.settings import Settings
 
 log = get_logger(__name__)
 
@@ -62,12 +65,36 @@ CREATE_TABLE = create_table_sql()
 
 @dataclass(frozen=True, slots=True)
 class ConnectionInfo:
+    """Where the output table lives: the one place the ``RISINGWAVE_*`` settings become a connection."""
+
     host: str
     port: int
     database: str
     user: str
     password: str
     connect_timeout: int = 5
+
+    @classmethod
+    def of(cls, settings: Settings) -> ConnectionInfo:
+        return cls(
+            host=settings.risingwave_host,
+            port=settings.risingwave_port,
+            database=settings.risingwave_database,
+            user=settings.risingwave_user,
+            password=settings.risingwave_password,
+            connect_timeout=settings.db_connect_timeout_seconds,
+        )
+
+    def connect(self) -> psycopg2.extensions.connection:
+        return psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            dbname=self.database,
+            user=self.user,
+            password=self.password,
+            connect_timeout=self.connect_timeout,
+            application_name="solar_agents",
+        )
 
 
 class Dialect(Protocol):
@@ -196,15 +223,7 @@ class FeatureSink:
     def connect(self) -> psycopg2.extensions.connection:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        conn = psycopg2.connect(
-            host=self.info.host,
-            port=self.info.port,
-            dbname=self.info.database,
-            user=self.info.user,
-            password=self.info.password,
-            connect_timeout=self.info.connect_timeout,
-            application_name="solar_agents",
-        )
+        conn = self.info.connect()
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("SELECT version()")
