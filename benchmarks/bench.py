@@ -977,7 +977,8 @@ class Bench:
                 return 0
             data = json.loads(value)
             if isinstance(data, dict):
-                return len({f[0] for f in data["s"]} | {f[0] for f in data["w"]})
+                halves = [data.get(new, data.get(old, [])) for new, old in (("solar", "s"), ("weather", "w"))]
+                return len({f[0] for half in halves for f in half})
             return 1
 
         group = self.g1

@@ -250,20 +250,31 @@ def _weather(hour: int, f: list[Any]) -> Weather:
     return Weather(hour, Position(f[0], f[1], f[2]), f[3], f[4], f[5], f[6], f[7])
 
 
+# The two halves' names in records messages and block values; earlier versions wrote "s" and "w".
+SOLAR, WEATHER = "solar", "weather"
+_EARLIER_HALVES = {SOLAR: "s", WEATHER: "w"}
+
+
+def _half(value: dict[str, list[list[Any]]], name: str) -> list[list[Any]]:
+    """One half's field lists of a records message or block value, as this or an earlier version wrote it."""
+    found = value.get(name)
+    return found if found is not None else value[_EARLIER_HALVES[name]]
+
+
 def encode_records(records: list[Record]) -> bytes:
     """One message of the records topic: the records of one region, both halves."""
     return _dumps(
         {
-            "s": [[r.hour, *_solar_fields(r)] for r in records if isinstance(r, Solar)],
-            "w": [[r.hour, *_weather_fields(r)] for r in records if isinstance(r, Weather)],
+            SOLAR: [[r.hour, *_solar_fields(r)] for r in records if isinstance(r, Solar)],
+            WEATHER: [[r.hour, *_weather_fields(r)] for r in records if isinstance(r, Weather)],
         }
     )
 
 
 def decode_records(value: bytes) -> list[Record]:
     data = json.loads(value)
-    out: list[Record] = [_solar(f[0], f[1:]) for f in data["s"]]
-    out.extend(_weather(f[0], f[1:]) for f in data["w"])
+    out: list[Record] = [_solar(f[0], f[1:]) for f in _half(data, SOLAR)]
+    out.extend(_weather(f[0], f[1:]) for f in _half(data, WEATHER))
     return out
 
 
@@ -316,7 +327,7 @@ def table_value(raw: bytes) -> Any:
 
 def block_hours(value: dict[str, list[list[Any]]]) -> set[int]:
     """The hours a block's value holds (of either half)."""
-    return {f[0] for f in value["s"]} | {f[0] for f in value["w"]}
+    return {f[0] for f in _half(value, SOLAR)} | {f[0] for f in _half(value, WEATHER)}
 
 
 def block_value(state: RegionHours, block: int) -> dict[str, list[list[object]]] | None:
@@ -326,14 +337,14 @@ def block_value(state: RegionHours, block: int) -> dict[str, list[list[object]]]
     weather = [[h, *_weather_fields(state.weather[h])] for h in hours if h in state.weather]
     if not solar and not weather:
         return None
-    return {"s": solar, "w": weather}
+    return {SOLAR: solar, WEATHER: weather}
 
 
 def load_block(state: RegionHours, value: dict[str, list[list[Any]]]) -> None:
     """Put a block's records back into a region's state (restore after a restart or rebalance)."""
-    for f in value["s"]:
+    for f in _half(value, SOLAR):
         state.solar[f[0]] = _solar(f[0], f[1:])
-    for f in value["w"]:
+    for f in _half(value, WEATHER):
         state.weather[f[0]] = _weather(f[0], f[1:])
 
 

@@ -13,8 +13,10 @@ from solar_agents.hours import Position, RegionHours, Solar, Weather
 from solar_agents.records import (
     InvalidMessage,
     RegionResolver,
+    block_hours,
     block_key,
     block_of,
+    block_value,
     day_key,
     dead_letter,
     decode_records,
@@ -22,6 +24,7 @@ from solar_agents.records import (
     encode_records,
     encode_rows,
     hour_key,
+    load_block,
     load_hour,
     load_region,
     parse_solar,
@@ -127,6 +130,24 @@ def test_internal_encodings_round_trip() -> None:
     assert decode_rows(encode_rows([row])) == [row]
 
 
+def test_halves_are_named_and_earlier_short_names_still_read() -> None:
+    solar = Solar(430_000, Position(5, 6, 7), 1.5)
+    weather = Weather(430_001, Position(1, 2, 3), None, 50.0, 0.0, 53.6, 9.9)
+    message = json.loads(encode_records([solar, weather]))
+    assert sorted(message) == ["solar", "weather"]
+    earlier = {"s": message["solar"], "w": message["weather"]}  # as versions before named them
+    assert decode_records(json.dumps(earlier).encode()) == [solar, weather]
+    state = RegionHours("R")
+    state.solar[solar.hour] = solar
+    state.weather[weather.hour] = weather
+    block = block_value(state, block_of(solar.hour))
+    assert block is not None and sorted(block) == ["solar", "weather"]
+    loaded = RegionHours("R")
+    load_block(loaded, {"s": block["solar"], "w": block["weather"]})
+    assert (loaded.solar, loaded.weather) == (state.solar, state.weather)
+    assert block_hours({"s": block["solar"], "w": block["weather"]}) == {solar.hour, weather.hour}
+
+
 ROWS = [
     FeatureRow("R", 1, 1.0, None, 2.0, 3.0, 4.0, 5.0, 6.0, None, 7.0, None, 8.0, 1, 3, False),
     FeatureRow("S|x", 2, 0.5, -1.5, None, 0.0, 53.6, 9.9, 0.75, -1.5, None, 1.0, None, 2, 6, True),
@@ -182,7 +203,7 @@ def test_table_values_are_compact_json_and_read_what_faust_wrote() -> None:
     assert table_bytes(value) == json.dumps(value, separators=(",", ":")).encode()
     assert table_value(table_bytes(value)) == value
     assert table_value(codecs.dumps("json", value)) == value
-    block = {"s": [[430_001, 12.5]], "w": []}
+    block = {"solar": [[430_001, 12.5]], "weather": []}
     assert table_value(codecs.dumps("json", block)) == table_value(table_bytes(block)) == block
 
 

@@ -180,7 +180,7 @@ def test_batch_size_changes_the_table_writes_not_the_rows() -> None:
     # One write per changed block and one per region, per batch: far fewer with larger batches.
     assert large.table_writes * 10 < small.table_writes
     for value in large.tables["hours"].values():  # every value bounded: one day of one region
-        assert len(value["s"]) <= BLOCK_HOURS and len(value["w"]) <= BLOCK_HOURS
+        assert len(value["solar"]) <= BLOCK_HOURS and len(value["weather"]) <= BLOCK_HOURS
 
 
 def test_a_restart_from_the_tables_alone_changes_no_row() -> None:
@@ -216,15 +216,15 @@ def test_tables_of_earlier_versions_load_and_are_replaced_by_blocks() -> None:
     legacy: dict[str, Any] = {}
     for key, value in current.tables["hours"].items():  # rewrite the blocks as days and hours
         region = key.rsplit("|", 1)[0]
-        for f in value["s"] + value["w"]:
+        for f in value["solar"] + value["weather"]:
             day = f[0] // 24
-            if day % 2:
+            if day % 2:  # day blocks named their halves "s" and "w"
                 legacy.setdefault(day_key(region, day), {"s": [], "w": []})[
-                    "s" if f in value["s"] else "w"
+                    "s" if f in value["solar"] else "w"
                 ].append(f)
             else:
                 entry = legacy.setdefault(hour_key(region, f[0]), [None, None])
-                entry[0 if f in value["s"] else 1] = f[1:]
+                entry[0 if f in value["solar"] else 1] = f[1:]
     current.tables["hours"] = legacy
     current.restart()
     run(current, rest, ingest_batch=40, align_batch=5)
