@@ -15,7 +15,7 @@ from solar_agents.worker import Worker
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     """The app and its pipeline; every Faust setting comes from ``settings`` here and nowhere later."""
     log.configure(settings.log_level)
-    compat.install(settings.broker_fetch_max_wait_seconds)
+    compat.install(settings.broker_fetch_max_wait_seconds, settings.consumer_max_fetch_response_bytes)
     app = faust.App(
         settings.kafka_consumer_group,
         **settings.faust_consumer_options(),

@@ -135,13 +135,16 @@ async def _highwaters(self: AIOKafkaConsumerThread, partitions: list[Any]) -> Ma
 _create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 
 
-def install_broker(fetch_max_wait_seconds: float = 1.5) -> None:
-    """Make Faust's consumer use fetched end offsets (restore, lag) and the given fetch wait. Idempotent."""
+def install_broker(fetch_max_wait_seconds: float = 1.5, fetch_max_bytes: int = 52428800) -> None:
+    """Make Faust's consumer use fetched end offsets (restore, lag), the given fetch wait and the given
+    bound of a fetch response (Faust sets neither: 1.5 s and aiokafka's 50 MiB). Idempotent."""
     AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
 
     def create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> AIOKafkaConsumer:
         consumer = _create_worker_consumer(self, transport)
-        consumer._fetch_max_wait_ms = round(fetch_max_wait_seconds * 1000)  # read when the consumer starts
+        # Both are read when the consumer starts, after this.
+        consumer._fetch_max_wait_ms = round(fetch_max_wait_seconds * 1000)
+        consumer._fetch_max_bytes = fetch_max_bytes
         return consumer
 
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
@@ -230,9 +233,9 @@ def install_consumer() -> None:
     _Consumer.perform_seek = _perform_seek_stopped  # type: ignore[method-assign]
 
 
-def install(fetch_max_wait_seconds: float = 1.5) -> None:
+def install(fetch_max_wait_seconds: float = 1.5, fetch_max_bytes: int = 52428800) -> None:
     """The workarounds above; idempotent."""
-    install_broker(fetch_max_wait_seconds)
+    install_broker(fetch_max_wait_seconds, fetch_max_bytes)
     install_producer()
     install_consumer()
 

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     # all). Everything fetched is handed to the agents before the next fetch's records, so a deep prefetch
     # of the raw topics keeps the records and rows topics waiting behind it (README).
     consumer_max_fetch_bytes: int = Field(128 * 1024, ge=64 * 1024)
+    # How much one fetch response may bring over all its partitions (aiokafka: 50 MiB). A broker may answer
+    # past the per-partition limit with whole record batches (the local one sends several MiB a partition),
+    # and a partition's fetched records stay in memory until its agent takes them, held reads longest: this
+    # bounds the worker's memory by the fetch rather than by the backlog behind it (README).
+    consumer_max_fetch_response_bytes: int = Field(1024 * 1024, ge=64 * 1024)
     broker_max_poll_records: int = Field(1000, ge=0)  # 0: all that was fetched
     db_connect_timeout_seconds: int = Field(5, ge=1)
     db_retry_max_seconds: float = Field(10.0, gt=0)

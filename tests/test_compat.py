@@ -43,18 +43,20 @@ def test_end_offsets_after_a_batched_write(kafka: Kafka) -> None:
     print(f"ListOffsets answered {listed}, fetch high-water marks {fetched}")
 
 
-def test_fetch_wait_is_the_setting() -> None:
-    """Faust fixes 1.5 s; the worker's consumer gets BROKER_FETCH_MAX_WAIT_SECONDS instead."""
-    install_broker(0.25)
+def test_fetch_wait_and_response_bound_are_the_settings() -> None:
+    """Faust fixes 1.5 s and leaves aiokafka's 50 MiB; the worker's consumer gets
+    BROKER_FETCH_MAX_WAIT_SECONDS and CONSUMER_MAX_FETCH_RESPONSE_BYTES instead."""
+    install_broker(0.25, 256 * 1024)
     app = faust.App("fetch-wait-test", broker="kafka://127.0.0.1:1", autodiscover=False)
 
-    async def created() -> int:
+    async def created() -> tuple[int, int]:
         consumer = app.consumer._thread._create_worker_consumer(app.transport)
         wait: int = consumer._fetch_max_wait_ms
+        most: int = consumer._fetch_max_bytes
         await consumer.stop()
-        return wait
+        return wait, most
 
-    assert asyncio.run(created()) == 250
+    assert asyncio.run(created()) == (250, 256 * 1024)
 
 
 SLOW = 0.3  # seconds per message: more than Faust's 0.1 s patience
