@@ -147,7 +147,10 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
 # A raw partition with a backlog that delivered nothing for this long no longer holds others back.
 READ_IDLE_SECONDS = 5.0
 
-# Changelog records that may wait to be sent before Faust holds the streams (``Pipeline.start``).
+# Changelog records that may wait to be sent before Faust holds the streams (``compat.install_producer``).
+# A table write cannot wait, so Faust holds every topic's delivery while more than this many changelog records
+# wait to be sent (100 by default). One align batch writes a few hundred at once, bounded by its blocks, and
+# the hold cost each of them a pause of the whole worker.
 PRODUCER_BUFFER_MESSAGES = 5000
 
 # The state is small (bounded by event time) and read from the stores only after a rebalance: the align
@@ -280,12 +283,8 @@ class Pipeline:
         )
 
     async def start(self) -> None:
-        """With the worker: the producer's buffer sized for a batch's table writes, and the helper processes
-        started (each takes a second) rather than at the first batch."""
-        # A table write cannot wait, so Faust holds every topic's delivery while more than this many changelog
-        # records wait to be sent (100 by default). One align batch writes a few hundred at once, bounded by
-        # its blocks, and the hold cost each of them a pause of the whole worker.
-        self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+        """With the worker: the helper processes started (each takes a second) rather than at the first
+        batch."""
         await asyncio.gather(self._parser.start(), self._aligner.start(), self._sink.start())
 
     async def _parse(self, events: list[Event], *, solar: bool) -> IngestedMessages:
@@ -653,10 +652,7 @@ class Pipeline:
         """On worker shutdown: close the database connection, then stop the helpers."""
         with contextlib.suppress(Exception):  # a helper that died has nothing left to close
             await self._sink.run(FeatureSink.close)
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(None, h.close) for h in (self._sink, self._parser, self._aligner))
-        )
+        await asyncio.gather(*(h.close() for h in (self._sink, self._parser, self._aligner)))
 
     # --- read-only views (web) ------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from solar_agents import compat, log
-from solar_agents.agents import Pipeline
+from solar_agents.agents import PRODUCER_BUFFER_MESSAGES, Pipeline
 from solar_agents.commands import register_commands
 from solar_agents.settings import Settings, settings_or_exit, unknown_in_environment
 from solar_agents.web import register_views
@@ -15,7 +15,11 @@ from solar_agents.worker import Worker
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     """The app and its pipeline; every Faust setting comes from ``settings`` here and nowhere later."""
     log.configure(settings.log_level)
-    compat.install(settings.broker_fetch_max_wait_seconds, settings.consumer_max_fetch_response_bytes)
+    compat.install(
+        settings.broker_fetch_max_wait_seconds,
+        settings.consumer_max_fetch_response_bytes,
+        PRODUCER_BUFFER_MESSAGES,
+    )
     app = faust.App(
         settings.kafka_consumer_group,
         **settings.faust_consumer_options(),

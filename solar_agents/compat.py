@@ -201,8 +201,10 @@ class DrainingProducerBuffer(_ProducerBuffer):
             await self._send_pending(fut)
 
 
-def install_producer() -> None:
-    """Make every Faust producer created from now on use the draining buffer. Idempotent."""
+def install_producer(max_messages: int = 100) -> None:
+    """Make every Faust producer created from now on use the draining buffer, which holds the streams only
+    while more than ``max_messages`` wait to be sent (Faust: 100). Idempotent."""
+    DrainingProducerBuffer.max_messages = max_messages
     faust_producer.ProducerBuffer = DrainingProducerBuffer  # type: ignore[misc]
 
 
@@ -233,10 +235,12 @@ def install_consumer() -> None:
     _Consumer.perform_seek = _perform_seek_stopped  # type: ignore[method-assign]
 
 
-def install(fetch_max_wait_seconds: float = 1.5, fetch_max_bytes: int = 52428800) -> None:
+def install(
+    fetch_max_wait_seconds: float = 1.5, fetch_max_bytes: int = 52428800, producer_buffer_messages: int = 100
+) -> None:
     """The workarounds above; idempotent."""
     install_broker(fetch_max_wait_seconds, fetch_max_bytes)
-    install_producer()
+    install_producer(producer_buffer_messages)
     install_consumer()
 
 

@@ -59,6 +59,16 @@ def test_fetch_wait_and_response_bound_are_the_settings() -> None:
     assert asyncio.run(created()) == (250, 256 * 1024)
 
 
+def test_the_apps_producer_buffer_holds_the_streams_only_above_a_batch() -> None:
+    """Faust holds every stream while more than 100 changelog records wait; the app's producer gets the
+    pipeline's bound, set before the app is built rather than on the running producer."""
+    from solar_agents.agents import PRODUCER_BUFFER_MESSAGES
+    from solar_agents.application import app
+
+    assert isinstance(app.producer.buffer, DrainingProducerBuffer)
+    assert app.producer.buffer.max_messages == PRODUCER_BUFFER_MESSAGES > ProducerBuffer.max_messages == 100
+
+
 SLOW = 0.3  # seconds per message: more than Faust's 0.1 s patience
 
 

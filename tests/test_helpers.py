@@ -10,11 +10,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-from solar_agents.helpers import Helper
+from solar_agents.helpers import Helper, HelperDied
 
 
 class Counter:
@@ -61,7 +60,7 @@ def test_calls_run_in_a_helper_process_that_keeps_its_context() -> None:
                 await helper.run(fail, "bad input")
             assert await helper.run(bump, 1) == (pid, 17)  # and the helper lives on
         finally:
-            await asyncio.get_running_loop().run_in_executor(None, helper.close)
+            await helper.close()
         assert not alive(pid)
 
     asyncio.run(main())
@@ -72,7 +71,7 @@ def test_off_the_calls_run_in_a_thread_of_this_process() -> None:
         helper = Helper("test", Counter, (0,), processes=False)
         assert await helper.run(bump, 2) == (os.getpid(), 2)
         assert await helper.run(bump, 2) == (os.getpid(), 4)
-        helper.close()
+        await helper.close()
 
     asyncio.run(main())
 
@@ -84,13 +83,13 @@ def test_a_killed_helper_fails_one_call_and_the_next_starts_a_new_one() -> None:
             first, _ = await helper.run(bump, 1)
             os.kill(first, signal.SIGKILL)
             await asyncio.get_running_loop().run_in_executor(None, wait_gone, first)
-            with pytest.raises(BrokenProcessPool):
+            with pytest.raises(HelperDied):
                 await helper.run(bump, 1)
             second, count = await helper.run(bump, 1)
             assert second != first
             assert count == 1  # a new context, built again in the new process
         finally:
-            await asyncio.get_running_loop().run_in_executor(None, helper.close)
+            await helper.close()
 
     asyncio.run(main())
 
@@ -100,7 +99,7 @@ def test_a_helper_exits_once_its_worker_is_killed() -> None:
     script = textwrap.dedent(
         """
         import asyncio, sys, time
-        from solar_agents.helpers import Helper
+        from solar_agents.helpers import Helper, HelperDied
         from test_helpers import Counter, bump
 
         async def main():
