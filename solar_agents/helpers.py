@@ -198,7 +198,12 @@ class _Process:
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
         sentinel = self.process.sentinel  # readable once the process has ended
-        loop.add_reader(sentinel, lambda: ended.done() or ended.set_result(None))
+
+        def on_end() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(sentinel, on_end)
         try:
             await asyncio.wait_for(ended, CLOSE_SECONDS)
         except TimeoutError:

@@ -34,7 +34,9 @@ RESULT_KEYS = {
 FIGURE_KEYS = {
     "backfill", "floor", "ceiling", "sql_peer", "changelog", "live", "memory", "restore", "backfill_4x"
 }  # fmt: skip
-PHASES = {"data", "ceiling", "floor", "sql_peer", "backfill_1x", "live", "restore", "backfill_4x"}
+PHASES = {
+    "data", "ceiling", "sql_peer", "floor", "backfill_1x", "floor_after", "live", "restore", "backfill_4x"
+}  # fmt: skip
 TARGETS = {
     "end-to-end backfill rate",
     "end-to-end backfill / floor",
@@ -71,6 +73,11 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert figures["backfill"]["rate"] > 0
     assert figures["floor"]["rate"] > 0 and figures["floor"]["messages"] == results["size"]["raw_messages_1x"]
     assert results["ratios"]["backfill_to_floor"] > 0
+    # The floor runs on both sides of the backfill; its rate is their mean.
+    first, then = figures["floor"]["rates"]
+    assert abs(figures["floor"]["rate"] - (first + then) / 2) <= 1
+    assert figures["floor"]["runs"]["after_backfill"]["messages"] == results["size"]["raw_messages_1x"]
+    assert figures["backfill"]["profiled"] is False  # the timed run is never profiled
     assert figures["changelog"]["records"] > 0 and figures["changelog"]["records_per_raw_message"] > 0
     assert set(figures["changelog"]["max_value_bytes_by_topic"]) == set(
         figures["changelog"]["records_by_topic"]
