@@ -100,9 +100,9 @@ class Helper(Generic[C]):
             try:
                 return cast(R, await process.call(fn, args))
             except HelperDied:
-                _log.warning("helper_died", helper=self.name, exit_code=process.exit_code())
                 self._process = None
                 await process.close()
+                _log.warning("helper_died", helper=self.name, exit_code=process.process.exitcode)
                 raise
             except asyncio.CancelledError:
                 # Its answer would come to the next call: this process is done with.
@@ -118,8 +118,8 @@ class Helper(Generic[C]):
     async def close(self) -> None:
         """Stop the helper after the call in progress."""
         if self._thread is not None:
-            self._thread.shutdown(wait=False)
-            self._thread = None
+            thread, self._thread = self._thread, None
+            await asyncio.get_running_loop().run_in_executor(None, thread.shutdown)  # after its call
         if self._lock is None:
             return
         async with self._lock:
@@ -179,10 +179,6 @@ class _Process:
         if not ok:
             raise value
         return value
-
-    def exit_code(self) -> int | None:
-        self.process.join(0.5)
-        return self.process.exitcode
 
     def kill(self) -> None:
         self.writer.close()
