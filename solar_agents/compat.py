@@ -135,7 +135,16 @@ async def _highwaters(self: AIOKafkaConsumerThread, partitions: list[Any]) -> Ma
 _create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 
 
-def install_broker(fetch_max_wait_seconds: float = 1.5, fetch_max_bytes: int = 52428800) -> None:
+# What Faust and aiokafka use when nothing says otherwise: the defaults of the ``install`` functions.
+FAUST_FETCH_MAX_WAIT_SECONDS = 1.5
+AIOKAFKA_FETCH_MAX_BYTES = 50 * 1024**2
+FAUST_PRODUCER_BUFFER_MESSAGES = 100
+
+
+def install_broker(
+    fetch_max_wait_seconds: float = FAUST_FETCH_MAX_WAIT_SECONDS,
+    fetch_max_bytes: int = AIOKAFKA_FETCH_MAX_BYTES,
+) -> None:
     """Make Faust's consumer use fetched end offsets (restore, lag), the given fetch wait and the given
     bound of a fetch response (Faust sets neither: 1.5 s and aiokafka's 50 MiB). Idempotent."""
     AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
@@ -201,7 +210,7 @@ class DrainingProducerBuffer(_ProducerBuffer):
             await self._send_pending(fut)
 
 
-def install_producer(max_messages: int = 100) -> None:
+def install_producer(max_messages: int = FAUST_PRODUCER_BUFFER_MESSAGES) -> None:
     """Make every Faust producer created from now on use the draining buffer, which holds the streams only
     while more than ``max_messages`` wait to be sent (Faust: 100). Idempotent."""
     DrainingProducerBuffer.max_messages = max_messages
@@ -236,7 +245,9 @@ def install_consumer() -> None:
 
 
 def install(
-    fetch_max_wait_seconds: float = 1.5, fetch_max_bytes: int = 52428800, producer_buffer_messages: int = 100
+    fetch_max_wait_seconds: float = FAUST_FETCH_MAX_WAIT_SECONDS,
+    fetch_max_bytes: int = AIOKAFKA_FETCH_MAX_BYTES,
+    producer_buffer_messages: int = FAUST_PRODUCER_BUFFER_MESSAGES,
 ) -> None:
     """The workarounds above; idempotent."""
     install_broker(fetch_max_wait_seconds, fetch_max_bytes)
