@@ -19,7 +19,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -28,10 +28,20 @@ import faust
 from faust import Stream
 from faust.types import TP, EventT, StreamT, TableT
 
-from solar_agents.compat import committed_offsets, hold_fetches, read_offsets, release_fetches, writing_in
+from solar_agents.compat import (
+    RangeReader,
+    ack_offsets,
+    committed_offsets,
+    hold_fetches,
+    range_reader,
+    read_offsets,
+    release_fetches,
+    writing_in,
+)
 from solar_agents.helpers import Helper
 from solar_agents.hours import RegionHours, Uncommitted
 from solar_agents.log import get_logger
+from solar_agents.offsets import Continuity, Hole, fill
 from solar_agents.read_progress import Feed, PartitionProgress, ProgressReport, ahead_of_slowest
 from solar_agents.records import (
     RegionResolver,
@@ -47,6 +57,7 @@ from solar_agents.steps import (
     AlignedMessages,
     Aligner,
     IngestedMessages,
+    Message,
     MessageBatch,
     MessageLike,
     Table,
@@ -61,8 +72,33 @@ Event = EventT[bytes]
 T = TypeVar("T")
 
 
-async def batches(stream: StreamT[bytes], size: int, within: float) -> AsyncIterator[list[Event]]:
-    """Events in batches that are acked by the caller, after their work is done.
+@dataclass(slots=True)
+class Taken:
+    """A batch of one stream: its messages in order, with any that the hand-over dropped read again and put
+    back (``offsets``), and the events to ack once its work is done."""
+
+    messages: list[MessageLike]
+    events: list[Event]
+    read_again: dict[int, list[int]]  # per partition: offsets read again, acked with the events
+
+    def last_events(self) -> dict[int, Event]:
+        """The last event of each partition (table writes go to its changelog partition)."""
+        return {event.message.partition: event for event in self.events}
+
+    async def ack(self, stream: StreamT[bytes]) -> None:
+        for event in self.events:
+            await stream.ack(event)
+        if self.read_again:
+            consumer = stream.app.consumer
+            topic = self.messages[0].topic
+            for partition, offsets in self.read_again.items():
+                ack_offsets(consumer, TP(topic, partition), offsets)
+
+
+async def batches(
+    stream: StreamT[bytes], size: int, within: float, holes: HoleFiller
+) -> AsyncIterator[Taken]:
+    """Batches of events that the caller acks after their work is done, holes filled (``HoleFiller``).
 
     ``take()`` would ack a batch even when the loop body raised; ``noack_take`` yields the events unacked.
     But when it ends (the worker stops) it turns the stream's acks back on, and its background drainer then
@@ -70,12 +106,55 @@ async def batches(stream: StreamT[bytes], size: int, within: float) -> AsyncIter
     stay off once the batches end.
     """
     takes = cast(Stream[bytes], stream).noack_take(size, within=within)
+    continuity = Continuity()
     try:
         async for events in takes:
-            yield cast(list[Event], events)
+            yield await holes.fill(stream, cast(list[Event], events), continuity)
     finally:
         await takes.aclose()
         stream.enable_acks = False
+
+
+class HoleFiller:
+    """Puts back the records a hand-over dropped (``offsets``): read again, in front of the record after."""
+
+    def __init__(self, reader: RangeReader, stats: Stats) -> None:
+        self.reader = reader
+        self.stats = stats
+
+    async def fill(self, stream: StreamT[bytes], events: list[Event], continuity: Continuity) -> Taken:
+        messages: list[MessageLike] = [event.message for event in events]
+        if not messages:
+            return Taken(messages, events, {})
+        topic = messages[0].topic
+        committed = committed_offsets(stream.app.consumer)
+        holes = continuity.holes(messages, lambda partition: committed.get(TP(topic, partition)))
+        if not holes:
+            return Taken(messages, events, {})
+        found: dict[Hole, list[MessageLike]] = {}
+        again: dict[int, list[int]] = defaultdict(list)
+        for hole in holes:
+            found[hole] = read = await self._read(topic, hole)
+            again[hole.partition].extend(m.offset for m in read)
+            absent = hole.end - hole.start - len(read)
+            self.stats.records_read_again += len(read)
+            self.stats.offsets_absent += absent
+            fields = {"topic": topic, "partition": hole.partition, "start": hole.start, "end": hole.end}
+            if read:  # records the hand-over dropped: without this, lost
+                log.warning("records_read_again", **fields, records=len(read))
+            else:  # transaction markers, a compacted or expired range: nothing to read
+                log.debug("offsets_absent", **fields, offsets=absent)
+        return Taken(fill(messages, found), events, dict(again))
+
+    async def _read(self, topic: str, hole: Hole) -> list[MessageLike]:
+        read: list[MessageLike] = []
+
+        async def attempt() -> None:
+            records = await self.reader.read(TP(topic, hole.partition), hole.start, hole.end)
+            read[:] = [Message(topic, r.partition, r.offset, r.key, r.value) for r in records]
+
+        await retrying("read_again_failed", attempt)
+        return read
 
 
 class Applying:
@@ -105,15 +184,16 @@ async def overlapped(
     stream: StreamT[bytes],
     size: int,
     within: float,
-    compute: Callable[[list[Event]], Awaitable[T]],
-    apply: Callable[[list[Event], T], Awaitable[None]],
+    compute: Callable[[Taken], Awaitable[T]],
+    apply: Callable[[Taken, T], Awaitable[None]],
     applying: Applying,
+    holes: HoleFiller,
 ) -> None:
     """Batches of ``stream``: each ``compute``d (in a helper) while the batch before is ``apply``ed here."""
     try:
-        async for events in batches(stream, size, within):
-            result = await compute(events)
-            await applying.start(apply(events, result))
+        async for taken in batches(stream, size, within, holes):
+            result = await compute(taken)
+            await applying.start(apply(taken, result))
     finally:
         applying.cancel()
 
@@ -251,6 +331,9 @@ class Pipeline:
             processes=settings.step_processes,
             log_level=settings.log_level,
         )
+        # Records the hand-over dropped, read again (``offsets``).
+        self._reader = range_reader(app)
+        self._holes = HoleFiller(self._reader, self.stats)
         self._sink = Helper(
             "sink",
             FeatureSink,
@@ -280,6 +363,7 @@ class Pipeline:
             partial(self._parse, solar=solar),
             partial(self._ingest, stream, solar=solar),
             Applying(),
+            self._holes,
         )
 
     async def start(self) -> None:
@@ -287,10 +371,10 @@ class Pipeline:
         batch."""
         await asyncio.gather(self._parser.start(), self._aligner.start(), self._sink.start())
 
-    async def _parse(self, events: list[Event], *, solar: bool) -> IngestedMessages:
+    async def _parse(self, taken: Taken, *, solar: bool) -> IngestedMessages:
         """A raw batch validated and encoded per region, in the ingest helper."""
         topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
-        raw = MessageBatch.of(topic, (event.message for event in events))
+        raw = MessageBatch.of(topic, taken.messages)
         parsed: list[IngestedMessages] = []
 
         async def parse() -> None:
@@ -300,7 +384,7 @@ class Pipeline:
         return parsed[0]
 
     async def _ingest(
-        self, stream: StreamT[bytes], events: list[Event], batch: IngestedMessages, *, solar: bool
+        self, stream: StreamT[bytes], taken: Taken, batch: IngestedMessages, *, solar: bool
     ) -> None:
         """Send a parsed batch's dead letters aside and its records on, one message per region; then ack.
 
@@ -309,7 +393,7 @@ class Pipeline:
         """
         topic = self.settings.kafka_topic_solar if solar else self.settings.kafka_topic_weather
         if batch.rejected:
-            at = {(event.message.partition, event.message.offset): event.message for event in events}
+            at = {(message.partition, message.offset): message for message in taken.messages}
             for partition, offset, reason in batch.rejected:
                 await self._dead_letter(at[partition, offset], reason)
         for partition, low in batch.lowest_hour.items():
@@ -320,7 +404,8 @@ class Pipeline:
         reading = {TP(topic, partition) for partition in batch.last_offset}
         await self._report_progress(topic, feed, reading=reading)
         for region, value in batch.messages:
-            await self.records_topic.send(key=region.encode(), value=value)
+            send = partial(self.records_topic.send, key=region.encode(), value=value)
+            await retrying("records_send_failed", send)  # a raise here would end the agent, the batch unread
         # Progress counts a batch only once its records are on their way (a report may go out meanwhile).
         now = time.monotonic()
         for partition, offset in batch.last_offset.items():
@@ -332,8 +417,7 @@ class Pipeline:
         await self._report_progress(topic, feed)
         self._hold_ahead()
         self.stats.ingested[topic] += batch.count
-        for event in events:
-            await stream.ack(event)
+        await taken.ack(stream)
 
     def _hold_ahead(self) -> None:
         """Hold the fetches of raw partitions read too far ahead of the slowest (``ahead_of_slowest``).
@@ -426,7 +510,8 @@ class Pipeline:
             return
         self._last_report[topic] = value
         for partition in range(self.settings.topic_partitions):
-            await self.records_topic.send(key=b"", value=value, partition=partition)
+            send = partial(self.records_topic.send, key=b"", value=value, partition=partition)
+            await retrying("progress_send_failed", send)
 
     async def _dead_letter(self, message: MessageLike, reason: str) -> None:
         """Send a rejected message aside. Retried until it is sent: its offset is acked only after, and a
@@ -486,11 +571,11 @@ class Pipeline:
             "state_loaded", regions=regions, hours=hours, seconds=round(time.perf_counter() - started, 3)
         )
 
-    async def _align(self, events: list[Event]) -> AlignedMessages:
+    async def _align(self, taken: Taken) -> AlignedMessages:
         """One batch through the align step, in its helper; a helper that died is started again from the
         tables, which hold every batch but this one, and the batch is run again."""
         records_topic = self.settings.records_topic
-        batch = MessageBatch.of(records_topic, (event.message for event in events))
+        batch = MessageBatch.of(records_topic, taken.messages)
         committed = committed_offsets(self.app.consumer)
         aligned: list[AlignedMessages] = []
 
@@ -517,14 +602,15 @@ class Pipeline:
             self._align,
             partial(self._apply, stream),
             self._applying,
+            self._holes,
         )
 
-    async def _apply(self, stream: StreamT[bytes], events: list[Event], batch: AlignedMessages) -> None:
+    async def _apply(self, stream: StreamT[bytes], taken: Taken, batch: AlignedMessages) -> None:
         """An aligned batch's table writes and rows messages, then its acks."""
         self.stats.late += batch.late
         self.stats.rows_emitted += batch.rows_count
         self._records_kept = batch.records_kept
-        last_event = {event.message.partition: event for event in events}
+        last_event = taken.last_events()
         for partition, writes in batch.writes.items():
             # Table writes go to the changelog partition of the current event: here, this partition's.
             with writing_in(last_event[partition]):
@@ -541,18 +627,17 @@ class Pipeline:
                     partial(self.rows_topic.send, key=None, value=value, partition=partition),
                 )
         # Only now, with the tables and rows of the whole batch on their way, may its offsets commit.
-        for event in events:
-            await stream.ack(event)
+        await taken.ack(stream)
 
     # --- write ----------------------------------------------------------------------------------------------
 
     async def write(self, stream: StreamT[bytes]) -> None:
         settings = self.settings
-        async for batch in batches(stream, settings.batch_size, settings.batch_max_wait_seconds):
-            await self.write_rows(MessageBatch.of(settings.rows_topic, (event.message for event in batch)))
+        taking = batches(stream, settings.batch_size, settings.batch_max_wait_seconds, self._holes)
+        async for taken in taking:
+            await self.write_rows(MessageBatch.of(settings.rows_topic, taken.messages))
             # Only now may the offsets behind these rows be committed.
-            for event in batch:
-                await stream.ack(event)
+            await taken.ack(stream)
 
     async def write_rows(self, batch: MessageBatch) -> None:
         """Write the rows of a batch of rows messages (``sink.write_messages``, in the sink's helper),
@@ -625,6 +710,8 @@ class Pipeline:
             "dead_letters": sum(s.dead_letters.values()),
             "late": s.late,
             "reads_held": s.reads_held,
+            "records_read_again": s.records_read_again,
+            "offsets_absent": s.offsets_absent,
             "rows_emitted": s.rows_emitted,
             "rows_written": s.rows_written,
             "write_failures": s.write_failures,
@@ -653,6 +740,7 @@ class Pipeline:
         with contextlib.suppress(Exception):  # a helper that died has nothing left to close
             await self._sink.run(FeatureSink.close)
         await asyncio.gather(*(h.close() for h in (self._sink, self._parser, self._aligner)))
+        await self._reader.close()
 
     # --- read-only views (web) ------------------------------------------------------------------------------
 

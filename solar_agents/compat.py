@@ -51,18 +51,27 @@
    hand-over of an earlier fetch ends before the reset; what it did not hand on is fetched again from the
    new position. A partition without a committed offset (or at 0) is not moved by aiokafka's seek: it is
    sought to its beginning, where the group would start, so that it too is read again from a known place.
+
+6. Records that the hand-over dropped, read again (``RangeReader``) and acked where the stream would.
+
+   A pause, seek or rebalance in the middle of a hand-over can still drop a record while the later ones of
+   its partition go on, and Faust's commit passes over it: a forward jump counts as a gap (as for
+   transaction markers) and one missing record after the committed offset passes even without one. The
+   agents see the jump (``offsets``); the records in it are read with a consumer of their own, outside the
+   group, and once processed their offsets are acked in the consumer's own bookkeeping
+   (``ack_offsets``), so the commit goes past them only then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust import streams as faust_streams
 from faust.transport import consumer as faust_consumer
 from faust.transport import producer as faust_producer
@@ -75,6 +84,24 @@ from solar_agents.log import get_logger
 log = get_logger(__name__)
 
 
+def probe_of(consumer: AIOKafkaConsumer, **options: Any) -> AIOKafkaConsumer:
+    """A consumer outside any group, connected as ``consumer`` is and reading what it reads."""
+    client = consumer._client
+    return AIOKafkaConsumer(
+        bootstrap_servers=client._bootstrap_servers,
+        security_protocol=client._security_protocol,
+        ssl_context=client._ssl_context,
+        sasl_mechanism=client._sasl_mechanism,
+        sasl_plain_username=client._sasl_plain_username,
+        sasl_plain_password=client._sasl_plain_password,
+        isolation_level=consumer._isolation_level,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=100,
+        **options,
+    )
+
+
 async def fetched_end_offsets(
     consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition], wait: float = 10.0
 ) -> dict[TopicPartition, int]:
@@ -83,19 +110,8 @@ async def fetched_end_offsets(
     if not tps:
         return {}
     listed = cast(Mapping[TopicPartition, int], await consumer.end_offsets(tps))
-    client = consumer._client
-    probe = AIOKafkaConsumer(
-        bootstrap_servers=client._bootstrap_servers,
-        security_protocol=client._security_protocol,
-        ssl_context=client._ssl_context,
-        sasl_mechanism=client._sasl_mechanism,
-        sasl_plain_username=client._sasl_plain_username,
-        sasl_plain_password=client._sasl_plain_password,
-        enable_auto_commit=False,
-        group_id=None,
-        max_partition_fetch_bytes=1024,  # one record is enough: only the high-water mark is wanted
-        fetch_max_wait_ms=100,
-    )
+    # One record is enough: only the high-water mark is wanted.
+    probe = probe_of(consumer, max_partition_fetch_bytes=1024)
     await probe.start()
     try:
         probe.assign(tps)
@@ -294,3 +310,66 @@ def writing_in(event: EventT[Any]) -> Iterator[None]:
         yield
     finally:
         faust_streams._current_event.reset(token)
+
+
+# --- 6. records the hand-over dropped ---------------------------------------------------------------------
+
+
+class RangeReader:
+    """Reads given offset ranges with a consumer of its own (started at the first read), one at a time."""
+
+    def __init__(self, make_probe: Callable[[], AIOKafkaConsumer]) -> None:
+        self._make_probe = make_probe
+        self._probe: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def read(self, tp: TP, start: int, end: int, wait: float = 10.0) -> list[ConsumerRecord[Any, Any]]:
+        """The records at offsets ``start`` to ``end`` (exclusive) of ``tp``; none where the range holds
+        none (transaction markers, a compacted or expired range). TimeoutError if the broker does not answer
+        up to ``end`` within ``wait`` seconds."""
+        async with self._lock:
+            probe = self._probe
+            if probe is None:
+                probe = self._probe = self._make_probe()
+                await probe.start()
+            partition = TopicPartition(tp.topic, tp.partition)
+            probe.assign([partition])
+            probe.seek(partition, start)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            found: list[ConsumerRecord[Any, Any]] = []
+            while await probe.position(partition) < end:
+                if loop.time() > deadline:
+                    raise TimeoutError(f"{tp.topic}:{tp.partition} not read from {start} to {end} in {wait}s")
+                fetched = await probe.getmany(partition, timeout_ms=200)
+                found.extend(r for r in fetched.get(partition, ()) if start <= r.offset < end)
+            return found
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._probe is not None:
+                probe, self._probe = self._probe, None
+                await probe.stop()
+
+
+def range_reader(app: AppT) -> RangeReader:
+    """A ``RangeReader`` connected as the app's consumer is (asked for at the first read, when it runs)."""
+
+    def make_probe() -> AIOKafkaConsumer:
+        thread = cast(Any, app.consumer)._thread
+        return probe_of(thread._ensure_consumer(), auto_offset_reset="earliest")
+
+    return RangeReader(make_probe)
+
+
+def ack_offsets(consumer: ConsumerT, tp: TP, offsets: Iterable[int]) -> None:
+    """Count ``offsets`` of ``tp`` as processed, as ``Consumer.ack`` counts a message's: the records read
+    again by a ``RangeReader`` have no message of the consumer's to ack."""
+    c = cast(Any, consumer)
+    committed = c._committed_offset[tp]
+    index = c._acked_index[tp]
+    acked = c._acked[tp]
+    for offset in offsets:
+        if (committed is None or offset >= committed) and offset not in index:
+            index.add(offset)
+            acked.append(offset)

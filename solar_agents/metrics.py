@@ -78,6 +78,16 @@ class PipelineCollector(Collector):
         for name, doc, value in (
             ("late_records", "Records older than watermark minus allowed lateness.", s.late),
             ("reads_held", "Times a raw partition waited for a slower one.", s.reads_held),
+            (
+                "records_read_again",
+                "Records the consumer's hand-over dropped, read again.",
+                s.records_read_again,
+            ),
+            (
+                "offsets_absent",
+                "Offsets skipped over that held no record (transaction markers).",
+                s.offsets_absent,
+            ),
             ("rows_emitted", "Feature rows computed and sent to the writer.", s.rows_emitted),
             ("rows_written", "Feature rows written to the database (rewrites included).", s.rows_written),
             ("write_failures", "Failed database write attempts (each is retried).", s.write_failures),

@@ -31,6 +31,9 @@ class Stats:
     dead_letters: Counter[str] = field(default_factory=Counter)  # per raw topic
     late: int = 0
     reads_held: int = 0  # times a raw partition's fetches waited for a slower one (MAX_READ_SKEW_HOURS)
+    # Records the consumer's hand-over dropped, read again (``offsets``); offsets of jumps holding no record.
+    records_read_again: int = 0
+    offsets_absent: int = 0
     rows_emitted: int = 0
     rows_written: int = 0
     batches_written: int = 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from confluent_kafka import Producer
 from kafka_util import Kafka, Msg
 from reference import RawMessage, Reference, assert_rows_equal, reference_features
 from worker import Names
@@ -113,3 +115,15 @@ def assert_dead_letters(kafka: Kafka, names: Names, reference: Reference) -> lis
     for source, value in want.items():
         assert got[source][0] == value, f"dead letter {source} does not carry the original bytes"
     return letters
+
+
+def produce_in_transactions(kafka: Kafka, order: Sequence[Produced], per_transaction: int = 7) -> None:
+    """Produce (topic, key, value) in order from a transactional producer, ``per_transaction`` messages a
+    transaction: each commit leaves a marker at an offset of its own, which no consumer is handed."""
+    producer = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": f"txn-{uuid.uuid4().hex}"})
+    producer.init_transactions(30)
+    for start in range(0, len(order), per_transaction):
+        producer.begin_transaction()
+        for topic, key, value in order[start : start + per_transaction]:
+            producer.produce(topic, key=key, value=value)
+        producer.commit_transaction(30)

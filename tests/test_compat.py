@@ -158,3 +158,43 @@ def test_a_seek_runs_with_the_flow_stopped_and_moves_every_stream_partition(
     monkeypatch.setattr(compat, "_perform_seek", faust_perform_seek)
     asyncio.run(compat._perform_seek_stopped(Consumer()))
     assert events == ["stop", "seek to committed", "seek raw:1 to 0", "resume"]
+
+
+def test_faust_commits_past_one_record_missing_after_the_committed_offset() -> None:
+    """The trap behind ``offsets``: with 11 and 12 acked and 10 never handed on, Faust's commit goes to 13.
+    ``ack_offsets`` counts re-read records as the consumer's ``ack`` counts a message."""
+
+    async def commits() -> tuple[int | None, int | None]:
+        app = faust.App("ack-offsets-test", broker="kafka://127.0.0.1:1", autodiscover=False)
+        consumer = app.consumer
+        tp = TP("raw", 0)
+        consumer._committed_offset[tp] = 10
+        compat.ack_offsets(consumer, tp, [11, 12])
+        passed = consumer._new_offset(tp)
+        consumer._committed_offset[tp] = 13
+        compat.ack_offsets(consumer, tp, [12, 13, 14, 14])  # below the commit, or twice: counted once
+        return passed, consumer._new_offset(tp)
+
+    assert asyncio.run(commits()) == (13, 15)
+
+
+def test_a_range_reader_reads_exactly_its_range(kafka: Kafka) -> None:
+    topic = kafka.new_topic(partitions=2)
+    kafka.produce(topic, [(b"k", b"v%d" % i) for i in range(60)], partition=1)
+
+    async def read() -> tuple[list[int], list[bytes], list[int], list[int]]:
+        reader = compat.RangeReader(
+            lambda: AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest")
+        )
+        try:
+            middle = await reader.read(TP(topic, 1), 17, 23)
+            start = await reader.read(TP(topic, 1), 0, 2)
+            empty = await reader.read(TP(topic, 1), 30, 30)
+        finally:
+            await reader.close()
+        return [r.offset for r in middle], [r.value for r in middle], [r.offset for r in start], empty
+
+    offsets, values, start, empty = asyncio.run(read())
+    assert offsets == list(range(17, 23))
+    assert values == [b"v%d" % i for i in range(17, 23)]
+    assert (start, empty) == ([0, 1], [])

@@ -8,7 +8,13 @@ import pytest
 from conftest import WorkerFactory
 from faults_util import log_events
 from kafka_util import Kafka
-from pipeline_util import assert_dead_letters, produce_in_order, reference_for, wait_until_equal
+from pipeline_util import (
+    assert_dead_letters,
+    produce_in_order,
+    produce_in_transactions,
+    reference_for,
+    wait_until_equal,
+)
 from scenario import Feed, build_feed, interleave
 from worker import Names
 
@@ -53,6 +59,33 @@ def test_real_data_set_end_to_end(
     assert worker.alive
     started = [e["pid"] for e in log_events(worker.log_text(), "helper_started")]
     assert len(started) == (3 if step_processes == "true" else 0)  # parse, align, writer
+
+
+def test_raw_topics_written_in_transactions(
+    kafka: Kafka, postgres: LocalPostgres, names: Names, workers: WorkerFactory
+) -> None:
+    """Transaction markers take offsets that no consumer is handed: each is a jump in what the worker reads,
+    which it checks (``offsets``) and lets pass, every record processed once and nothing lost."""
+    kafka.create_topics({names.solar: 2, names.weather: 1})
+    feed = messy_feed(names, ("DE_50hertz",), hours=24 * 10)
+    order = interleave(feed)
+    produce_in_transactions(kafka, order[: len(order) // 2])
+    worker = workers()
+    produce_in_transactions(kafka, order[len(order) // 2 :])
+
+    reference = reference_for(kafka, names, len(order))
+    wait_until_equal(
+        postgres, names.table, reference.rows, alive=lambda: worker.alive, on_timeout=worker.tail
+    )
+    assert_dead_letters(kafka, names, reference)
+    # One marker per transaction of 7, in each raw partition it wrote to.
+    with urllib.request.urlopen(worker.url + "/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    absent = next(
+        line for line in metrics.splitlines() if line.startswith("solar_agents_offsets_absent_total ")
+    )
+    assert float(absent.split()[1]) >= len(order) // 7 - 2
+    assert log_events(worker.log_text(), "records_read_again") == []  # markers hold no records
 
 
 def test_a_backlog_is_read_in_event_time_order_and_stays_exact(
