@@ -205,6 +205,16 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(response.read())
 
 
+def counter(worker: Worker, name: str, timeout: float = 10.0) -> float:
+    """The value of an unlabelled counter on the worker's ``/metrics`` (``name`` without ``_total``)."""
+    with urllib.request.urlopen(worker.url + "/metrics", timeout=timeout) as response:
+        metrics = response.read().decode()
+    prefix = f"solar_agents_{name}_total "
+    lines = [line for line in metrics.splitlines() if line.startswith(prefix)]
+    assert lines, f"no {prefix.strip()} in /metrics:\n{metrics}"
+    return float(lines[0].split()[1])
+
+
 def try_json(url: str, timeout: float = 5.0) -> Any | None:
     try:
         return get_json(url, timeout)
