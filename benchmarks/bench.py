@@ -47,6 +47,7 @@ import confluent_kafka
 from benchmarks import kafka_io, profile, sqlpeer, synth
 from benchmarks.worker import LogEvent, WorkerProcess, remove_state
 from solar_agents.local import LocalBroker, LocalPostgres, free_port
+from solar_agents.records import block_hours, table_value
 from solar_agents.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -988,12 +989,8 @@ class Bench:
             """Hours held by a value of the hour table: a block, or one hour (earlier versions)."""
             if value is None:
                 return 0
-            data = json.loads(value)
-            if isinstance(data, dict):
-                names = (("solar", "s"), ("weather", "w"))  # earlier versions: "s" and "w"
-                halves = [data.get(new, data.get(old)) or [] for new, old in names]
-                return len({f[0] for half in halves for f in half})
-            return 1
+            data = table_value(value)
+            return len(block_hours(data)) if isinstance(data, dict) else 1
 
         group = self.g1
         stop_seconds = self.w1.stop()

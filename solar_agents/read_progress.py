@@ -22,18 +22,24 @@ NOT_YET_READ = -(10**12)
 
 
 class Feed(StrEnum):
-    """A raw topic of the service; the value is its name in control messages."""
+    """A raw topic of the service, one half of an hour. The value is its name wherever a message or a table
+    value names it: records messages, block values, control messages."""
 
     SOLAR = "solar"
     WEATHER = "weather"
 
+    @property
+    def earlier_name(self) -> str:
+        """Its name as earlier versions wrote it: "s" or "w"."""
+        return self.value[0]
+
     @classmethod
     def parse(cls, name: str) -> Feed:
-        """The feed of a name in a control message, also as earlier versions wrote it ("s", "w")."""
-        return _EARLIER_NAMES.get(name) or cls(name)
-
-
-_EARLIER_NAMES = {"s": Feed.SOLAR, "w": Feed.WEATHER}
+        """The feed of a name, also as earlier versions wrote it."""
+        for feed in cls:
+            if name == feed.earlier_name:
+                return feed
+        return cls(name)
 
 
 @dataclass(frozen=True, slots=True, order=True)

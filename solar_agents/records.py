@@ -27,6 +27,7 @@ from solar_agents.hours import (
     nearest_hour,
     to_micros,
 )
+from solar_agents.read_progress import Feed
 
 
 class InvalidMessage(ValueError):
@@ -250,31 +251,26 @@ def _weather(hour: int, f: list[Any]) -> Weather:
     return Weather(hour, Position(f[0], f[1], f[2]), f[3], f[4], f[5], f[6], f[7])
 
 
-# The two halves' names in records messages and block values; earlier versions wrote "s" and "w".
-SOLAR, WEATHER = "solar", "weather"
-_EARLIER_HALVES = {SOLAR: "s", WEATHER: "w"}
-
-
-def _half(value: dict[str, list[list[Any]]], name: str) -> list[list[Any]]:
+def _half(value: dict[str, list[list[Any]]], feed: Feed) -> list[list[Any]]:
     """One half's field lists of a records message or block value, as this or an earlier version wrote it."""
-    found = value.get(name)
-    return found if found is not None else value[_EARLIER_HALVES[name]]
+    found = value.get(feed)
+    return found if found is not None else value[feed.earlier_name]
 
 
 def encode_records(records: list[Record]) -> bytes:
     """One message of the records topic: the records of one region, both halves."""
     return _dumps(
         {
-            SOLAR: [[r.hour, *_solar_fields(r)] for r in records if isinstance(r, Solar)],
-            WEATHER: [[r.hour, *_weather_fields(r)] for r in records if isinstance(r, Weather)],
+            Feed.SOLAR: [[r.hour, *_solar_fields(r)] for r in records if isinstance(r, Solar)],
+            Feed.WEATHER: [[r.hour, *_weather_fields(r)] for r in records if isinstance(r, Weather)],
         }
     )
 
 
 def decode_records(value: bytes) -> list[Record]:
     data = json.loads(value)
-    out: list[Record] = [_solar(f[0], f[1:]) for f in _half(data, SOLAR)]
-    out.extend(_weather(f[0], f[1:]) for f in _half(data, WEATHER))
+    out: list[Record] = [_solar(f[0], f[1:]) for f in _half(data, Feed.SOLAR)]
+    out.extend(_weather(f[0], f[1:]) for f in _half(data, Feed.WEATHER))
     return out
 
 
@@ -327,7 +323,7 @@ def table_value(raw: bytes) -> Any:
 
 def block_hours(value: dict[str, list[list[Any]]]) -> set[int]:
     """The hours a block's value holds (of either half)."""
-    return {f[0] for f in _half(value, SOLAR)} | {f[0] for f in _half(value, WEATHER)}
+    return {f[0] for f in _half(value, Feed.SOLAR)} | {f[0] for f in _half(value, Feed.WEATHER)}
 
 
 def block_value(state: RegionHours, block: int) -> dict[str, list[list[object]]] | None:
@@ -337,14 +333,14 @@ def block_value(state: RegionHours, block: int) -> dict[str, list[list[object]]]
     weather = [[h, *_weather_fields(state.weather[h])] for h in hours if h in state.weather]
     if not solar and not weather:
         return None
-    return {SOLAR: solar, WEATHER: weather}
+    return {Feed.SOLAR: solar, Feed.WEATHER: weather}
 
 
 def load_block(state: RegionHours, value: dict[str, list[list[Any]]]) -> None:
     """Put a block's records back into a region's state (restore after a restart or rebalance)."""
-    for f in _half(value, SOLAR):
+    for f in _half(value, Feed.SOLAR):
         state.solar[f[0]] = _solar(f[0], f[1:])
-    for f in _half(value, WEATHER):
+    for f in _half(value, Feed.WEATHER):
         state.weather[f[0]] = _weather(f[0], f[1:])
 
 
