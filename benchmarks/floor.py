@@ -3,7 +3,7 @@
 One agent per raw topic takes batches with ``noack_take`` (the pipeline's ingest batch size and wait) and
 acks every event, nothing else: no parsing, no tables, no producing. Same settings as the pipeline's app
 where the broker sees them (group timeouts, commit interval, fetch wait, the broker workarounds of
-``compat``), so that the end-to-end backfill can be set against what Faust itself costs here.
+``faust_compat``), so that the end-to-end backfill can be set against what Faust itself costs here.
 
 Settings come from the environment like the pipeline's (``KAFKA_CONSUMER_GROUP`` should be a fresh group);
 ``FLOOR_MESSAGES`` is how many raw messages the topics hold: when that many distinct messages are acked,
@@ -22,7 +22,8 @@ import faust
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
-from solar_agents import compat, log
+from solar_agents.observe import log
+from solar_agents.runtime import faust_compat as compat
 from solar_agents.settings import settings_or_exit
 
 logger = log.get_logger("benchmarks.floor")
@@ -73,7 +74,7 @@ log.configure(settings.log_level)
 compat.install_broker(settings.broker_fetch_max_wait_seconds, settings.consumer_max_fetch_response_bytes)
 tally = Tally(int(os.environ.get("FLOOR_MESSAGES", "0")))
 
-# As solar_agents.application builds its app, minus what the floor has no use for (tables, web, producer).
+# As solar_agents.runtime.app builds its app, minus what the floor has no use for (tables, web, producer).
 app = faust.App(
     settings.kafka_consumer_group,
     **settings.faust_consumer_options(),

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -143,6 +145,14 @@ class WorkerProcess:
             except (ValueError, KeyError, AttributeError):
                 continue
             yield LogEvent(at, str(data.get("event", "")), data)
+
+    def log_warnings(self) -> dict[str, int]:
+        """The ten commonest warnings and errors of the log; numbers masked so that alike lines count once."""
+        counts: Counter[str] = Counter()
+        for event in self.events():
+            if event.fields.get("level") in ("warning", "error", "critical"):
+                counts[re.sub(r"\d+(\.\d+)?", "N", event.event)[:80]] += 1
+        return dict(counts.most_common(10))
 
     def tail(self, lines: int = 40) -> str:
         try:

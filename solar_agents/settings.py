@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from solar_agents.hours import Retention
+from solar_agents.core.hours import Retention
 
 
 class Settings(BaseSettings):
@@ -60,25 +60,25 @@ class Settings(BaseSettings):
     # "Batches and hops"): what the align step keeps in memory grows with it.
     max_read_skew_hours: int = Field(48, ge=0)
     # Run the steps (parse, align, write) in helper processes beside the worker's event loop (a second
-    # core); off, they run in the worker's own process (README, "Helper processes").
+    # core); off, they run in the worker's own process (docs/DESIGN.md, "Helper processes").
     step_processes: bool = True
-    # Short group timeouts make restarts fast on a local broker; see README for a production cluster.
+    # Short group timeouts make restarts fast on a local broker; see docs/DESIGN.md for a production cluster.
     broker_session_timeout_seconds: float = Field(3.0, gt=0)
     broker_heartbeat_interval_seconds: float = Field(0.5, gt=0)
     broker_rebalance_timeout_seconds: float = Field(10.0, gt=0)
     broker_commit_interval_seconds: float = Field(1.0, gt=0)
     # How long a fetch may wait for records (Faust fixes 1.5 s). On brokers that answer a waiting fetch only
-    # at its end it is the latency of each topic hop; shorter costs backfill throughput (README).
+    # at its end it is the latency of each topic hop; shorter costs backfill throughput (docs/DESIGN.md).
     broker_fetch_max_wait_seconds: float = Field(0.1, gt=0, le=30)
     producer_linger_seconds: float = Field(0.01, ge=0)
     # How much one fetch may bring per partition, and how many records one poll hands on (Faust: 1 MiB and
     # all). Everything fetched is handed to the agents before the next fetch's records, so a deep prefetch
-    # of the raw topics keeps the records and rows topics waiting behind it (README).
+    # of the raw topics keeps the records and rows topics waiting behind it (docs/DESIGN.md).
     consumer_max_fetch_bytes: int = Field(128 * 1024, ge=64 * 1024)
     # How much one fetch response may bring over all its partitions (aiokafka: 50 MiB). A broker may answer
     # past the per-partition limit with whole record batches (the local one sends several MiB a partition),
     # and a partition's fetched records stay in memory until its agent takes them, held reads longest: this
-    # bounds the worker's memory by the fetch rather than by the backlog behind it (README).
+    # bounds the worker's memory by the fetch rather than by the backlog behind it (docs/DESIGN.md).
     consumer_max_fetch_response_bytes: int = Field(1024 * 1024, ge=64 * 1024)
     broker_max_poll_records: int = Field(1000, ge=0)  # 0: all that was fetched
     db_connect_timeout_seconds: int = Field(5, ge=1)

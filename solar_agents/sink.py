@@ -6,7 +6,6 @@ Blocking psycopg2 code: the writer agent calls it from a worker thread, never on
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import Field, dataclass, fields
 from datetime import datetime
@@ -16,10 +15,9 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from solar_agents.features import COLUMNS, FIELDS, FeatureRow, field_values, latest_per_key
-from solar_agents.hours import hour_start
-from solar_agents.log import get_logger
-from solar_agents.steps import MessageBatch, rows_to_write
+from solar_agents.core.features import COLUMNS, FIELDS, FeatureRow, field_values, latest_per_key
+from solar_agents.core.hours import hour_start
+from solar_agents.observe.log import get_logger
 
 if TYPE_CHECKING:
     from solar_agents.settings import Settings
@@ -277,15 +275,3 @@ class FeatureSink:
             with contextlib.suppress(psycopg2.Error):
                 self._conn.close()
             self._conn = None
-
-
-def write_messages(sink: FeatureSink, batch: MessageBatch, batch_size: int) -> list[tuple[int, float]]:
-    """The write step on a batch of the rows topic: its rows, the latest per key, upserted in statements of
-    at most ``batch_size`` rows. Returns (rows, seconds) of each statement; raises psycopg2.Error."""
-    rows = rows_to_write(batch.messages())
-    written = []
-    for start in range(0, len(rows), batch_size):
-        started = time.perf_counter()
-        count = sink.write(rows[start : start + batch_size])
-        written.append((count, time.perf_counter() - started))
-    return written

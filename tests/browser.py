@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from solar_agents.local import free_port
+from solar_agents.cli.demo.services import free_port
 
 CHROME_ARGS = (
     "--headless",

@@ -10,7 +10,8 @@ import pytest
 from kafka_util import Kafka
 from worker import Names, Worker, worker_env
 
-from solar_agents.local import LocalBroker, LocalPostgres
+from solar_agents.cli.demo.broker import LocalBroker
+from solar_agents.cli.demo.postgres import LocalPostgres
 
 
 class WorkerFactory(Protocol):

@@ -19,7 +19,7 @@ from pipeline_util import Produced, Rows, sink_rows
 from reference import assert_rows_equal
 from worker import Names, Worker
 
-from solar_agents.local import LocalPostgres
+from solar_agents.cli.demo.postgres import LocalPostgres
 
 HOUR_US = 3_600_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -14,7 +14,7 @@ from kafka_util import Kafka, Msg
 from reference import RawMessage, Reference, assert_rows_equal, reference_features
 from worker import Names
 
-from solar_agents.local import LocalPostgres
+from solar_agents.cli.demo.postgres import LocalPostgres
 
 Produced = tuple[str, bytes | None, bytes]
 Rows = dict[tuple[str, datetime], dict[str, object]]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from solar_agents.hours import RegionHours
-from solar_agents.records import (
+from solar_agents.core.hours import RegionHours
+from solar_agents.core.wire import (
     block_of,
     block_value,
     load_block,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from worker import FAUST
 
-from solar_agents.local import free_port
+from solar_agents.cli.demo.services import free_port
 from solar_agents.settings import SettingsError, load_settings, unknown_names
 
 

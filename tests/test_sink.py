@@ -17,9 +17,9 @@ from pipeline_util import produce_in_order, reference_for, sink_rows, wait_until
 from scenario import build_feed, interleave
 from worker import Names
 
-from solar_agents.features import COLUMNS, FIELDS, FeatureRow
-from solar_agents.hours import hour_start
-from solar_agents.local import LocalPostgres
+from solar_agents.cli.demo.postgres import LocalPostgres
+from solar_agents.core.features import COLUMNS, FIELDS, FeatureRow, latest_per_key
+from solar_agents.core.hours import hour_start
 from solar_agents.sink import (
     ConnectionInfo,
     FeatureSink,
@@ -27,7 +27,6 @@ from solar_agents.sink import (
     PostgresDialect,
     RisingWaveDialect,
     dialect_for,
-    latest_per_key,
     row_values,
 )
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from reference import COLUMNS as REFERENCE_COLUMNS
 from reference import RawMessage, reference_features
 
-from solar_agents.features import COLUMNS, FIELDS
-from solar_agents.local import LocalPostgres
+from solar_agents.cli.demo.postgres import LocalPostgres
+from solar_agents.core.features import COLUMNS, FIELDS
 from solar_agents.settings import Settings
 from solar_agents.sink import CREATE_TABLE, ConnectionInfo, FeatureSink
 

@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from solar_agents.local import LocalBroker, LocalPostgres, free_port
+from solar_agents.cli.demo.broker import LocalBroker
+from solar_agents.cli.demo.postgres import LocalPostgres
+from solar_agents.cli.demo.services import free_port
 
 FAUST = str(Path(sys.executable).with_name("faust"))
 

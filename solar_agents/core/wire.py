@@ -1,0 +1,150 @@
+"""Wire encodings of the internal topics and tables: records messages, hour blocks, region values, rows.
+
+Compact JSON lists, since every message and table entry is written per hour. Versions before 0.2 wrote
+other forms (hour entries, day blocks, positional rows, short feed names); they are not read: upgrade with
+a new consumer group, which rebuilds every table from the raw topics (docs/DESIGN.md, "Upgrading").
+"""
+
+from __future__ import annotations
+
+import json
+from operator import itemgetter
+from typing import Any
+
+from solar_agents.core.features import FIELDS, FeatureRow, field_values
+from solar_agents.core.hours import Position, Record, RegionHours, Solar, Weather
+from solar_agents.core.read_progress import Feed
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _solar_fields(r: Solar) -> list[object]:
+    p = r.position
+    return [p.distance_us, p.offset, p.partition, r.production_mw]
+
+
+def _weather_fields(r: Weather) -> list[object]:
+    p = r.position
+    return [
+        p.distance_us, p.offset, p.partition,
+        r.temperature_c, r.cloud_cover_pct, r.solar_radiation_wm2, r.latitude, r.longitude,
+    ]  # fmt: skip
+
+
+def _solar(hour: int, f: list[Any]) -> Solar:
+    return Solar(hour, Position(f[0], f[1], f[2]), f[3])
+
+
+def _weather(hour: int, f: list[Any]) -> Weather:
+    return Weather(hour, Position(f[0], f[1], f[2]), f[3], f[4], f[5], f[6], f[7])
+
+
+def encode_records(records: list[Record]) -> bytes:
+    """One message of the records topic: the records of one region, both halves."""
+    return _dumps(
+        {
+            Feed.SOLAR: [[r.hour, *_solar_fields(r)] for r in records if isinstance(r, Solar)],
+            Feed.WEATHER: [[r.hour, *_weather_fields(r)] for r in records if isinstance(r, Weather)],
+        }
+    )
+
+
+def decode_records(value: bytes) -> list[Record]:
+    data = json.loads(value)
+    out: list[Record] = [_solar(f[0], f[1:]) for f in data[Feed.SOLAR]]
+    out.extend(_weather(f[0], f[1:]) for f in data[Feed.WEATHER])
+    return out
+
+
+# The hour table holds a region's hours in blocks of two days: one table write per block a batch touches,
+# not per hour, and every value bounded (at most 48 hours of both halves).
+BLOCK_HOURS = 48
+
+
+def block_of(hour: int) -> int:
+    return hour // BLOCK_HOURS
+
+
+def block_key(region: str, block: int) -> str:
+    """Key of the hour table. The block is last: a region name may hold any character, ``b<n>`` ends it."""
+    return f"{region}|b{block}"
+
+
+def split_block_key(key: str) -> tuple[str, int]:
+    """(region, block) of an hour table key."""
+    region, tail = key.rsplit("|", 1)
+    return region, int(tail.removeprefix("b"))
+
+
+def table_bytes(value: object) -> bytes:
+    """A table value as the store and the changelog hold it: compact JSON.
+
+    The tables take bytes, not objects, so that Faust does not decode every changelog record during a
+    restore (that decode was a third of the restore's time).
+    """
+    return _dumps(value)
+
+
+def table_value(raw: bytes) -> Any:
+    """A table value back from its bytes."""
+    return json.loads(raw)
+
+
+def block_hours(value: dict[str, list[list[Any]]]) -> set[int]:
+    """The hours a block's value holds (of either half)."""
+    return {f[0] for f in value[Feed.SOLAR]} | {f[0] for f in value[Feed.WEATHER]}
+
+
+def block_value(state: RegionHours, block: int) -> dict[str, list[list[object]]] | None:
+    """Table value of one block: the kept records of its hours, both halves; None when all are gone."""
+    hours = range(block * BLOCK_HOURS, (block + 1) * BLOCK_HOURS)
+    solar = [[h, *_solar_fields(state.solar[h])] for h in hours if h in state.solar]
+    weather = [[h, *_weather_fields(state.weather[h])] for h in hours if h in state.weather]
+    if not solar and not weather:
+        return None
+    return {Feed.SOLAR: solar, Feed.WEATHER: weather}
+
+
+def load_block(state: RegionHours, value: dict[str, list[list[Any]]]) -> None:
+    """Put a block's records back into a region's state (restore after a restart or rebalance)."""
+    for f in value[Feed.SOLAR]:
+        state.solar[f[0]] = _solar(f[0], f[1:])
+    for f in value[Feed.WEATHER]:
+        state.weather[f[0]] = _weather(f[0], f[1:])
+
+
+# The rows topic names its columns once a message, then lists each row's values in that order: as compact as
+# the positional form, and read by name, so a message whose fields differ from this version's (an upgrade, a
+# rollback) is read right or refused, never shifted into the wrong fields.
+_FIELDS = list(FIELDS)
+
+
+def encode_rows(rows: list[FeatureRow]) -> bytes:
+    """One message of the rows topic: ``{"columns": [field names], "rows": [[values], ...]}``."""
+    return _dumps({"columns": _FIELDS, "rows": list(map(field_values, rows))})
+
+
+def decode_rows(value: bytes) -> list[FeatureRow]:
+    data = json.loads(value)
+    columns, rows = data["columns"], data["rows"]
+    if columns == _FIELDS:
+        return [FeatureRow(*v) for v in rows]
+    # Columns this version does not have are left out (its table has no place for them); a field it needs
+    # and the message lacks cannot be made up.
+    missing = [name for name in _FIELDS if name not in columns]
+    if missing:
+        raise ValueError(f"rows message lacks the fields {missing}")
+    pick = itemgetter(*(columns.index(name) for name in _FIELDS))
+    return [FeatureRow(*pick(v)) for v in rows]
+
+
+def region_value(state: RegionHours) -> dict[str, int | None]:
+    """Table value of a region: its whole state but the hours (``RegionHours.snapshot``): the watermark,
+    what retention has forgotten, and the records offset of the last batch applied."""
+    return state.snapshot()
+
+
+def load_region(region: str, value: dict[str, int | None]) -> RegionHours:
+    return RegionHours.restore(region, value)

@@ -1,0 +1,144 @@
+"""The align agent: records messages -> the hour tables and rows messages.
+
+The align step and its state (``steps.align.Aligner``) live in a helper process of their own, loaded from the
+tables after every rebalance; each batch is computed there while the batch before is applied here: its table
+writes, its rows sent on, its records messages that failed sent to the dead letters, then its acks.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import faust
+from faust.types import TP, StreamT, TableT
+
+from solar_agents.core.messages import MessageBatch
+from solar_agents.observe.log import get_logger
+from solar_agents.observe.stats import Stats
+from solar_agents.runtime.batches import Applying, HoleFiller, Taken, overlapped, retrying
+from solar_agents.runtime.deadletters import DeadLetters
+from solar_agents.runtime.faust_compat import committed_offsets, writing_in
+from solar_agents.runtime.helpers import step_helper
+from solar_agents.settings import Settings
+from solar_agents.steps.align import ROWS_PER_MESSAGE, AlignedMessages, Aligner, align_messages, load_aligner
+
+log = get_logger(__name__)
+
+
+class AlignAgent:
+    """The agent of the records topic, and the helper that holds the align step's state."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        tables: dict[str, TableT[str, bytes]],
+        rows_topic: faust.TopicT,
+        dead_letters: DeadLetters,
+        holes: HoleFiller,
+        stats: Stats,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.tables = tables
+        self.rows_topic = rows_topic
+        self.dead_letters = dead_letters
+        self.holes = holes
+        self.stats = stats
+        self.aligner = step_helper("align", Aligner, (settings.retention,), settings)
+        self.records_kept = 0  # what the aligner holds in memory, as of its latest batch
+        self._loaded_generation: int | None = None
+        self._applying = Applying()  # the batch before, being written and sent
+        self._started = time.monotonic()
+        self._recovered_once = False
+        tables["hours"].on_recover(self._on_recovered)
+
+    async def run(self, stream: StreamT[bytes]) -> None:
+        """One batch computed and one applied at a time, in order."""
+        await overlapped(
+            stream,
+            self.settings.ingest_batch_size,
+            self.settings.ingest_batch_max_wait_seconds,
+            self._compute,
+            partial(self._apply, stream),
+            self._applying,
+            self.holes,
+        )
+
+    async def _on_recovered(self) -> None:
+        """After the first rebalance's restore: say how long the worker took to get its tables back."""
+        if self._recovered_once:
+            return
+        self._recovered_once = True
+        log.info(
+            "tables_recovered",
+            seconds_since_start=round(time.monotonic() - self._started, 2),
+            hour_blocks_kept=len(self.tables["hours"]),
+        )
+
+    async def _ensure_loaded(self) -> None:
+        """The aligner starts from the tables after every rebalance (and after its helper died)."""
+        generation = self.app.consumer_generation_id
+        if generation == self._loaded_generation:
+            return
+        await self._applying.settled()  # the tables must hold the batch before first
+        started = time.perf_counter()
+        regions, hours = await self.aligner.run(
+            load_aligner,
+            list(self.tables["hours"].items()),
+            list(self.tables["regions"].items()),
+            list(self.tables["replays"].items()),
+        )
+        self._loaded_generation = generation
+        log.info(
+            "state_loaded", regions=regions, hours=hours, seconds=round(time.perf_counter() - started, 3)
+        )
+
+    async def _compute(self, taken: Taken) -> AlignedMessages:
+        """One batch through the align step, in its helper; a helper that died is started again from the
+        tables, which hold every batch but this one, and the batch is run again."""
+        records_topic = self.settings.records_topic
+        batch = MessageBatch.of(records_topic, taken.messages)
+        committed = committed_offsets(self.app.consumer)
+        aligned: list[AlignedMessages] = []
+
+        async def attempt() -> None:
+            await self._ensure_loaded()
+            at = {p: committed.get(TP(records_topic, p)) for p in set(batch.partitions)}
+            try:
+                aligned.append(await self.aligner.run(align_messages, batch, at, ROWS_PER_MESSAGE))
+            except Exception:
+                self._loaded_generation = None  # its state is gone with it: load again from the tables
+                raise
+
+        await retrying("align_step_failed", attempt)
+        return aligned[0]
+
+    async def _apply(self, stream: StreamT[bytes], taken: Taken, batch: AlignedMessages) -> None:
+        """An aligned batch's table writes, rows messages and dead letters, then its acks."""
+        self.stats.late += batch.late
+        self.stats.rows_emitted += batch.rows_count
+        self.records_kept = batch.records_kept
+        last_event = taken.last_events()
+        for partition, writes in batch.writes.items():
+            # Table writes go to the changelog partition of the current event: here, this partition's.
+            with writing_in(last_event[partition]):
+                for name, key, value in writes:
+                    table = self.tables[name]
+                    if value is None:
+                        table.pop(key, None)
+                    else:
+                        table[key] = value
+        for partition, messages in batch.rows.items():
+            for value in messages:
+                await retrying(
+                    "rows_send_failed",
+                    partial(self.rows_topic.send, key=None, value=value, partition=partition),
+                )
+        if batch.failed:
+            at = {(message.partition, message.offset): message for message in taken.messages}
+            for partition, offset, reason in batch.failed:
+                await self.dead_letters.send(at[partition, offset], reason)
+        # Only now, with the tables, rows and dead letters of the whole batch on their way, may it commit.
+        await taken.ack(stream)

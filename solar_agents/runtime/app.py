@@ -1,0 +1,59 @@
+"""The Faust app, built once from settings: ``faust -A solar_agents worker``."""
+
+from __future__ import annotations
+
+import faust
+
+from solar_agents.cli.commands import register_commands
+from solar_agents.observe import log
+from solar_agents.runtime import faust_compat as compat
+from solar_agents.runtime.topology import Pipeline, topology
+from solar_agents.runtime.worker import Worker
+from solar_agents.settings import Settings, settings_or_exit, unknown_in_environment
+from solar_agents.web.views import register_views
+
+# Changelog records that may wait to be sent before Faust holds the streams (``install_producer``).
+# A table write cannot wait, so Faust holds every topic's delivery while more than this many changelog records
+# wait to be sent (100 by default). One align batch writes a few hundred at once, bounded by its blocks, and
+# the hold cost each of them a pause of the whole worker.
+PRODUCER_BUFFER_MESSAGES = 5000
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
+    """The app and its pipeline; every Faust setting comes from ``settings`` here and nowhere later."""
+    log.configure(settings.log_level)
+    compat.install(
+        settings.broker_fetch_max_wait_seconds,
+        settings.consumer_max_fetch_response_bytes,
+        PRODUCER_BUFFER_MESSAGES,
+    )
+    app = faust.App(
+        settings.kafka_consumer_group,
+        **settings.faust_consumer_options(),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        producer_linger=settings.producer_linger_seconds,
+        # Never below Faust's default: record batches are sent whole, whatever the dead-letter limit.
+        producer_max_request_size=max(1_000_000, settings.deadletter_max_bytes),
+        logging_config=log.logging_config(settings.log_level),
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+        Worker=Worker,
+    )
+    pipeline = Pipeline(app, settings)
+    topology(app, pipeline)
+    register_views(app, pipeline)
+    register_commands(app, settings)
+    return app, pipeline
+
+
+settings = settings_or_exit()
+app, pipeline = create_app(settings)
+for _name, _close in unknown_in_environment():
+    # A misspelled setting would otherwise be ignored without a word, and its default used.
+    log.get_logger(__name__).warning(
+        "unknown_setting", name=_name, did_you_mean=_close.upper() if _close else None
+    )

@@ -1,0 +1,178 @@
+"""How the agents take their input: batches acked only after their work, holes filled, retries that never
+give up on a batch, and a batch computed in a helper while the one before is applied.
+
+Shared by the three agents (``runtime.ingest``, ``runtime.align``, ``runtime.write``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar, cast
+
+from faust import Stream
+from faust.types import TP, EventT, StreamT
+
+from solar_agents.core.messages import Message, MessageLike
+from solar_agents.core.offsets import Continuity, Hole, fill
+from solar_agents.observe.log import get_logger
+from solar_agents.observe.stats import Stats
+from solar_agents.runtime.faust_compat import RangeReader, ack_offsets, committed_offsets
+
+log = get_logger(__name__)
+Event = EventT[bytes]
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Taken:
+    """A batch of one stream: its messages in order, with any that the hand-over dropped read again and put
+    back (``offsets``), and the events to ack once its work is done."""
+
+    messages: list[MessageLike]
+    events: list[Event]
+    read_again: dict[int, list[int]]  # per partition: offsets read again, acked with the events
+
+    def last_events(self) -> dict[int, Event]:
+        """The last event of each partition (table writes go to its changelog partition)."""
+        return {event.message.partition: event for event in self.events}
+
+    async def ack(self, stream: StreamT[bytes]) -> None:
+        for event in self.events:
+            await stream.ack(event)
+        if self.read_again:
+            consumer = stream.app.consumer
+            topic = self.messages[0].topic
+            for partition, offsets in self.read_again.items():
+                ack_offsets(consumer, TP(topic, partition), offsets)
+
+
+async def batches(
+    stream: StreamT[bytes], size: int, within: float, holes: HoleFiller
+) -> AsyncIterator[Taken]:
+    """Batches of events that the caller acks after their work is done, holes filled (``HoleFiller``).
+
+    ``take()`` would ack a batch even when the loop body raised; ``noack_take`` yields the events unacked.
+    But when it ends (the worker stops) it turns the stream's acks back on, and its background drainer then
+    acks every event still arriving, unprocessed: a graceful stop committed input nobody had read. So acks
+    stay off once the batches end.
+    """
+    takes = cast(Stream[bytes], stream).noack_take(size, within=within)
+    continuity = Continuity()
+    try:
+        async for events in takes:
+            yield await holes.fill(stream, cast(list[Event], events), continuity)
+    finally:
+        await takes.aclose()
+        stream.enable_acks = False
+
+
+class HoleFiller:
+    """Puts back the records a hand-over dropped (``offsets``): read again, in front of the record after."""
+
+    def __init__(self, reader: RangeReader, stats: Stats) -> None:
+        self.reader = reader
+        self.stats = stats
+
+    async def fill(self, stream: StreamT[bytes], events: list[Event], continuity: Continuity) -> Taken:
+        messages: list[MessageLike] = [event.message for event in events]
+        if not messages:
+            return Taken(messages, events, {})
+        topic = messages[0].topic
+        committed = committed_offsets(stream.app.consumer)
+        holes = continuity.holes(messages, lambda partition: committed.get(TP(topic, partition)))
+        if not holes:
+            return Taken(messages, events, {})
+        found: dict[Hole, list[MessageLike]] = {}
+        again: dict[int, list[int]] = defaultdict(list)
+        for hole in holes:
+            found[hole] = read = await self._read(topic, hole)
+            again[hole.partition].extend(m.offset for m in read)
+            absent = hole.end - hole.start - len(read)
+            self.stats.records_read_again += len(read)
+            self.stats.offsets_absent += absent
+            fields = {"topic": topic, "partition": hole.partition, "start": hole.start, "end": hole.end}
+            if read:  # records the hand-over dropped: without this, lost
+                log.warning("records_read_again", **fields, records=len(read))
+            else:  # transaction markers, a compacted or expired range: nothing to read
+                log.debug("offsets_absent", **fields, offsets=absent)
+        return Taken(fill(messages, found), events, dict(again))
+
+    async def _read(self, topic: str, hole: Hole) -> list[MessageLike]:
+        read: list[MessageLike] = []
+
+        async def attempt() -> None:
+            records = await self.reader.read(TP(topic, hole.partition), hole.start, hole.end)
+            read[:] = [Message(topic, r.partition, r.offset, r.key, r.value) for r in records]
+
+        await retrying("read_again_failed", attempt)
+        return read
+
+
+class Applying:
+    """The batch before, being written, sent and acked on the event loop while its helper computes the next:
+    one batch applied at a time, in order, and never two computed ahead."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Future[None] | None = None
+
+    async def settled(self) -> None:
+        """Wait until the batch before is applied (its failure is the agent's)."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            await task
+
+    async def start(self, work: Awaitable[None]) -> None:
+        await self.settled()
+        self._task = asyncio.ensure_future(work)
+
+    def cancel(self) -> None:
+        """On stop: a batch not applied is not acked either, and is read again at the next start."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
+async def overlapped(
+    stream: StreamT[bytes],
+    size: int,
+    within: float,
+    compute: Callable[[Taken], Awaitable[T]],
+    apply: Callable[[Taken, T], Awaitable[None]],
+    applying: Applying,
+    holes: HoleFiller,
+) -> None:
+    """Batches of ``stream``: each ``compute``d (in a helper) while the batch before is ``apply``ed here."""
+    try:
+        async for taken in batches(stream, size, within, holes):
+            result = await compute(taken)
+            await applying.start(apply(taken, result))
+    finally:
+        applying.cancel()
+
+
+async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_delay: float = 10.0) -> None:
+    """Run ``attempt`` until it succeeds, backing off; a failure is logged, never raised, so the agent
+    lives on and its unacked input is neither lost nor skipped."""
+    delay = 0.2
+    failures = 0
+    while True:
+        try:
+            await attempt()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            log.warning(
+                event,
+                attempt=failures,
+                error=f"{type(exc).__name__}: {str(exc).strip()}"[:300],
+                retry_in=round(delay, 2),
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+            continue
+        if failures:
+            log.info(event.replace("_failed", "_recovered"), attempts=failures + 1)
+        return

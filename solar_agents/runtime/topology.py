@@ -1,0 +1,142 @@
+"""The topology of the app: its topics, tables and agents, built once from settings, wired in ``topology``.
+
+    solar raw ──▶ ingest_solar ──┐                    ┌─▶ hours table (region|block → two days of hours)
+                                 ├─▶ records topic ──▶ align ──▶ regions table (region → watermark, horizon)
+    weather raw ─▶ ingest_weather┘   (key = region)       │
+         │ bad messages ─▶ dead-letter topic              └─▶ rows topic ──▶ write ──▶ RisingWave / PostgreSQL
+
+Each agent is a module of its own (``runtime.ingest``, ``runtime.align``, ``runtime.write``) running its step
+(``steps.*``) in a helper process; this module only builds and connects them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+from faust.types import TableT
+
+from solar_agents.core.hours import RegionHours
+from solar_agents.core.wire import table_value
+from solar_agents.observe.stats import Stats
+from solar_agents.runtime.align import AlignAgent
+from solar_agents.runtime.backfill import Backfill, Progress
+from solar_agents.runtime.batches import HoleFiller
+from solar_agents.runtime.deadletters import DeadLetters
+from solar_agents.runtime.faust_compat import range_reader
+from solar_agents.runtime.ingest import IngestAgent
+from solar_agents.runtime.reading import ReadTracker
+from solar_agents.runtime.write import WriteAgent
+from solar_agents.settings import Settings
+from solar_agents.sink import FeatureSink
+from solar_agents.steps.align import read_states
+
+# The state is small (bounded by event time) and read from the stores only after a rebalance: the align
+# step keeps it in memory. RocksDB's defaults (64 MB write buffers, a block cache per partition's store)
+# would let memory grow with the history written instead.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 256 * 1024,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 1024**2,
+    "block_cache_compressed_size": 0,
+}
+
+
+class Pipeline:
+    """The app's topics, tables and agents; what the web view and the commands read of a worker."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.stats = Stats()
+        partitions = settings.topic_partitions
+
+        def topic(name: str, partitions: int | None = None) -> faust.TopicT:
+            # Bytes in, bytes out: validation is ours (pydantic), so that a bad message is a dead letter
+            # rather than an exception inside Faust.
+            return app.topic(
+                name,
+                partitions=partitions,
+                internal=partitions is not None,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+
+        self.solar_topic = topic(settings.kafka_topic_solar)
+        self.weather_topic = topic(settings.kafka_topic_weather)
+        self.deadletter_topic = topic(settings.deadletter_topic, partitions=1)
+        self.records_topic = topic(settings.records_topic, partitions)
+        self.rows_topic = topic(settings.rows_topic, partitions)
+
+        def table(name: str) -> TableT[str, bytes]:
+            # Values are bytes (``core.wire.table_bytes``): Faust then neither encodes them on a write nor
+            # decodes every changelog record during a restore.
+            return app.Table(
+                name,
+                partitions=partitions,
+                value_type=bytes,
+                schema=faust.Schema(key_serializer="json", value_serializer="raw"),
+                options=ROCKSDB_OPTIONS,
+            )
+
+        # Hour blocks (region|block -> two days of both halves) and regions (watermark, horizon), on the
+        # records topic's partitions, keyed by region; and the replays in progress per records partition.
+        self.tables: dict[str, TableT[str, bytes]] = {
+            name: table(name) for name in ("hours", "regions", "replays")
+        }
+        self.region_table = self.tables["regions"]
+
+        # Records the hand-over dropped, read again (``core.offsets``).
+        self.reader = range_reader(app)
+        holes = HoleFiller(self.reader, self.stats)
+        dead_letters = DeadLetters(self.deadletter_topic, settings.deadletter_max_bytes, self.stats)
+        self.reading = ReadTracker(app, settings, self.records_topic, self.stats)
+        self.ingest = IngestAgent(settings, self.records_topic, self.reading, dead_letters, holes, self.stats)
+        self.align = AlignAgent(app, settings, self.tables, self.rows_topic, dead_letters, holes, self.stats)
+        self.write = WriteAgent(settings, holes, self.stats)
+        self.progress = Progress(app, settings, self.stats, lambda: self.align.records_kept)
+        self.backfill = Backfill(app, self.progress, self.write.flush)
+
+    def helpers(self) -> tuple[Any, ...]:
+        return self.ingest.parser, self.align.aligner, self.write.sink
+
+    async def start(self) -> None:
+        """With the worker: the helper processes started (each takes a second) rather than at the first
+        batch."""
+        await asyncio.gather(*(helper.start() for helper in self.helpers()))
+
+    async def close(self, _sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        """On worker shutdown: close the database connection, then stop the helpers."""
+        with contextlib.suppress(Exception):  # a helper that died has nothing left to close
+            await self.write.sink.run(FeatureSink.close)
+        await asyncio.gather(*(helper.close() for helper in self.helpers()))
+        await self.reader.close()
+
+    def region_states(self) -> dict[str, RegionHours]:
+        """Every region's kept hours on this worker, from the tables: after each batch they hold what the
+        align step holds (its helper's memory is not this process's), and during a recovery what is back."""
+        return read_states(_decoded(self.tables["hours"]), _decoded(self.tables["regions"]))
+
+
+def _decoded(table: TableT[str, bytes]) -> Iterator[tuple[str, Any]]:
+    return ((key, table_value(value)) for key, value in table.items())
+
+
+def topology(app: faust.App, p: Pipeline) -> None:
+    """The agents and timers of the app, as the picture at the top of this module draws them."""
+    app.task(p.start)
+    app.agent(p.solar_topic, name="ingest_solar")(p.ingest.solar)  # solar raw -> records
+    app.agent(p.weather_topic, name="ingest_weather")(p.ingest.weather)  # weather raw -> records
+    app.agent(p.records_topic, name="align")(p.align.run)  # records -> hour tables + rows
+    app.agent(p.rows_topic, name="write")(p.write.run)  # rows -> database
+    # Progress reports also go out on a timer, so an idle or empty raw topic still tells it is caught up
+    # (and held reads are looked at again).
+    app.timer(2.0, name="report_progress")(p.reading.report_all)
+    app.timer(10.0, name="progress")(p.progress.log)
+    if p.settings.exit_when_caught_up:
+        app.timer(1.0, name="backfill_progress")(p.backfill.tick)
+        app.timer(1.0, name="exit_when_caught_up")(p.backfill.exit_when_caught_up)
+    app.on_before_shutdown.connect(p.close)

@@ -1,0 +1,327 @@
+"""The align step: records per region -> the rows they complete or change, and the table writes that keep
+its state. One batch of the records topic at a time, message by message, in order.
+
+Pure: no Faust, no broker. ``runtime.align`` writes the tables, sends the rows and acks the batch. The row
+arithmetic itself is ``core.features``; which record counts for an hour, and retention, ``core.hours``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from solar_agents.core.features import FeatureRow, affected_hours, feature_rows
+from solar_agents.core.hours import Record, RegionHours, Retention, Uncommitted
+from solar_agents.core.messages import MessageBatch, MessageLike
+from solar_agents.core.read_progress import (
+    NOT_YET_READ,
+    FeedProgress,
+    ProgressReport,
+    Replay,
+    ReplayMarker,
+    decode_control,
+    load_replay,
+    replay_value,
+)
+from solar_agents.core.wire import (
+    block_key,
+    block_of,
+    block_value,
+    decode_records,
+    encode_rows,
+    load_block,
+    load_region,
+    region_value,
+    split_block_key,
+    table_bytes,
+    table_value,
+)
+from solar_agents.observe.log import get_logger
+
+log = get_logger(__name__)
+
+# Rows messages stay well below the consumer's fetch size: about 200 bytes a row.
+ROWS_PER_MESSAGE = 250
+
+Table = Literal["hours", "regions", "replays"]
+
+
+@dataclass(frozen=True, slots=True)
+class TableWrite:
+    """Set ``key`` of a table to ``value``; None deletes it."""
+
+    table: Table
+    key: str
+    value: Any
+
+
+@dataclass(slots=True)
+class AlignedBatch:
+    """What one batch of the records topic yields, per records partition."""
+
+    rows: dict[int, list[FeatureRow]] = field(default_factory=dict)  # in order; one per key, the latest
+    writes: dict[int, list[TableWrite]] = field(default_factory=lambda: defaultdict(list))
+    late: int = 0
+    # Records messages the step could not apply (a bug, a corrupt message): (partition, offset, reason).
+    # They go to the dead-letter topic; the rest of the batch is applied.
+    failed: list[tuple[int, int, str]] = field(default_factory=list)
+
+
+def read_states(
+    hours: Iterable[tuple[str, Any]], regions: Iterable[tuple[str, Any]]
+) -> dict[str, RegionHours]:
+    """The regions' kept hours as the tables hold them."""
+    states = {region: load_region(region, value) for region, value in regions}
+    for key, value in hours:
+        region, _block = split_block_key(key)
+        state = states.setdefault(region, RegionHours(region))
+        load_block(state, value)
+    return states
+
+
+class Aligner:
+    """The align step: every region's kept hours, the ingest's progress and the replays in progress.
+
+    State changes message by message, in order; each region's table entries are written once per batch
+    (each block the batch changed, and the region's fields), its rows once per batch too.
+    """
+
+    def __init__(self, retention: Retention) -> None:
+        self.retention = retention
+        self.states: dict[str, RegionHours] = {}
+        self.progress: dict[int, FeedProgress] = defaultdict(FeedProgress)
+        self.replays: dict[int, Replay] = {}
+        # Per records partition: its batches not committed yet (what a crash would bring back).
+        self._uncommitted: dict[int, Uncommitted] = defaultdict(Uncommitted)
+
+    def load(
+        self,
+        hours: Iterable[tuple[str, Any]],
+        regions: Iterable[tuple[str, Any]],
+        replays: Iterable[tuple[str, Any]],
+    ) -> None:
+        """Start from the tables (after every rebalance). Progress is not kept: until the ingest reports
+        again (within seconds) nothing is known, which holds every watermark back; the safe side."""
+        self.progress.clear()
+        self.replays = {int(partition): load_replay(value) for partition, value in replays}
+        self.states = read_states(hours, regions)
+
+    def state(self, region: str) -> RegionHours:
+        state = self.states.get(region)
+        if state is None:
+            state = self.states[region] = RegionHours(region)
+        return state
+
+    def batch(self, messages: Iterable[MessageLike], committed: Callable[[int], int | None]) -> AlignedBatch:
+        """Apply a batch of the records topic. ``committed(partition)`` is the group's committed offset of
+        a records partition: batches from there on may be read again after a crash."""
+        out = AlignedBatch()
+        changed: dict[int, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+        rows: dict[int, dict[tuple[str, int], FeatureRow]] = defaultdict(dict)
+        for message in messages:
+            partition = message.partition
+            if message.key == b"":  # a control message, not a region (regions have 1-64 characters)
+                self._control(partition, message.value, out.writes[partition])
+                continue
+            try:
+                region, stored, late, new_rows = self._align(message, committed, out.writes[partition])
+            except Exception as exc:  # a bug must not stop the worker or lose the message: a dead letter
+                log.exception("align_failed", partition=partition, offset=message.offset)
+                out.failed.append((partition, message.offset, f"internal error: {type(exc).__name__}: {exc}"))
+                continue
+            out.late += late
+            changed[partition][region].update(block_of(hour) for hour in stored)
+            kept = rows[partition]
+            for row in new_rows:
+                kept.pop(row.key, None)  # the latest computation of a row wins, and goes last
+                kept[row.key] = row
+        for partition, regions in changed.items():
+            for region, blocks in regions.items():
+                out.writes[partition].extend(self._region_writes(region, blocks))
+        out.rows = {partition: list(by_key.values()) for partition, by_key in rows.items()}
+        return out
+
+    def _control(self, partition: int, value: bytes | None, writes: list[TableWrite]) -> None:
+        """A progress report of the ingest, or a replay marker of the replay command."""
+        assert value is not None
+        message = decode_control(value)
+        progress = self.progress[partition]
+        if isinstance(message, ProgressReport):
+            progress.apply(message)
+            self._replay(partition, writes)  # ends a replay the ingest has now read past
+        elif isinstance(message, ReplayMarker):
+            replay = message.replay
+            # The moved partitions will be read again from their new start: nothing is known of them now.
+            progress.restart(message.starts)
+            self.replays[partition] = replay
+            writes.append(TableWrite("replays", str(partition), replay_value(replay)))
+            log.info("replay_started", partition=partition, region=replay.region, from_hour=replay.from_hour)
+
+    def _replay(self, partition: int, writes: list[TableWrite]) -> Replay | None:
+        """The replay in progress in this records partition; ends it once the ingest has read past it."""
+        replay = self.replays.get(partition)
+        if replay is not None and replay.done(self.progress[partition]):
+            del self.replays[partition]
+            writes.append(TableWrite("replays", str(partition), None))
+            log.info("replay_finished", partition=partition, region=replay.region)
+            return None
+        return replay
+
+    def _align(
+        self, message: MessageLike, committed: Callable[[int], int | None], writes: list[TableWrite]
+    ) -> tuple[str, set[int], int, list[FeatureRow]]:
+        """One region's records: (region, hours stored or pruned, late records, rows)."""
+        assert message.key is not None and message.value is not None
+        region = message.key.decode()
+        partition = message.partition
+        state = self.state(region)
+        records = decode_records(message.value)
+        aligned = align_batch(
+            state,
+            records,
+            self.retention,
+            self.progress[partition].floor(),
+            self._replay(partition, writes),
+            self._lowest_uncommitted(partition, message.offset, records, committed(partition)),
+            message.offset,
+        )
+        return region, aligned.stored_hours | set(aligned.pruned_hours), aligned.late, aligned.rows
+
+    def _lowest_uncommitted(
+        self, partition: int, offset: int, records: list[Record], committed: int | None
+    ) -> int | None:
+        """The lowest hour a crash could deliver again to this records partition: of its own batches not
+        committed yet, and of the raw records the ingest has not committed."""
+        tracker = self._uncommitted[partition]
+        if records:
+            tracker.add(offset, min(record.hour for record in records))
+        lows = [tracker.lowest(committed), self.progress[partition].uncommitted()]
+        present = [low for low in lows if low is not None]
+        return min(present) if present else None
+
+    def _region_writes(self, region: str, blocks: set[int]) -> list[TableWrite]:
+        """What a batch changed of a region: each changed block once, and the region's fields."""
+        state = self.state(region)
+        writes = []
+        for block in sorted(blocks):
+            writes.append(TableWrite("hours", block_key(region, block), block_value(state, block)))
+        writes.append(TableWrite("regions", region, region_value(state)))
+        return writes
+
+
+@dataclass(slots=True)
+class AlignedMessages:
+    """An aligned batch ready to write and send (``align_messages``): what crosses back from the align
+    helper, already encoded."""
+
+    writes: dict[int, list[tuple[Table, str, bytes | None]]]  # per records partition: (table, key, value)
+    rows: dict[int, list[bytes]]  # per records partition: rows messages, in order
+    rows_count: int
+    late: int
+    records_kept: int  # what the aligner holds in memory now
+    failed: list[tuple[int, int, str]]  # (partition, offset, reason): records messages for the dead letters
+
+
+def load_aligner(
+    aligner: Aligner,
+    hours: list[tuple[str, bytes]],
+    regions: list[tuple[str, bytes]],
+    replays: list[tuple[str, bytes]],
+) -> tuple[int, int]:
+    """``Aligner.load`` from the tables' stored bytes; returns (regions, hours) loaded."""
+
+    def decoded(entries: list[tuple[str, bytes]]) -> Iterator[tuple[str, Any]]:
+        return ((key, table_value(value)) for key, value in entries)
+
+    aligner.load(decoded(hours), decoded(regions), decoded(replays))
+    states = aligner.states.values()
+    return len(states), sum(len(s.solar.keys() | s.weather.keys()) for s in states)
+
+
+def align_messages(
+    aligner: Aligner, batch: MessageBatch, committed: dict[int, int | None], per_message: int
+) -> AlignedMessages:
+    """``Aligner.batch`` on a batch of the records topic, its table values and rows messages encoded
+    (at most ``per_message`` rows a message). ``committed`` holds the group's committed offset of each
+    records partition in the batch."""
+    aligned = aligner.batch(batch.messages(), committed.get)
+    writes = {
+        partition: [
+            (w.table, w.key, None if w.value is None else table_bytes(w.value)) for w in partition_writes
+        ]
+        for partition, partition_writes in aligned.writes.items()
+    }
+    rows = {
+        partition: [
+            encode_rows(partition_rows[start : start + per_message])
+            for start in range(0, len(partition_rows), per_message)
+        ]
+        for partition, partition_rows in aligned.rows.items()
+    }
+    return AlignedMessages(
+        writes,
+        rows,
+        sum(len(r) for r in aligned.rows.values()),
+        aligned.late,
+        sum(len(r.solar) + len(r.weather) for r in aligner.states.values()),
+        aligned.failed,
+    )
+
+
+# --- one region's records -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Aligned:
+    """What one batch of a region's records changed: rows to (re)write, hours to store and to forget."""
+
+    rows: list[FeatureRow]
+    stored_hours: set[int]
+    pruned_hours: list[int]
+    late: int
+
+
+def align_batch(
+    state: RegionHours,
+    records: list[Record],
+    retention: Retention,
+    floor: int | None = None,
+    replay: Replay | None = None,
+    uncommitted: int | None = None,
+    offset: int | None = None,
+) -> Aligned:
+    """The step of the align agent: fold records into the region's state, compute the rows they touch,
+    then apply ``retention`` (which also holds the feature window and the allowed lateness). Rows come
+    before retention, so a late record is still written from whatever history is kept (SPEC). ``floor``
+    holds the watermark below raw partitions still being read; a ``replay`` in progress keeps rows before
+    its start from being rewritten; ``uncommitted`` is the lowest hour that a crash could deliver again,
+    whose rows' history must outlive it. ``offset`` is the batch's position in its records partition: one
+    at or before the last applied is read again after a restart."""
+    window_hours = retention.window_hours
+    rereading = offset is not None and state.applied_through is not None and offset <= state.applied_through
+    applied = state.apply(records, retention.lateness_hours, floor)
+    touched = affected_hours(applied.solar_hours, applied.weather_hours, window_hours)
+    if (applied.repeated_solar or applied.repeated_weather) and state.pruned_below is not None:
+        # A record kept already (read again after a crash, or a duplicate) rewrites its rows in case their
+        # first write was lost, but never from history cut short by retention: those rows were right.
+        new = affected_hours(
+            applied.solar_hours - applied.repeated_solar,
+            applied.weather_hours - applied.repeated_weather,
+            window_hours,
+        )
+        touched = new | {h for h in touched if retention.history_kept(h, state.pruned_below)}
+    if replay is not None:
+        touched = {h for h in touched if not replay.hides(state.region, h)}
+    rows = feature_rows(state, touched, window_hours)
+    if rereading:
+        # The batches up to the last one applied come back in order, each needing the history it had the
+        # first time: nothing may be pruned until they are through.
+        keep_from: int | None = NOT_YET_READ
+    else:
+        keep_from = None if uncommitted is None else retention.history_from(uncommitted)
+        if offset is not None:
+            state.applied_through = offset
+    pruned = state.prune(retention, floor, applied.hours, keep_from)
+    return Aligned(rows, applied.hours.difference(pruned), pruned, applied.late)

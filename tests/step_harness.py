@@ -1,0 +1,143 @@
+"""A harness for the three steps in-process, fed fake messages (no broker, no database, no Faust).
+
+It plays the topics: raw messages in partitions, the records topic partitioned by region, tables as dicts,
+rows messages collected, with the same batch functions the worker's helpers run. Rows are checked against
+the reference computed from SPEC.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from pipeline_util import Rows
+from reference import RawMessage, reference_features
+from scenario import build_feed, interleave
+
+from solar_agents.core.features import FeatureRow
+from solar_agents.core.hours import Retention, hour_start
+from solar_agents.core.messages import Message, MessageBatch
+from solar_agents.core.read_progress import Feed, PartitionProgress, ProgressReport
+from solar_agents.core.records import RegionResolver
+from solar_agents.core.wire import table_bytes, table_value
+from solar_agents.settings import Settings
+from solar_agents.steps.align import ROWS_PER_MESSAGE, Aligner, align_messages, load_aligner
+from solar_agents.steps.ingest import RECORDS_PER_MESSAGE, ingest_messages
+
+SOLAR, WEATHER = "solar_production_raw", "weather_raw"
+PARTITIONS = 4
+
+
+def raw_feed(hours: int, regions: tuple[str, ...], seed: int = 3) -> list[Message]:
+    """The messy feed of the scenario, as messages in 2 partitions per raw topic with their offsets."""
+    feed = build_feed(hours=hours, regions=regions, seed=seed, solar_topic=SOLAR, weather_topic=WEATHER)
+    offsets: dict[tuple[str, int], int] = defaultdict(int)
+    out = []
+    for index, (topic, key, value) in enumerate(interleave(feed)):
+        partition = index % 2
+        out.append(Message(topic, partition, offsets[topic, partition], key, value))
+        offsets[topic, partition] += 1
+    return out
+
+
+def retention() -> Retention:
+    return Settings().retention
+
+
+@dataclass
+class Harness:
+    """Topics and tables of one worker, in memory."""
+
+    aligner: Aligner = field(default_factory=lambda: Aligner(retention()))
+    tables: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"hours": {}, "regions": {}, "replays": {}}
+    )
+    records: dict[int, list[Message]] = field(default_factory=lambda: defaultdict(list))
+    rows_messages: list[Message] = field(default_factory=list)
+    dead_letters: list[tuple[int, int, str]] = field(default_factory=list)  # (partition, offset, reason)
+    align_failed: list[tuple[int, int, str]] = field(default_factory=list)  # records messages, as above
+    table_writes: int = 0
+    aligned: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # per records partition
+
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)  # raw (topic, partition) -> end offset
+    read_hour: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def send(self, partition: int, key: bytes, value: bytes) -> None:
+        log = self.records[partition]
+        log.append(Message("records", partition, len(log), key, value))
+
+    def ingest(self, batch: list[Message], solar: bool) -> None:
+        """The ingest agent: records to their region's partition, then a progress report to every one."""
+        topic = SOLAR if solar else WEATHER
+        # The functions the worker's helpers run, on the same plain batches.
+        raw = MessageBatch.of(topic, batch)
+        ingested = ingest_messages(RegionResolver({}, "DE"), raw, solar, RECORDS_PER_MESSAGE)
+        self.dead_letters.extend(ingested.rejected)
+        for region, value in ingested.messages:
+            self.send(sum(region.encode()) % PARTITIONS, region.encode(), value)
+        for partition, hour in ingested.latest_hour.items():
+            self.read_hour[topic, partition] = max(hour, self.read_hour.get((topic, partition), hour))
+        report = {
+            partition: PartitionProgress(
+                latest_hour=self.read_hour.get((topic, partition)),
+                caught_up=offset + 1 >= self.ends[topic, partition],
+                next_offset=offset + 1,
+                uncommitted_hour=None,
+            )
+            for partition, offset in ingested.last_offset.items()
+        }
+        value = ProgressReport(Feed.SOLAR if solar else Feed.WEATHER, 2, report).encode()
+        for partition in range(PARTITIONS):
+            self.send(partition, b"", value)
+
+    def align(self, messages: list[Message]) -> None:
+        batch = align_messages(self.aligner, MessageBatch.of("records", messages), {}, ROWS_PER_MESSAGE)
+        self.align_failed.extend(batch.failed)
+        for writes in batch.writes.values():
+            for name, key, value in writes:
+                self.table_writes += 1
+                table = self.tables[name]
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = table_value(value)  # decoded here, for the tests to read
+        for values in batch.rows.values():
+            for value in values:
+                self.rows_messages.append(Message("rows", 0, len(self.rows_messages), None, value))
+
+    def restart(self) -> None:
+        """A new process: the aligner starts from the tables alone."""
+        self.aligner = Aligner(retention())
+        stored = {name: [(k, table_bytes(v)) for k, v in kept.items()] for name, kept in self.tables.items()}
+        load_aligner(self.aligner, stored["hours"], stored["regions"], [])
+
+
+def run(harness: Harness, raw: list[Message], ingest_batch: int, align_batch: int) -> None:
+    for message in raw:
+        end = harness.ends.get((message.topic, message.partition), 0)
+        harness.ends[message.topic, message.partition] = max(end, message.offset + 1)
+    for topic in (SOLAR, WEATHER):  # each raw topic by its own agent, in batches
+        messages = [m for m in raw if m.topic == topic]
+        for start in range(0, len(messages), ingest_batch):
+            harness.ingest(messages[start : start + ingest_batch], solar=topic == SOLAR)
+    for partition, log in harness.records.items():
+        for start in range(harness.aligned[partition], len(log), align_batch):
+            harness.align(log[start : start + align_batch])
+        harness.aligned[partition] = len(log)
+
+
+def as_rows(rows: Iterable[FeatureRow]) -> Rows:
+    names = [f.name for f in fields(FeatureRow)]
+    out: Rows = {}
+    for row in rows:
+        values = {("timestamp" if n == "hour" else n): getattr(row, n) for n in names}
+        values["timestamp"] = hour_start(row.hour)
+        out[row.region, values["timestamp"]] = values
+    return out
+
+
+def reference(raw: list[Message]) -> Rows:
+    messages = [RawMessage(m.topic, m.partition, m.offset, m.key, m.value) for m in raw]
+    return reference_features(messages, solar_topic=SOLAR, weather_topic=WEATHER).rows

@@ -1,0 +1,153 @@
+"""The align step in-process: table writes per batch, a restart from the tables, a message it cannot apply."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from reference import assert_rows_equal
+from state_util import through_tables
+from step_harness import PARTITIONS, Harness, as_rows, raw_feed, reference, run
+
+from solar_agents.core.hours import Position, RegionHours, Retention, Solar, Weather
+from solar_agents.core.messages import Message
+from solar_agents.core.wire import BLOCK_HOURS
+from solar_agents.steps.align import align_batch
+from solar_agents.steps.write import rows_to_write
+
+
+def test_batch_size_changes_the_table_writes_not_the_rows() -> None:
+    raw = raw_feed(hours=240, regions=("DE_a", "DE_b"))
+    small, large = Harness(), Harness()
+    run(small, raw, ingest_batch=10, align_batch=1)
+    run(large, raw, ingest_batch=500, align_batch=100)
+    assert as_rows(rows_to_write(small.rows_messages)) == as_rows(rows_to_write(large.rows_messages))
+    assert small.tables["hours"] == large.tables["hours"]
+    for region, kept in small.tables["regions"].items():  # the watermark; retention ran at its own pace
+        assert kept["latest_solar"] == large.tables["regions"][region]["latest_solar"]
+        assert kept["latest_weather"] == large.tables["regions"][region]["latest_weather"]
+        assert kept["pruned_below"] > 0, "retention ran"
+    # One write per changed block and one per region, per batch: far fewer with larger batches.
+    assert large.table_writes * 10 < small.table_writes
+    for value in large.tables["hours"].values():  # every value bounded: one day of one region
+        assert len(value["solar"]) <= BLOCK_HOURS and len(value["weather"]) <= BLOCK_HOURS
+
+
+def test_a_restart_from_the_tables_alone_changes_no_row() -> None:
+    raw = raw_feed(hours=200, regions=("DE_a", "DE_b"))
+    random.Random(5).shuffle(raw)  # any order of arrival across partitions
+    by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
+    for message in sorted(raw, key=lambda m: (m.topic, m.partition, m.offset)):
+        by_partition[message.topic, message.partition].append(message)
+    ordered = [m for log in by_partition.values() for m in log]
+    harness = Harness()
+    half = len(ordered) // 2
+    run(harness, ordered[:half], ingest_batch=40, align_batch=5)
+    harness.restart()
+    run(harness, ordered[half:], ingest_batch=40, align_batch=5)
+    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages)))
+
+
+def test_a_records_message_the_align_step_cannot_apply_is_a_dead_letter_and_the_rest_applied() -> None:
+    """An internal error while aligning one records message (here a corrupt message: a solar record without
+    its fields) sends that message to the dead letters with the reason; the batch's other messages are
+    applied, and every row equals the reference."""
+    raw = raw_feed(hours=120, regions=("DE_a", "DE_b"))
+    harness = Harness()
+    corrupt = json.dumps({"solar": [[430_000]], "weather": []}).encode()
+    partition = sum(b"DE_a") % PARTITIONS
+    harness.send(partition, b"DE_a", corrupt)  # first in its partition's log, so in the first align batch
+    run(harness, raw, ingest_batch=50, align_batch=7)
+    [(failed_partition, offset, reason)] = harness.align_failed
+    assert (failed_partition, offset) == (partition, 0)
+    assert reason.startswith("internal error: IndexError")
+    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages)))
+
+
+# --- one region's records (``align_batch``) ------------------------------------------------------------
+
+# 2019-01-05 was a Saturday.
+SATURDAY_NOON = int(datetime(2019, 1, 5, 12, tzinfo=UTC).timestamp()) // 3600
+P = Position(0, 0, 0)
+RETENTION = Retention(window_hours=24, lateness_hours=48)  # 72 h behind the watermark
+
+
+def test_align_batch_writes_late_record_from_kept_history() -> None:
+    state = RegionHours("R")
+    h = SATURDAY_NOON
+    first = align_batch(state, [Solar(h, P, 1.0), Weather(h, P, 1.0, 1.0, 1.0, 0.0, 0.0)], RETENTION)
+    assert [r.hour for r in first.rows] == [h]
+    ahead = align_batch(
+        state, [Solar(h + 200, P, 1.0), Weather(h + 200, P, 1.0, 1.0, 1.0, 0.0, 0.0)], RETENTION
+    )
+    assert ahead.pruned_hours == [h]  # older than watermark - 72 h
+    late = align_batch(state, [Solar(h + 1, P, 2.0), Weather(h + 1, P, 2.0, 2.0, 2.0, 0.0, 0.0)], RETENTION)
+    assert late.late == 2
+    assert [r.hour for r in late.rows] == [h + 1]
+    assert late.rows[0].production_lag_1h is None  # h was forgotten: whatever history is kept
+    assert late.pruned_hours == [h + 1] and not late.stored_hours
+
+
+def test_align_batch_keeps_the_history_of_records_a_crash_may_bring_back() -> None:
+    state = RegionHours("R")
+    h = SATURDAY_NOON
+
+    def both(hour: int) -> list[Solar | Weather]:
+        return [Solar(hour, P, float(hour - h)), Weather(hour, P, 1.0, 1.0, 1.0, 0.0, 0.0)]
+
+    for hour in range(h, h + 30):
+        align_batch(state, both(hour), RETENTION)
+    # Far ahead, while the records from h + 29 on are not committed: their rows' history stays.
+    ahead = align_batch(state, both(h + 300), RETENTION, uncommitted=h + 29)
+    assert ahead.pruned_hours == list(range(h, h + 29 - 24))
+    again = align_batch(state, both(h + 29), RETENTION, uncommitted=h + 29)
+    row = next(r for r in again.rows if r.hour == h + 29)
+    assert row.production_lag_24h == 5.0 and row.production_ma_24h == sum(range(6, 30)) / 24
+    # Once committed, retention catches up with the watermark.
+    later = align_batch(state, both(h + 301), RETENTION)
+    assert later.pruned_hours == list(range(h + 5, h + 30))
+
+
+def test_a_batch_read_again_after_a_restart_prunes_nothing() -> None:
+    state = RegionHours("R")
+    h = SATURDAY_NOON
+
+    def both(hour: int) -> list[Solar | Weather]:
+        return [Solar(hour, P, 1.0), Weather(hour, P, 1.0, 1.0, 1.0, 0.0, 0.0)]
+
+    for offset, hour in enumerate(range(h, h + 30)):
+        align_batch(state, both(hour), RETENTION, offset=offset)
+    assert state.applied_through == 29
+    again = align_batch(state, both(h + 300), RETENTION, offset=10)  # read again: history stays
+    assert again.pruned_hours == [] and state.applied_through == 29
+    new = align_batch(state, both(h + 301), RETENTION, offset=30)
+    assert new.pruned_hours == list(range(h, h + 30)) and state.applied_through == 30
+
+
+def test_an_exact_duplicate_after_a_restore_changes_no_row() -> None:
+    """SPEC: exact duplicates change nothing, and neither do restarts. The state goes through the table
+    encodings (what a restart restores) before the duplicate of a kept record near the retention's edge."""
+    h = SATURDAY_NOON
+    live = RegionHours("R")
+    written = {}
+    for offset, hour in enumerate(range(h, h + 200)):
+        records: list[Solar | Weather] = [
+            Solar(hour, Position(0, offset, 0), float(hour % 37)),
+            Weather(hour, Position(0, offset, 0), float(hour % 11), 50.0, 100.0, 53.6, 9.9),
+        ]
+        for row in align_batch(live, records, RETENTION, offset=offset).rows:
+            written[row.key] = row
+
+    restored = through_tables(live)
+    assert restored == live
+
+    kept = live.solar[h + 199 - 71]
+    # The same message produced twice has another offset; read again after a crash, the same one.
+    again = Solar(kept.hour, Position(0, 500, 0), kept.production_mw)
+    for state, duplicate in ((live, kept), (restored, kept), (restored, again)):
+        rows = align_batch(state, [duplicate], RETENTION, offset=200).rows
+        assert rows, "a duplicate rewrites the rows it can compute exactly (their first write may be lost)"
+        changed = [row for row in rows if row != written[row.key]]
+        assert changed == [], f"{len(changed)} rows rewritten with cut windows"
