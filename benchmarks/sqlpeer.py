@@ -16,7 +16,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from solar_agents.sink import CREATE_TABLE
+from solar_agents.schema import CREATE_TABLE
 
 RAW_SOLAR = "bench_raw_solar"
 RAW_WEATHER = "bench_raw_weather"

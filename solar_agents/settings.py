@@ -14,6 +14,8 @@ from typing import Any, NoReturn
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from solar_agents.core.feature_set import FeatureFileError, FeatureSet
+from solar_agents.core.feature_set import parse as parse_features
 from solar_agents.core.hours import Retention
 
 
@@ -43,6 +45,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(1000, ge=1)
     batch_max_wait_seconds: float = Field(1.0, gt=0)
     feature_window_hours: int = Field(24, ge=1, le=24 * 366)
+    # A TOML file of features added to SPEC's, or redefining SPEC's by name (docs/SPEC.md, "Feature set").
+    features_file: Path | None = None
     allowed_lateness_hours: int = Field(48, ge=0)
     default_region: str = Field("DE", min_length=1, max_length=64)
     region_locations: dict[str, tuple[float, float]] = Field(default_factory=dict)
@@ -148,10 +152,23 @@ class Settings(BaseSettings):
         """Internal topic: feature rows on their way to the writer, keyed by region."""
         return f"{self.kafka_consumer_group}-rows"
 
+    @cached_property
+    def feature_set(self) -> FeatureSet:
+        """SPEC's features (their window ``FEATURE_WINDOW_HOURS``) with ``FEATURES_FILE``'s; a
+        ``FeatureFileError`` naming the file, the entry and the problem for a file that cannot be used."""
+        if self.features_file is None:
+            return FeatureSet.of(self.feature_window_hours)
+        try:
+            text = self.features_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise FeatureFileError(f"{self.features_file}: cannot be read: {reason}") from None
+        return parse_features(text, str(self.features_file), self.feature_window_hours)
+
     @property
     def retention(self) -> Retention:
         """What a region keeps of its history (SPEC: decisions, watermark, lateness and state)."""
-        return Retention(self.feature_window_hours, self.allowed_lateness_hours)
+        return self.feature_set.retention(self.allowed_lateness_hours)
 
     @property
     def retention_hours(self) -> int:
@@ -227,9 +244,14 @@ def load_settings() -> Settings:
         if value is not None and not value.strip():
             raise SettingsError(f"setting {field.upper()}: is set but empty; give it a value or unset it")
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         raise SettingsError(explain(exc)) from None
+    try:
+        _ = settings.feature_set  # read and checked at start: a bad file stops every command at once
+    except FeatureFileError as exc:
+        raise SettingsError(f"FEATURES_FILE {exc}") from None
+    return settings
 
 
 def settings_or_exit() -> Settings:

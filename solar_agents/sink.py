@@ -1,13 +1,14 @@
-"""The database: the output table of SPEC on RisingWave, or on PostgreSQL (the embedded default).
+"""The database: upserts of feature rows into RisingWave, or PostgreSQL (the embedded default).
 
-Blocking psycopg2 code: the writer agent calls it from a worker thread, never on the event loop.
+Blocking psycopg2 code: the writer agent calls it in its helper process, never on the event loop. The table
+itself (its DDL, the columns that follow the feature set, the stored definitions) is ``schema``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
-from dataclasses import Field, dataclass, fields
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,50 +16,16 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from solar_agents.core.features import COLUMNS, FIELDS, FeatureRow, field_values, latest_per_key
+from solar_agents.core.feature_set import FeatureSet
+from solar_agents.core.features import SPEC_ROWS, Row, RowType, latest_per_key, row_type
 from solar_agents.core.hours import hour_start
 from solar_agents.observe.log import get_logger
+from solar_agents.schema import KEY, prepare_table
 
 if TYPE_CHECKING:
     from solar_agents.settings import Settings
 
 log = get_logger(__name__)
-
-# The output table is derived from the row type, column for column, so that the two cannot drift apart; the
-# tests hold the result to the contract's DDL (docs/SPEC.md) and to a table PostgreSQL really created.
-
-KEY: tuple[str, ...] = ("region", "timestamp")  # the primary key, and the upsert's conflict target
-
-# SQL type of each Python type a row field may have (``X | None`` is the same column, NULL allowed).
-# VARCHAR has no length: RisingWave rejects VARCHAR(n).
-_SQL_TYPES = {"str": "VARCHAR", "float": "DOUBLE PRECISION", "int": "INTEGER", "bool": "BOOLEAN"}
-
-
-def _sql_type(field: Field[Any]) -> str:
-    if field.name == "hour":
-        return "TIMESTAMPTZ"  # the hour index is stored as the hour's start
-    annotation = str(field.type).removesuffix(" | None")
-    if annotation not in _SQL_TYPES:
-        raise TypeError(f"FeatureRow.{field.name}: no SQL type for {field.type!r}; add one to _SQL_TYPES")
-    return _SQL_TYPES[annotation]
-
-
-def _ddl_name(column: str) -> str:
-    # Quoted where SQL would read a type name; written as the contract writes it.
-    return f'"{column}"' if column == "timestamp" else column
-
-
-def create_table_sql() -> str:
-    """``CREATE TABLE`` of the output table, with a ``{table}`` placeholder for the quoted table name."""
-    lines = [
-        f"    {_ddl_name(column):<20}{_sql_type(field)},"
-        for column, field in zip(COLUMNS, fields(FeatureRow), strict=True)
-    ]
-    key = ", ".join(map(_ddl_name, KEY))
-    return "CREATE TABLE IF NOT EXISTS {table} (\n" + "\n".join(lines) + f"\n    PRIMARY KEY ({key})\n)"
-
-
-CREATE_TABLE = create_table_sql()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +68,7 @@ class Dialect(Protocol):
     name: str
     autocommit: bool
 
-    def upsert(self, table: str) -> sql.Composed: ...
+    def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> sql.Composed: ...
 
 
 class PostgresDialect:
@@ -110,12 +77,12 @@ class PostgresDialect:
     name = "postgresql"
     autocommit = False
 
-    def upsert(self, table: str) -> sql.Composed:
-        others = [c for c in COLUMNS if c not in KEY]
+    def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> sql.Composed:
+        others = [c for c in columns if c not in key]
         return sql.SQL("INSERT INTO {} ({}) VALUES %s ON CONFLICT ({}) DO UPDATE SET {}").format(
             sql.Identifier(table),
-            sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-            sql.SQL(", ").join(map(sql.Identifier, KEY)),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(map(sql.Identifier, key)),
             sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
         )
 
@@ -127,9 +94,9 @@ class RisingWaveDialect:
     name = "risingwave"
     autocommit = True
 
-    def upsert(self, table: str) -> sql.Composed:
+    def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> sql.Composed:
         return sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
-            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
         )
 
 
@@ -138,13 +105,14 @@ def dialect_for(version: str) -> Dialect:
     return RisingWaveDialect() if "RisingWave" in version else PostgresDialect()
 
 
-_HOUR = FIELDS.index("hour")
+def row_values(row: Row, rows: RowType = SPEC_ROWS) -> tuple[Any, ...]:
+    """The row's values in column order, the hour as its start."""
+    values = rows.values(row)
+    at = _HOUR
+    return (*values[:at], hour_start(row.hour), *values[at + 1 :])
 
 
-def row_values(row: FeatureRow) -> tuple[Any, ...]:
-    """The row's values in ``COLUMNS`` order, the hour as its start."""
-    values = field_values(row)
-    return (*values[:_HOUR], hour_start(row.hour), *values[_HOUR + 1 :])
+_HOUR = 1  # every row type's second field (``core.features.BASE_FIELDS``)
 
 
 class Literals:
@@ -210,9 +178,10 @@ class Literals:
 class FeatureSink:
     """Upserts feature rows; reconnects on the next call after a failure. Not thread-safe: one thread."""
 
-    def __init__(self, info: ConnectionInfo, table: str) -> None:
+    def __init__(self, info: ConnectionInfo, table: str, features: FeatureSet) -> None:
         self.info = info
         self.table = table
+        self.rows = row_type(features)
         self.dialect: Dialect | None = None
         self._conn: psycopg2.extensions.connection | None = None
         self._statement: tuple[str, str] = ("", "")  # the upsert's text before and after its VALUES list
@@ -227,25 +196,18 @@ class FeatureSink:
             cur.execute("SELECT version()")
             version = str(cur.fetchone()[0])  # type: ignore[index]
             self.dialect = dialect_for(version)
-            # Create only when missing: a writer granted only SELECT/INSERT/UPDATE on the table has no CREATE
-            # on the schema, and even CREATE TABLE IF NOT EXISTS needs it. information_schema works on both.
-            cur.execute(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema()"
-                " AND table_name = %s",
-                (self.table,),
-            )
-            if cur.fetchone() is None:
-                cur.execute(sql.SQL(CREATE_TABLE).format(table=sql.Identifier(self.table)))
-                log.info("sink_table_created", table=self.table)
+            # The table follows the feature set: created, columns added, definitions checked (``schema``).
+            prepare_table(cur, self.dialect, self.table, self.rows)
         conn.autocommit = self.dialect.autocommit
-        head, tail = self.dialect.upsert(self.table).as_string(conn).rsplit("VALUES %s", 1)
+        upsert = self.dialect.upsert(self.table, self.rows.columns, KEY)
+        head, tail = upsert.as_string(conn).rsplit("VALUES %s", 1)
         self._statement = (head + "VALUES ", tail)
         self._literals = Literals(conn)
         log.info("sink_connected", dialect=self.dialect.name, table=self.table, host=self.info.host)
         self._conn = conn
         return conn
 
-    def write(self, rows: list[FeatureRow]) -> int:
+    def write(self, rows: list[Row]) -> int:
         """Upsert the rows (latest per key); returns how many were sent. Raises psycopg2.Error."""
         rows = latest_per_key(rows)
         if not rows:
@@ -253,7 +215,8 @@ class FeatureSink:
         conn = self.connect()
         assert self._literals is not None
         head, tail = self._statement
-        statement = head + ",".join([self._literals.row(row_values(r)) for r in rows]) + tail
+        literals, of = self._literals, self.rows
+        statement = head + ",".join([literals.row(row_values(r, of)) for r in rows]) + tail
         try:
             with conn.cursor() as cur:
                 cur.execute(statement)  # no parameters: psycopg2 sends the text as it is

@@ -17,7 +17,7 @@ from reference import RawMessage, reference_features
 from scenario import build_feed, interleave
 
 from solar_agents.core.features import FeatureRow
-from solar_agents.core.hours import Retention, hour_start
+from solar_agents.core.hours import hour_start
 from solar_agents.core.messages import Message, MessageBatch
 from solar_agents.core.read_progress import Feed, PartitionProgress, ProgressReport
 from solar_agents.core.records import RegionResolver
@@ -42,15 +42,16 @@ def raw_feed(hours: int, regions: tuple[str, ...], seed: int = 3) -> list[Messag
     return out
 
 
-def retention() -> Retention:
-    return Settings().retention
+def new_aligner() -> Aligner:
+    settings = Settings()
+    return Aligner(settings.feature_set, settings.allowed_lateness_hours)
 
 
 @dataclass
 class Harness:
     """Topics and tables of one worker, in memory."""
 
-    aligner: Aligner = field(default_factory=lambda: Aligner(retention()))
+    aligner: Aligner = field(default_factory=new_aligner)
     tables: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"hours": {}, "regions": {}, "replays": {}}
     )
@@ -109,7 +110,7 @@ class Harness:
 
     def restart(self) -> None:
         """A new process: the aligner starts from the tables alone."""
-        self.aligner = Aligner(retention())
+        self.aligner = new_aligner()
         stored = {name: [(k, table_bytes(v)) for k, v in kept.items()] for name, kept in self.tables.items()}
         load_aligner(self.aligner, stored["hours"], stored["regions"], [])
 

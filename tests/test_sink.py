@@ -18,6 +18,7 @@ from scenario import build_feed, interleave
 from worker import Names
 
 from solar_agents.cli.demo.postgres import LocalPostgres
+from solar_agents.core.feature_set import FeatureSet
 from solar_agents.core.features import COLUMNS, FIELDS, FeatureRow, latest_per_key
 from solar_agents.core.hours import hour_start
 from solar_agents.sink import (
@@ -30,6 +31,8 @@ from solar_agents.sink import (
     row_values,
 )
 
+SPEC_SET = FeatureSet.of(24)
+
 
 def row(hour: int, mw: float, region: str = "R") -> FeatureRow:
     return FeatureRow(region, hour, mw, None, 50.0, 1.0, 53.6, 9.9, mw, None, 50.0, None, None, 5, 1, False)
@@ -37,7 +40,7 @@ def row(hour: int, mw: float, region: str = "R") -> FeatureRow:
 
 def sink_for(postgres: LocalPostgres, table: str) -> FeatureSink:
     return FeatureSink(
-        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user, ""), table
+        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user, ""), table, SPEC_SET
     )
 
 
@@ -173,7 +176,8 @@ def test_least_privilege_user_writes_to_an_existing_table(postgres: LocalPostgre
     owner.write([row(1, 1.0)])  # the owner creates the table
     owner.close()
     user = writer_role(postgres, table)
-    sink = FeatureSink(ConnectionInfo(postgres.host, postgres.port, postgres.database, user, ""), table)
+    info = ConnectionInfo(postgres.host, postgres.port, postgres.database, user, "")
+    sink = FeatureSink(info, table, SPEC_SET)
     assert sink.write([row(1, 2.0), row(2, 3.0)]) == 2
     sink.close()
     rows = sink_rows(postgres, table)

@@ -11,9 +11,11 @@ from reference import COLUMNS as REFERENCE_COLUMNS
 from reference import RawMessage, reference_features
 
 from solar_agents.cli.demo.postgres import LocalPostgres
+from solar_agents.core.feature_set import FeatureSet
 from solar_agents.core.features import COLUMNS, FIELDS
+from solar_agents.schema import CREATE_TABLE
 from solar_agents.settings import Settings
-from solar_agents.sink import CREATE_TABLE, ConnectionInfo, FeatureSink
+from solar_agents.sink import ConnectionInfo, FeatureSink
 
 SPEC = (Path(__file__).parent.parent / "docs" / "SPEC.md").read_text()
 
@@ -57,7 +59,9 @@ def test_one_list_of_columns_everywhere(postgres: LocalPostgres) -> None:
 
     table = f"columns_{uuid.uuid4().hex[:8]}"
     sink = FeatureSink(
-        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user, ""), table
+        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user, ""),
+        table,
+        FeatureSet.of(24),
     )
     sink.connect()  # creates the table
     sink.close()

@@ -50,10 +50,17 @@ def register_commands(app: faust.App, settings: Settings) -> None:
             help="Event time (ISO 8601) from which every row is rewritten; omitted: the whole history.",
         ),
         option("--region", type=str, default=None, help="Only this region's rows (default: all)."),
+        option(
+            "--accept-definitions",
+            "accept",
+            is_flag=True,
+            default=False,
+            help="Store the changed feature definitions as holding from --from (rows before keep the old).",
+        ),
     )
-    async def replay(self: AppCommand, from_: str | None, region: str | None) -> None:
+    async def replay(self: AppCommand, from_: str | None, region: str | None, accept: bool) -> None:
         """Move the group back on the raw topics so the next start rewrites every row from --from on."""
-        raise SystemExit(await run_replay(settings, self.app.conf.tabledir, from_, region))
+        raise SystemExit(await run_replay(settings, self.app.conf.tabledir, from_, region, accept))
 
     @app.command()
     async def rebuild(self: AppCommand) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from solar_agents.cli.checks import check_broker, check_region
+from solar_agents.cli.definitions import accept_definitions, check_accepted
 from solar_agents.cli.errors import CommandError
 from solar_agents.cli.progress import ProgressPrinter
 from solar_agents.cli.rebuild import running_here
@@ -16,8 +17,11 @@ from solar_agents.core.read_progress import Feed
 from solar_agents.settings import Settings
 
 
-async def run_replay(settings: Settings, tabledir: Path, from_: str | None, region: str | None) -> int:
-    """See the ``replay`` command. Returns the exit code."""
+async def run_replay(
+    settings: Settings, tabledir: Path, from_: str | None, region: str | None, accept: bool = False
+) -> int:
+    """See the ``replay`` command. Returns the exit code. ``accept``: store the declared feature definitions
+    as holding from ``from_`` once the replay is set (``cli.definitions``)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.structs import TopicPartition
 
@@ -29,7 +33,12 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
     try:
         if region is not None:
             check_region(region, "--region")
+        if accept and region is not None:
+            raise CommandError("--accept-definitions rewrites a column for every region: leave out --region")
         check_broker(settings)
+        unaccepted = check_accepted(settings, accept)
+        if unaccepted is not None:
+            raise unaccepted
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -91,7 +100,7 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
             scan.done()
         if not starts:
             print("nothing to replay: the group has not read past that time on any raw partition")
-            return 0
+            return _accept(settings, from_hour, accept)
         moved = {TopicPartition(feeds[raw.feed], raw.partition): o for raw, o in starts.items()}
         refusal = await commit_offsets(settings, moved, set(tps))
         if refusal:
@@ -111,6 +120,19 @@ async def run_replay(settings: Settings, tabledir: Path, from_: str | None, regi
         await producer.stop()
     when = "the whole history" if from_ is None else f"every row from {from_}"
     print(f"replay set: the next worker start rewrites {when}" + (f" of region {region}" if region else ""))
+    return _accept(settings, from_hour, accept)
+
+
+def _accept(settings: Settings, from_hour: int | None, accept: bool) -> int:
+    if not accept:
+        return 0
+    try:
+        accepted = accept_definitions(settings, from_hour)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for line in accepted or ["definitions: nothing changed"]:
+        print(f"definition accepted: {line}" if accepted else line)
     return 0
 
 

@@ -1,137 +1,221 @@
-"""The feature rows of SPEC, computed from a region's kept hours. Pure logic: no I/O."""
+"""Feature rows, computed from a region's kept hours for a declared feature set. Pure logic: no I/O.
+
+The row type follows the feature set (``core.feature_set``): the base columns of SPEC, SPEC's feature columns,
+the time columns, then the features a user added. ``FeatureRow`` is the row type of SPEC's own set.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, make_dataclass
+from functools import cache
 from operator import attrgetter
 from typing import Any
 
+from solar_agents.core.feature_set import SPEC_FEATURES, Feature, FeatureSet
 from solar_agents.core.hours import RegionHours
 
 # Monday 1970-01-05 00:00 UTC is hour 96: day_of_week counts from there.
 _MONDAY_HOUR = 96
 
+# The columns every row has, with their Python types; ``hour`` is the hour index of column ``timestamp``.
+BASE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("region", "str"),
+    ("hour", "int"),
+    ("production_mw", "float"),
+    ("temperature_c", "float | None"),
+    ("cloud_cover_pct", "float | None"),
+    ("solar_radiation_wm2", "float | None"),
+    ("latitude", "float"),
+    ("longitude", "float"),
+)
+TIME_FIELDS: tuple[tuple[str, str], ...] = (
+    ("hour_of_day", "int"),
+    ("day_of_week", "int"),
+    ("is_weekend", "bool"),
+)
+# A row's base columns, read from its two records, by the half they come from.
+_WEATHER_BASE = ("temperature_c", "cloud_cover_pct", "solar_radiation_wm2", "latitude", "longitude")
 
-@dataclass(slots=True, frozen=True)
-class FeatureRow:
-    """One row of the output table, column for column; ``hour`` is the hour index of ``timestamp``."""
 
+class Row:
+    """The base of every row type: one row of the output table, column for column."""
+
+    __slots__ = ()
     region: str
     hour: int
-    production_mw: float
-    temperature_c: float | None
-    cloud_cover_pct: float | None
-    solar_radiation_wm2: float | None
-    latitude: float
-    longitude: float
-    production_ma_24h: float
-    temperature_ma_24h: float | None
-    cloud_cover_ma_24h: float | None
-    production_lag_1h: float | None
-    production_lag_24h: float | None
-    hour_of_day: int
-    day_of_week: int
-    is_weekend: bool
 
     @property
     def key(self) -> tuple[str, int]:
         return self.region, self.hour
 
     def as_tuple(self) -> tuple[Any, ...]:
-        """The values in field order (``FIELDS``)."""
-        return field_values(self)
+        """The values in field order."""
+        fields: dict[str, Any] = getattr(self, "__dataclass_fields__", {})
+        return tuple(getattr(self, name) for name in fields)
 
 
-# The row type is the one list of columns: the rows topic, the sink's statements and the table's DDL are all
-# derived from it, and tests hold the contract's table and the reference to it.
-FIELDS: tuple[str, ...] = tuple(f.name for f in fields(FeatureRow))
-# The output table's column names: the hour index is stored as its start, column ``timestamp``.
-COLUMNS: tuple[str, ...] = tuple("timestamp" if name == "hour" else name for name in FIELDS)
+@dataclass(frozen=True, eq=False)
+class RowType:
+    """The row type of a feature set: its fields in column order and how to read and build rows.
 
-# The values of a row in field order. Not ``dataclasses.astuple``: it deep-copies every value, and was a
-# visible share of the worker's profile; a getter built once reads the flat fields directly.
-field_values: Callable[[FeatureRow], tuple[Any, ...]] = attrgetter(*FIELDS)
+    The rows topic, the sink's statements and the table's DDL are all derived from it; tests hold SPEC's
+    table and the reference to it.
+    """
+
+    features: FeatureSet
+    cls: type[Row]
+    fields: tuple[str, ...]  # field names in column order; "hour" where the table has "timestamp"
+    types: tuple[str, ...]  # Python type of each field, as text ("float | None")
+    values: Callable[[Row], tuple[Any, ...]]  # a row's values in field order
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The output table's column names: the hour index is stored as its start, column ``timestamp``."""
+        return tuple("timestamp" if name == "hour" else name for name in self.fields)
+
+    def make(self, *values: Any) -> Row:
+        make: Callable[..., Row] = self.cls
+        return make(*values)
 
 
-def latest_per_key(rows: list[FeatureRow]) -> list[FeatureRow]:
+@cache
+def row_type(features: FeatureSet) -> RowType:
+    """The row type of ``features`` (one class per distinct set, built once)."""
+    spec = [f for f in features.features if f.name in SPEC_FEATURES]
+    added = [f for f in features.features if f.name not in SPEC_FEATURES]
+    typed = [
+        *BASE_FIELDS,
+        *((f.name, f.python_type) for f in spec),
+        *TIME_FIELDS,
+        *((f.name, f.python_type) for f in added),
+    ]
+    names = tuple(name for name, _ in typed)
+    cls = _row_class(tuple(typed))
+    # Not ``dataclasses.astuple``: it deep-copies every value, and was a visible share of the worker's
+    # profile; a getter built once reads the flat fields directly.
+    return RowType(features, cls, names, tuple(t for _, t in typed), attrgetter(*names))
+
+
+@cache
+def _row_class(typed: tuple[tuple[str, str], ...]) -> type[Row]:
+    """One class per list of columns: sets that differ only in definitions share their rows' class."""
+    cls = make_dataclass("FeatureRow", typed, bases=(Row,), frozen=True, slots=True)
+    cls.__module__ = __name__
+    return cls
+
+
+SPEC_ROWS = row_type(FeatureSet.of(24))
+FeatureRow: type[Row] = SPEC_ROWS.cls  # SPEC's row type: its columns do not depend on the window's length
+FIELDS = SPEC_ROWS.fields
+COLUMNS = SPEC_ROWS.columns
+field_values = SPEC_ROWS.values
+
+
+def latest_per_key(rows: list[Row]) -> list[Row]:
     """The last row of each (region, hour): a batch must never write an older value after a newer one, and
     PostgreSQL refuses to update one row twice in one statement."""
     return list({row.key: row for row in rows}.values())
 
 
-def affected_hours(solar_hours: Iterable[int], weather_hours: Iterable[int], window_hours: int) -> set[int]:
-    """Rows that depend on the given halves: their own hour, the window's later hours and the lags."""
-    out: set[int] = set()
-    for hour in solar_hours:
-        out.update(range(hour, hour + window_hours))
-        out.add(hour + 1)
-        out.add(hour + 24)
-    for hour in weather_hours:
-        out.update(range(hour, hour + window_hours))
-    return out
-
-
-def _mean(values: list[float]) -> float | None:
+def _mean(values: list[Any]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def feature_row(state: RegionHours, hour: int, window_hours: int) -> FeatureRow | None:
+def _sum(values: list[Any]) -> float | None:
+    return sum(values) if values else None
+
+
+def _min(values: list[Any]) -> float | None:
+    return min(values) if values else None
+
+
+def _max(values: list[Any]) -> float | None:
+    return max(values) if values else None
+
+
+# How each kind of window folds the non-null values of its hours (in hour order, as SPEC's definition reads).
+_FOLD: dict[str, Callable[[list[Any]], Any]] = {
+    "mean": _mean,
+    "sum": _sum,
+    "min": _min,
+    "max": _max,
+    "count": len,
+}
+
+
+def feature_row(state: RegionHours, hour: int, rows: RowType) -> Row | None:
     """The row of (region, hour), or None while one half of the hour is missing."""
-    rows = feature_rows(state, (hour,), window_hours)
-    return rows[0] if rows else None
+    found = feature_rows(state, (hour,), rows)
+    return found[0] if found else None
 
 
-def feature_rows(state: RegionHours, hours: Iterable[int], window_hours: int) -> list[FeatureRow]:
+def feature_rows(state: RegionHours, hours: Iterable[int], rows: RowType) -> list[Row]:
     """The rows of the given hours that exist (both halves present), in hour order."""
     solar, weather = state.solar, state.weather
     ordered = [hour for hour in sorted(hours) if hour in solar and hour in weather]
-    rows: list[FeatureRow] = []
+    windows = [f for f in rows.features.features if not f.is_lag]
+    span = max((f.hours for f in windows), default=1)
+    out: list[Row] = []
     # Hours closer than a window share one read of the hours their windows cover.
     start = 0
     while start < len(ordered):
         end = start + 1
-        while end < len(ordered) and ordered[end] - ordered[end - 1] < window_hours:
+        while end < len(ordered) and ordered[end] - ordered[end - 1] < span:
             end += 1
-        rows.extend(_rows_of_run(state, ordered[start:end], window_hours))
+        out.extend(_rows_of_run(state, ordered[start:end], rows, span))
         start = end
-    return rows
+    return out
 
 
-def _rows_of_run(state: RegionHours, hours: list[int], window_hours: int) -> Iterator[FeatureRow]:
-    """The rows of ``hours`` (ascending, each with both halves), from one list per column of the hours
-    their windows cover: a window is then a slice, summed in hour order as SPEC's definition reads."""
-    solar_of, weather_of = state.solar.get, state.weather.get
-    first = hours[0] - window_hours + 1
-    span = range(first, hours[-1] + 1)
+def _value_of(state: RegionHours, field: str) -> Callable[[int], Any]:
+    """The value of ``field`` at an hour: None where its record is missing (or the value not observed)."""
+    records = state.solar if field == "production_mw" else state.weather
+    get, read = records.get, attrgetter(field)
+    return lambda hour: None if (record := get(hour)) is None else read(record)
+
+
+def _rows_of_run(state: RegionHours, hours: list[int], rows: RowType, span: int) -> Iterator[Row]:
+    """The rows of ``hours`` (ascending, each with both halves), from one list per field of the hours their
+    windows cover: a window is then a slice, folded in hour order as SPEC's definition reads."""
+    first = hours[0] - span + 1
+    covered = range(first, hours[-1] + 1)
+    features = rows.features.features
     # Clock hours, not records: a missing hour is None here and skipped, never replaced by an older one.
-    productions = [None if (s := solar_of(h)) is None else s.production_mw for h in span]
-    weathers = [weather_of(h) for h in span]
-    temperatures = [None if w is None else w.temperature_c for w in weathers]
-    clouds = [None if w is None else w.cloud_cover_pct for w in weathers]
+    series = {f.field: [_value_of(state, f.field)(h) for h in covered] for f in features if not f.is_lag}
+    lags = {f.field: _value_of(state, f.field) for f in features if f.is_lag}
+    plan = [_plan(f, series, lags, first) for f in features]
+    spec_count = sum(1 for f in features if f.name in SPEC_FEATURES)
     region = state.region
+    make: Callable[..., Row] = rows.cls
     for hour in hours:
-        window = slice(hour - first - window_hours + 1, hour - first + 1)
-        produced = [v for v in productions[window] if v is not None]
         solar, weather = state.solar[hour], state.weather[hour]
-        lag_1 = solar_of(hour - 1)
-        lag_24 = solar_of(hour - 24)
+        computed = [compute(hour) for compute in plan]
         day_of_week = ((hour - _MONDAY_HOUR) // 24) % 7
-        yield FeatureRow(
-            region=region,
-            hour=hour,
-            production_mw=solar.production_mw,
-            temperature_c=weather.temperature_c,
-            cloud_cover_pct=weather.cloud_cover_pct,
-            solar_radiation_wm2=weather.solar_radiation_wm2,
-            latitude=weather.latitude,
-            longitude=weather.longitude,
-            production_ma_24h=sum(produced) / len(produced),
-            temperature_ma_24h=_mean([v for v in temperatures[window] if v is not None]),
-            cloud_cover_ma_24h=_mean([v for v in clouds[window] if v is not None]),
-            production_lag_1h=None if lag_1 is None else lag_1.production_mw,
-            production_lag_24h=None if lag_24 is None else lag_24.production_mw,
-            hour_of_day=hour % 24,
-            day_of_week=day_of_week,
-            is_weekend=day_of_week >= 5,
+        yield make(
+            region,
+            hour,
+            solar.production_mw,
+            *(getattr(weather, name) for name in _WEATHER_BASE),
+            *computed[:spec_count],
+            hour % 24,
+            day_of_week,
+            day_of_week >= 5,
+            *computed[spec_count:],
         )
+
+
+def _plan(
+    feature: Feature, series: dict[str, list[Any]], lags: dict[str, Callable[[int], Any]], first: int
+) -> Callable[[int], Any]:
+    """How one feature's value is computed for an hour of the run."""
+    if feature.is_lag:
+        value_at, back = lags[feature.field], feature.hours
+        return lambda hour: value_at(hour - back)
+    values, fold, width = series[feature.field], _FOLD[feature.kind], feature.hours
+
+    def window(hour: int) -> Any:
+        end = hour - first + 1
+        return fold([v for v in values[end - width : end] if v is not None])
+
+    return window

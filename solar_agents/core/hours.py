@@ -73,18 +73,14 @@ class Retention:
     """What a region keeps of its history, by event time only: the one rule that align (which forgets) and
     the web view (which tells which rows it can still compute exactly) share.
 
-    A row reads ``reach`` hours back (its window and its 24 h lag), and a record up to ``lateness_hours``
-    behind the watermark must still find the history of the rows it touches: so a region keeps ``hours``
-    (lateness plus reach) behind its watermark, and further back where records that may be read again need it.
+    A row reads ``reach`` hours back (its longest window or lag, from the feature set), and a record up to
+    ``lateness_hours`` behind the watermark must still find the history of the rows it touches: so a region
+    keeps ``hours`` (lateness plus reach) behind its watermark, and further back where records that may be
+    read again need it.
     """
 
-    window_hours: int
+    reach: int
     lateness_hours: int
-
-    @property
-    def reach(self) -> int:
-        """How far back a row reads: its window and its 24 h lag."""
-        return max(self.window_hours - 1, 24)
 
     @property
     def hours(self) -> int:

@@ -8,10 +8,9 @@ a new consumer group, which rebuilds every table from the raw topics (docs/DESIG
 from __future__ import annotations
 
 import json
-from operator import itemgetter
 from typing import Any
 
-from solar_agents.core.features import FIELDS, FeatureRow, field_values
+from solar_agents.core.features import Row, RowType
 from solar_agents.core.hours import Position, Record, RegionHours, Solar, Weather
 from solar_agents.core.read_progress import Feed
 
@@ -116,28 +115,32 @@ def load_block(state: RegionHours, value: dict[str, list[list[Any]]]) -> None:
 
 
 # The rows topic names its columns once a message, then lists each row's values in that order: as compact as
-# the positional form, and read by name, so a message whose fields differ from this version's (an upgrade, a
-# rollback) is read right or refused, never shifted into the wrong fields.
-_FIELDS = list(FIELDS)
+# the positional form, and read by name, so a message whose fields differ from this worker's feature set (a
+# feature added or removed, an upgrade, a rollback) is read right or refused, never shifted into wrong fields.
 
 
-def encode_rows(rows: list[FeatureRow]) -> bytes:
+def encode_rows(rows: list[Row], row_type: RowType) -> bytes:
     """One message of the rows topic: ``{"columns": [field names], "rows": [[values], ...]}``."""
-    return _dumps({"columns": _FIELDS, "rows": list(map(field_values, rows))})
+    return _dumps({"columns": row_type.fields, "rows": list(map(row_type.values, rows))})
 
 
-def decode_rows(value: bytes) -> list[FeatureRow]:
+def decode_rows(value: bytes, row_type: RowType) -> list[Row]:
+    """The rows of a rows message as ``row_type``'s. Columns it does not have are left out (its table has no
+    place for them); a feature column the message lacks (computed before the feature was added) is NULL, as
+    in the rows written before it; a base column the message lacks cannot be made up: ValueError."""
     data = json.loads(value)
     columns, rows = data["columns"], data["rows"]
-    if columns == _FIELDS:
-        return [FeatureRow(*v) for v in rows]
-    # Columns this version does not have are left out (its table has no place for them); a field it needs
-    # and the message lacks cannot be made up.
-    missing = [name for name in _FIELDS if name not in columns]
-    if missing:
-        raise ValueError(f"rows message lacks the fields {missing}")
-    pick = itemgetter(*(columns.index(name) for name in _FIELDS))
-    return [FeatureRow(*pick(v)) for v in rows]
+    fields = list(row_type.fields)
+    make = row_type.cls
+    if columns == fields:
+        return [make(*v) for v in rows]
+    missing = [name for name in fields if name not in columns]
+    base = [name for name in missing if name not in row_type.features.names]
+    if base:
+        raise ValueError(f"rows message lacks the fields {base}")
+    at = {name: i for i, name in enumerate(columns)}
+    picks = [at.get(name) for name in fields]
+    return [make(*(None if i is None else v[i] for i in picks)) for v in rows]
 
 
 def region_value(state: RegionHours) -> dict[str, int | None]:

@@ -46,7 +46,9 @@ class AlignAgent:
         self.dead_letters = dead_letters
         self.holes = holes
         self.stats = stats
-        self.aligner = step_helper("align", Aligner, (settings.retention,), settings)
+        self.aligner = step_helper(
+            "align", Aligner, (settings.feature_set, settings.allowed_lateness_hours), settings
+        )
         self.records_kept = 0  # what the aligner holds in memory, as of its latest batch
         self._loaded_generation: int | None = None
         self._applying = Applying()  # the batch before, being written and sent

@@ -17,6 +17,7 @@ from faust.types import TP, EventT, StreamT
 
 from solar_agents.core.messages import Message, MessageLike
 from solar_agents.core.offsets import Continuity, Hole, fill
+from solar_agents.errors import Refused
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.stats import Stats
 from solar_agents.runtime.faust_compat import RangeReader, ack_offsets, committed_offsets
@@ -154,13 +155,14 @@ async def overlapped(
 
 async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_delay: float = 10.0) -> None:
     """Run ``attempt`` until it succeeds, backing off; a failure is logged, never raised, so the agent
-    lives on and its unacked input is neither lost nor skipped."""
+    lives on and its unacked input is neither lost nor skipped. ``Refused`` is the exception: no retry
+    mends it."""
     delay = 0.2
     failures = 0
     while True:
         try:
             await attempt()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, Refused):
             raise
         except Exception as exc:
             failures += 1

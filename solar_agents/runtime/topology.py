@@ -96,7 +96,7 @@ class Pipeline:
         self.reading = ReadTracker(app, settings, self.records_topic, self.stats)
         self.ingest = IngestAgent(settings, self.records_topic, self.reading, dead_letters, holes, self.stats)
         self.align = AlignAgent(app, settings, self.tables, self.rows_topic, dead_letters, holes, self.stats)
-        self.write = WriteAgent(settings, holes, self.stats)
+        self.write = WriteAgent(settings, holes, self.stats, app.crash)
         self.progress = Progress(app, settings, self.stats, lambda: self.align.records_kept)
         self.backfill = Backfill(app, self.progress, self.write.flush)
 

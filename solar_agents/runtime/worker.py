@@ -11,6 +11,7 @@ from typing import IO
 import faust
 from faust.exceptions import ConsistencyError
 
+from solar_agents.errors import Refused
 from solar_agents.observe.log import get_logger
 
 log = get_logger(__name__)
@@ -36,8 +37,9 @@ def hold_worker_lock(tabledir: Path) -> IO[bytes]:
 
 
 class Worker(faust.Worker):
-    """Faust's worker. Faust stops with ``ConsistencyError`` and a traceback when a changelog offset kept in
-    the local state is beyond the changelog's end; this says what that means and what to run."""
+    """Faust's worker, ending with one line where a crash is the user's to fix: a changelog offset kept in
+    the local state beyond the changelog's end (``ConsistencyError``: what it means and what to run), and a
+    ``Refused`` (exit code 2)."""
 
     _lock: IO[bytes] | None = None
 
@@ -60,3 +62,7 @@ class Worker(faust.Worker):
                 )
                 # The last line on the terminal; Faust redirects sys.stderr into its logs.
                 print(STATE_AHEAD.format(datadir=datadir), file=sys.__stderr__, flush=True)
+            elif isinstance(reason, Refused):
+                log.error("refused", reason=str(reason))
+                print(f"refused: {reason}", file=sys.__stderr__, flush=True)
+                raise SystemExit(2)  # a setting or a privilege to change: a restart would only refuse again

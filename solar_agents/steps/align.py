@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from solar_agents.core.features import FeatureRow, affected_hours, feature_rows
+from solar_agents.core.feature_set import FeatureSet
+from solar_agents.core.features import Row, RowType, feature_rows, row_type
 from solar_agents.core.hours import Record, RegionHours, Retention, Uncommitted
 from solar_agents.core.messages import MessageBatch, MessageLike
 from solar_agents.core.read_progress import (
@@ -61,7 +62,7 @@ class TableWrite:
 class AlignedBatch:
     """What one batch of the records topic yields, per records partition."""
 
-    rows: dict[int, list[FeatureRow]] = field(default_factory=dict)  # in order; one per key, the latest
+    rows: dict[int, list[Row]] = field(default_factory=dict)  # in order; one per key, the latest
     writes: dict[int, list[TableWrite]] = field(default_factory=lambda: defaultdict(list))
     late: int = 0
     # Records messages the step could not apply (a bug, a corrupt message): (partition, offset, reason).
@@ -88,8 +89,9 @@ class Aligner:
     (each block the batch changed, and the region's fields), its rows once per batch too.
     """
 
-    def __init__(self, retention: Retention) -> None:
-        self.retention = retention
+    def __init__(self, features: FeatureSet, lateness_hours: int) -> None:
+        self.rows = row_type(features)
+        self.retention = features.retention(lateness_hours)
         self.states: dict[str, RegionHours] = {}
         self.progress: dict[int, FeedProgress] = defaultdict(FeedProgress)
         self.replays: dict[int, Replay] = {}
@@ -119,7 +121,7 @@ class Aligner:
         a records partition: batches from there on may be read again after a crash."""
         out = AlignedBatch()
         changed: dict[int, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
-        rows: dict[int, dict[tuple[str, int], FeatureRow]] = defaultdict(dict)
+        rows: dict[int, dict[tuple[str, int], Row]] = defaultdict(dict)
         for message in messages:
             partition = message.partition
             if message.key == b"":  # a control message, not a region (regions have 1-64 characters)
@@ -171,7 +173,7 @@ class Aligner:
 
     def _align(
         self, message: MessageLike, committed: Callable[[int], int | None], writes: list[TableWrite]
-    ) -> tuple[str, set[int], int, list[FeatureRow]]:
+    ) -> tuple[str, set[int], int, list[Row]]:
         """One region's records: (region, hours stored or pruned, late records, rows)."""
         assert message.key is not None and message.value is not None
         region = message.key.decode()
@@ -181,6 +183,7 @@ class Aligner:
         aligned = align_batch(
             state,
             records,
+            self.rows,
             self.retention,
             self.progress[partition].floor(),
             self._replay(partition, writes),
@@ -255,7 +258,7 @@ def align_messages(
     }
     rows = {
         partition: [
-            encode_rows(partition_rows[start : start + per_message])
+            encode_rows(partition_rows[start : start + per_message], aligner.rows)
             for start in range(0, len(partition_rows), per_message)
         ]
         for partition, partition_rows in aligned.rows.items()
@@ -277,7 +280,7 @@ def align_messages(
 class Aligned:
     """What one batch of a region's records changed: rows to (re)write, hours to store and to forget."""
 
-    rows: list[FeatureRow]
+    rows: list[Row]
     stored_hours: set[int]
     pruned_hours: list[int]
     late: int
@@ -286,6 +289,7 @@ class Aligned:
 def align_batch(
     state: RegionHours,
     records: list[Record],
+    rows_of: RowType,
     retention: Retention,
     floor: int | None = None,
     replay: Replay | None = None,
@@ -293,28 +297,27 @@ def align_batch(
     offset: int | None = None,
 ) -> Aligned:
     """The step of the align agent: fold records into the region's state, compute the rows they touch,
-    then apply ``retention`` (which also holds the feature window and the allowed lateness). Rows come
+    then apply ``retention`` (the longest reach of the features and the allowed lateness). Rows come
     before retention, so a late record is still written from whatever history is kept (SPEC). ``floor``
     holds the watermark below raw partitions still being read; a ``replay`` in progress keeps rows before
     its start from being rewritten; ``uncommitted`` is the lowest hour that a crash could deliver again,
     whose rows' history must outlive it. ``offset`` is the batch's position in its records partition: one
     at or before the last applied is read again after a restart."""
-    window_hours = retention.window_hours
+    features = rows_of.features
     rereading = offset is not None and state.applied_through is not None and offset <= state.applied_through
     applied = state.apply(records, retention.lateness_hours, floor)
-    touched = affected_hours(applied.solar_hours, applied.weather_hours, window_hours)
+    touched = features.affected_hours(applied.solar_hours, applied.weather_hours)
     if (applied.repeated_solar or applied.repeated_weather) and state.pruned_below is not None:
         # A record kept already (read again after a crash, or a duplicate) rewrites its rows in case their
         # first write was lost, but never from history cut short by retention: those rows were right.
-        new = affected_hours(
+        new = features.affected_hours(
             applied.solar_hours - applied.repeated_solar,
             applied.weather_hours - applied.repeated_weather,
-            window_hours,
         )
         touched = new | {h for h in touched if retention.history_kept(h, state.pruned_below)}
     if replay is not None:
         touched = {h for h in touched if not replay.hides(state.region, h)}
-    rows = feature_rows(state, touched, window_hours)
+    rows = feature_rows(state, touched, rows_of)
     if rereading:
         # The batches up to the last one applied come back in order, each needing the history it had the
         # first time: nothing may be pruned until they are through.

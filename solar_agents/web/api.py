@@ -9,7 +9,8 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-from solar_agents.core.features import COLUMNS, feature_row
+from solar_agents.core.feature_set import FeatureSet
+from solar_agents.core.features import RowType, feature_row
 from solar_agents.core.hours import (
     HOUR_US,
     InvalidTimestamp,
@@ -162,24 +163,23 @@ def _weather_json(record: Weather) -> dict[str, Any]:
     }
 
 
-def hours_answer(state: RegionHours, hours: range, retention: Retention) -> dict[str, Any]:
+def hours_answer(state: RegionHours, hours: range, rows: RowType, retention: Retention) -> dict[str, Any]:
     """The kept records of the region in ``hours`` and, where both halves are there, the feature row.
 
     ``history_kept`` is false where the row's window or lags may reach behind the retention horizon: its
     averages and lags may then be computed from less than the row written at the time. (Pruning can lag the
     horizon, so it is false for a few rows whose history is in fact still there: the safe side.)
     """
-    window_hours = retention.window_hours
     horizon = state.horizon(retention)
     every = state.solar.keys() | state.weather.keys()
     kept = sorted(h for h in every if h in hours)
     out: list[dict[str, Any]] = []
     for hour in kept:
         solar, weather = state.solar.get(hour), state.weather.get(hour)
-        row = feature_row(state, hour, window_hours)
+        row = feature_row(state, hour, rows)
         feature: dict[str, Any] | None = None
         if row is not None:
-            feature = dict(zip(COLUMNS, row.as_tuple(), strict=True))
+            feature = dict(zip(rows.columns, rows.values(row), strict=True))
             feature["timestamp"] = iso_hour(hour)
         out.append(
             {
@@ -196,9 +196,18 @@ def hours_answer(state: RegionHours, hours: range, retention: Retention) -> dict
         "to": iso_hour(hours.stop - 1),
         "watermark": iso_hour(state.watermark),
         "oldest_hour": iso_hour(min(every, default=None)),
-        "window_hours": window_hours,
+        "window_hours": max((f.hours for f in rows.features.features if not f.is_lag), default=0),
+        "reach_hours": retention.reach,
         "hours": out,
     }
+
+
+def features_json(features: FeatureSet) -> list[dict[str, Any]]:
+    """The declared feature set, column by column, as ``/api/regions`` lists it."""
+    return [
+        {"name": f.name, "kind": f.kind, "field": f.field, "hours": f.hours, "definition": f.definition()}
+        for f in features.features
+    ]
 
 
 def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import faust
 from faust.web import Request, Response, View
 from yarl import URL
 
+from solar_agents.core.features import row_type
 from solar_agents.core.hours import RegionHours
 from solar_agents.observe.lag import partition_offsets
 from solar_agents.observe.log import get_logger
@@ -38,6 +39,7 @@ from solar_agents.web.api import (
     BadRequest,
     check_region,
     dead_letter_json,
+    features_json,
     hour_range,
     hours_answer,
     iso_time,
@@ -149,6 +151,7 @@ class Site:
                 "window_hours": self.settings.feature_window_hours,
                 "allowed_lateness_hours": self.settings.allowed_lateness_hours,
                 "retention_hours": self.settings.retention_hours,
+                "features": features_json(self.settings.feature_set),
             },
             "counts": self.pipeline.stats.counts(self.raw_topics),
             "lag": consumer_lag(self.app, self.input_topics),
@@ -158,7 +161,7 @@ class Site:
     def hours(self, region: str, query: Mapping[str, str]) -> dict[str, Any]:
         hours = hour_range(parse_time("from", query.get("from")), parse_time("to", query.get("to")))
         state = self.state(region)
-        return hours_answer(state, hours, self.settings.retention)
+        return hours_answer(state, hours, row_type(self.settings.feature_set), self.settings.retention)
 
     def dead_letters(self, query: Mapping[str, str]) -> dict[str, Any]:
         limit = parse_limit(query.get("limit"), DEADLETTERS_DEFAULT, RECENT_DEAD_LETTERS)

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from reference import RawMessage, assert_rows_equal, reference_features
 from state_util import through_tables
 
-from solar_agents.core.features import COLUMNS, FeatureRow
-from solar_agents.core.hours import Record, RegionHours, Retention, hour_start
+from solar_agents.core.feature_set import FeatureSet
+from solar_agents.core.features import COLUMNS, FeatureRow, row_type
+from solar_agents.core.hours import Record, RegionHours, hour_start
 from solar_agents.core.records import InvalidMessage, RegionResolver, parse_solar, parse_weather
 from solar_agents.core.wire import decode_records, encode_records
 from solar_agents.steps.align import align_batch
@@ -74,6 +75,8 @@ def run_core(
 ) -> dict[tuple[str, datetime], dict[str, object]]:
     """What the agents do, minus Kafka: parse, group by region, align, keep the latest row per key."""
     resolver = RegionResolver({}, "DE")
+    features = FeatureSet.of(window)
+    rows = row_type(features)
     states: dict[str, RegionHours] = {}
     sink: dict[tuple[str, int], FeatureRow] = {}
     for start in range(0, len(arrival), batch):
@@ -93,7 +96,9 @@ def run_core(
             by_region[region].append(record)
         for region, records in by_region.items():
             state = states.setdefault(region, RegionHours(region))
-            aligned = align_batch(state, decode_records(encode_records(records)), Retention(window, 10_000))
+            aligned = align_batch(
+                state, decode_records(encode_records(records)), rows, features.retention(10_000)
+            )
             for row in aligned.rows:
                 sink[row.key] = row
     out = {}

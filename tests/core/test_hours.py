@@ -23,7 +23,7 @@ from solar_agents.core.read_progress import NOT_YET_READ
 from solar_agents.settings import Settings
 
 H = 430_000  # an hour in 2019
-RETENTION = Retention(window_hours=24, lateness_hours=48)  # 72 h behind the watermark
+RETENTION = Retention(reach=24, lateness_hours=48)  # 72 h behind the watermark
 
 
 def test_iso_and_epoch_agree() -> None:
@@ -148,7 +148,7 @@ def test_keep_from_holds_retention_back_and_the_next_prune_catches_up() -> None:
 
 def test_retention_is_the_lateness_and_what_a_row_reads() -> None:
     assert (RETENTION.reach, RETENTION.hours) == (24, 72)  # the 24 h lag reads further than the window
-    wide = Retention(window_hours=168, lateness_hours=10)
+    wide = Retention(reach=167, lateness_hours=10)
     assert (wide.reach, wide.hours, wide.history_from(H)) == (167, 177, H - 167)
     assert RETENTION.horizon(None) is None  # no watermark: nothing is forgotten yet
     assert RETENTION.horizon(H + 100) == H + 28

@@ -8,7 +8,7 @@ from dataclasses import asdict, astuple, fields
 import pytest
 from state_util import through_tables
 
-from solar_agents.core.features import FeatureRow
+from solar_agents.core.features import SPEC_ROWS, FeatureRow
 from solar_agents.core.hours import Position, RegionHours, Solar, Weather
 from solar_agents.core.wire import (
     block_hours,
@@ -39,7 +39,7 @@ def test_internal_encodings_round_trip() -> None:
     assert split_block_key(block_key("R|x", 8_958)) == ("R|x", 8_958)
     assert block_of(solar.hour) == 430_000 // 48
     row = FeatureRow("R", 1, 1.0, None, 2.0, 3.0, 4.0, 5.0, 6.0, None, 7.0, None, 8.0, 1, 3, False)
-    assert decode_rows(encode_rows([row])) == [row]
+    assert decode_rows(encode_rows([row], SPEC_ROWS), SPEC_ROWS) == [row]
 
 
 def test_halves_are_named() -> None:
@@ -65,25 +65,25 @@ ROWS = [
 
 
 def test_rows_message_names_its_columns() -> None:
-    data = json.loads(encode_rows(ROWS))
+    data = json.loads(encode_rows(ROWS, SPEC_ROWS))
     assert data["columns"] == [f.name for f in fields(FeatureRow)]
     assert [dict(zip(data["columns"], v, strict=True)) for v in data["rows"]] == [asdict(r) for r in ROWS]
-    assert decode_rows(encode_rows(ROWS)) == ROWS
-    assert decode_rows(encode_rows([])) == []
+    assert decode_rows(encode_rows(ROWS, SPEC_ROWS), SPEC_ROWS) == ROWS
+    assert decode_rows(encode_rows([], SPEC_ROWS), SPEC_ROWS) == []
 
 
 def test_rows_message_is_read_by_name() -> None:
     names = [f.name for f in fields(FeatureRow)]
     # Another order: read by name, not shifted.
     backwards = {"columns": names[::-1], "rows": [[*astuple(r)][::-1] for r in ROWS]}
-    assert decode_rows(json.dumps(backwards).encode()) == ROWS
+    assert decode_rows(json.dumps(backwards).encode(), SPEC_ROWS) == ROWS
     # A column this version does not have (a message of a later one): left out.
     wider = {"columns": ["extra", *names], "rows": [["x", *astuple(r)] for r in ROWS]}
-    assert decode_rows(json.dumps(wider).encode()) == ROWS
+    assert decode_rows(json.dumps(wider).encode(), SPEC_ROWS) == ROWS
     # A field this version needs and the message lacks: refused, never made up or shifted.
     narrower = {"columns": names[:-1], "rows": [[*astuple(r)][:-1] for r in ROWS]}
     with pytest.raises(ValueError, match="is_weekend"):
-        decode_rows(json.dumps(narrower).encode())
+        decode_rows(json.dumps(narrower).encode(), SPEC_ROWS)
 
 
 def test_region_values_round_trip() -> None:

@@ -11,6 +11,7 @@ from reference import assert_rows_equal
 from state_util import through_tables
 from step_harness import PARTITIONS, Harness, as_rows, raw_feed, reference, run
 
+from solar_agents.core.features import SPEC_ROWS
 from solar_agents.core.hours import Position, RegionHours, Retention, Solar, Weather
 from solar_agents.core.messages import Message
 from solar_agents.core.wire import BLOCK_HOURS
@@ -23,7 +24,9 @@ def test_batch_size_changes_the_table_writes_not_the_rows() -> None:
     small, large = Harness(), Harness()
     run(small, raw, ingest_batch=10, align_batch=1)
     run(large, raw, ingest_batch=500, align_batch=100)
-    assert as_rows(rows_to_write(small.rows_messages)) == as_rows(rows_to_write(large.rows_messages))
+    assert as_rows(rows_to_write(small.rows_messages, SPEC_ROWS)) == as_rows(
+        rows_to_write(large.rows_messages, SPEC_ROWS)
+    )
     assert small.tables["hours"] == large.tables["hours"]
     for region, kept in small.tables["regions"].items():  # the watermark; retention ran at its own pace
         assert kept["latest_solar"] == large.tables["regions"][region]["latest_solar"]
@@ -47,7 +50,7 @@ def test_a_restart_from_the_tables_alone_changes_no_row() -> None:
     run(harness, ordered[:half], ingest_batch=40, align_batch=5)
     harness.restart()
     run(harness, ordered[half:], ingest_batch=40, align_batch=5)
-    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages)))
+    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
 
 
 def test_a_records_message_the_align_step_cannot_apply_is_a_dead_letter_and_the_rest_applied() -> None:
@@ -63,7 +66,7 @@ def test_a_records_message_the_align_step_cannot_apply_is_a_dead_letter_and_the_
     [(failed_partition, offset, reason)] = harness.align_failed
     assert (failed_partition, offset) == (partition, 0)
     assert reason.startswith("internal error: IndexError")
-    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages)))
+    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
 
 
 # --- one region's records (``align_batch``) ------------------------------------------------------------
@@ -71,19 +74,23 @@ def test_a_records_message_the_align_step_cannot_apply_is_a_dead_letter_and_the_
 # 2019-01-05 was a Saturday.
 SATURDAY_NOON = int(datetime(2019, 1, 5, 12, tzinfo=UTC).timestamp()) // 3600
 P = Position(0, 0, 0)
-RETENTION = Retention(window_hours=24, lateness_hours=48)  # 72 h behind the watermark
+RETENTION = Retention(reach=24, lateness_hours=48)  # 72 h behind the watermark
 
 
 def test_align_batch_writes_late_record_from_kept_history() -> None:
     state = RegionHours("R")
     h = SATURDAY_NOON
-    first = align_batch(state, [Solar(h, P, 1.0), Weather(h, P, 1.0, 1.0, 1.0, 0.0, 0.0)], RETENTION)
+    first = align_batch(
+        state, [Solar(h, P, 1.0), Weather(h, P, 1.0, 1.0, 1.0, 0.0, 0.0)], SPEC_ROWS, RETENTION
+    )
     assert [r.hour for r in first.rows] == [h]
     ahead = align_batch(
-        state, [Solar(h + 200, P, 1.0), Weather(h + 200, P, 1.0, 1.0, 1.0, 0.0, 0.0)], RETENTION
+        state, [Solar(h + 200, P, 1.0), Weather(h + 200, P, 1.0, 1.0, 1.0, 0.0, 0.0)], SPEC_ROWS, RETENTION
     )
     assert ahead.pruned_hours == [h]  # older than watermark - 72 h
-    late = align_batch(state, [Solar(h + 1, P, 2.0), Weather(h + 1, P, 2.0, 2.0, 2.0, 0.0, 0.0)], RETENTION)
+    late = align_batch(
+        state, [Solar(h + 1, P, 2.0), Weather(h + 1, P, 2.0, 2.0, 2.0, 0.0, 0.0)], SPEC_ROWS, RETENTION
+    )
     assert late.late == 2
     assert [r.hour for r in late.rows] == [h + 1]
     assert late.rows[0].production_lag_1h is None  # h was forgotten: whatever history is kept
@@ -98,15 +105,15 @@ def test_align_batch_keeps_the_history_of_records_a_crash_may_bring_back() -> No
         return [Solar(hour, P, float(hour - h)), Weather(hour, P, 1.0, 1.0, 1.0, 0.0, 0.0)]
 
     for hour in range(h, h + 30):
-        align_batch(state, both(hour), RETENTION)
+        align_batch(state, both(hour), SPEC_ROWS, RETENTION)
     # Far ahead, while the records from h + 29 on are not committed: their rows' history stays.
-    ahead = align_batch(state, both(h + 300), RETENTION, uncommitted=h + 29)
+    ahead = align_batch(state, both(h + 300), SPEC_ROWS, RETENTION, uncommitted=h + 29)
     assert ahead.pruned_hours == list(range(h, h + 29 - 24))
-    again = align_batch(state, both(h + 29), RETENTION, uncommitted=h + 29)
+    again = align_batch(state, both(h + 29), SPEC_ROWS, RETENTION, uncommitted=h + 29)
     row = next(r for r in again.rows if r.hour == h + 29)
     assert row.production_lag_24h == 5.0 and row.production_ma_24h == sum(range(6, 30)) / 24
     # Once committed, retention catches up with the watermark.
-    later = align_batch(state, both(h + 301), RETENTION)
+    later = align_batch(state, both(h + 301), SPEC_ROWS, RETENTION)
     assert later.pruned_hours == list(range(h + 5, h + 30))
 
 
@@ -118,11 +125,11 @@ def test_a_batch_read_again_after_a_restart_prunes_nothing() -> None:
         return [Solar(hour, P, 1.0), Weather(hour, P, 1.0, 1.0, 1.0, 0.0, 0.0)]
 
     for offset, hour in enumerate(range(h, h + 30)):
-        align_batch(state, both(hour), RETENTION, offset=offset)
+        align_batch(state, both(hour), SPEC_ROWS, RETENTION, offset=offset)
     assert state.applied_through == 29
-    again = align_batch(state, both(h + 300), RETENTION, offset=10)  # read again: history stays
+    again = align_batch(state, both(h + 300), SPEC_ROWS, RETENTION, offset=10)  # read again: history stays
     assert again.pruned_hours == [] and state.applied_through == 29
-    new = align_batch(state, both(h + 301), RETENTION, offset=30)
+    new = align_batch(state, both(h + 301), SPEC_ROWS, RETENTION, offset=30)
     assert new.pruned_hours == list(range(h, h + 30)) and state.applied_through == 30
 
 
@@ -137,7 +144,7 @@ def test_an_exact_duplicate_after_a_restore_changes_no_row() -> None:
             Solar(hour, Position(0, offset, 0), float(hour % 37)),
             Weather(hour, Position(0, offset, 0), float(hour % 11), 50.0, 100.0, 53.6, 9.9),
         ]
-        for row in align_batch(live, records, RETENTION, offset=offset).rows:
+        for row in align_batch(live, records, SPEC_ROWS, RETENTION, offset=offset).rows:
             written[row.key] = row
 
     restored = through_tables(live)
@@ -147,7 +154,7 @@ def test_an_exact_duplicate_after_a_restore_changes_no_row() -> None:
     # The same message produced twice has another offset; read again after a crash, the same one.
     again = Solar(kept.hour, Position(0, 500, 0), kept.production_mw)
     for state, duplicate in ((live, kept), (restored, kept), (restored, again)):
-        rows = align_batch(state, [duplicate], RETENTION, offset=200).rows
+        rows = align_batch(state, [duplicate], SPEC_ROWS, RETENTION, offset=200).rows
         assert rows, "a duplicate rewrites the rows it can compute exactly (their first write may be lost)"
         changed = [row for row in rows if row != written[row.key]]
         assert changed == [], f"{len(changed)} rows rewritten with cut windows"

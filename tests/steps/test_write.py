@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 
-from solar_agents.core.features import FeatureRow
+from solar_agents.core.features import SPEC_ROWS, FeatureRow
 from solar_agents.core.messages import Message, MessageBatch
 from solar_agents.core.wire import encode_rows
 from solar_agents.steps.write import rows_to_write, write_messages
 
 
 def test_an_unreadable_rows_message_is_left_out_not_fatal() -> None:
-    good = Message("rows", 0, 0, None, encode_rows([]))
+    good = Message("rows", 0, 0, None, encode_rows([], SPEC_ROWS))
     bad = Message("rows", 0, 1, None, json.dumps({"columns": ["region"], "rows": [["R"]]}).encode())
-    assert rows_to_write([good, bad]) == []
+    assert rows_to_write([good, bad], SPEC_ROWS) == []
 
 
 class ListSink:
     """A sink that keeps what it is given, statement by statement."""
+
+    rows = SPEC_ROWS
 
     def __init__(self) -> None:
         self.statements: list[list[FeatureRow]] = []
@@ -36,7 +38,10 @@ def test_a_batch_writes_the_latest_row_per_key_in_bounded_statements() -> None:
     again = [row("R", 2, 9.0), row("S", 0, 3.0)]  # a later computation of (R, 2) wins
     batch = MessageBatch.of(
         "rows",
-        [Message("rows", 0, 0, None, encode_rows(first)), Message("rows", 0, 1, None, encode_rows(again))],
+        [
+            Message("rows", 0, 0, None, encode_rows(first, SPEC_ROWS)),
+            Message("rows", 0, 1, None, encode_rows(again, SPEC_ROWS)),
+        ],
     )
     sink = ListSink()
     written = write_messages(sink, batch, batch_size=4)

@@ -30,7 +30,7 @@ from worker import Names, Worker, worker_env
 
 from solar_agents.cli.demo.broker import LocalBroker
 from solar_agents.cli.demo.postgres import LocalPostgres
-from solar_agents.core.features import COLUMNS, FeatureRow
+from solar_agents.core.features import COLUMNS, SPEC_ROWS, FeatureRow
 from solar_agents.core.hours import Position, RegionHours, Retention, Solar, Weather
 from solar_agents.observe.metrics import pipeline_text
 from solar_agents.observe.stats import Stats
@@ -140,7 +140,7 @@ def test_incomplete_hours_and_summary() -> None:
 
 def test_history_kept_is_where_align_kept_every_hour_a_row_reads() -> None:
     """The view and align share one retention: a row marked as kept is the row align wrote."""
-    retention = Retention(window_hours=24, lateness_hours=48)
+    retention = Retention(reach=24, lateness_hours=48)
     state = RegionHours("R")
     written: dict[int, FeatureRow] = {}
     for hour in range(500_000, 500_200):
@@ -148,9 +148,9 @@ def test_history_kept_is_where_align_kept_every_hour_a_row_reads() -> None:
             Solar(hour, Position(0, hour, 0), float(hour % 7)),
             Weather(hour, Position(0, hour, 0), float(hour % 5), 10.0, 20.0, 53.6, 9.9),
         ]
-        for row in align_batch(state, records, retention).rows:
+        for row in align_batch(state, records, SPEC_ROWS, retention).rows:
             written[row.hour] = row
-    answer = hours_answer(state, range(500_000, 500_200), retention)
+    answer = hours_answer(state, range(500_000, 500_200), SPEC_ROWS, retention)
     kept = [entry for entry in answer["hours"] if entry["history_kept"]]
     assert len(answer["hours"]) == retention.hours + 1 and len(kept) == retention.hours + 1 - retention.reach
     horizon = state.horizon(retention)
