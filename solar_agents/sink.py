@@ -207,6 +207,10 @@ class FeatureSink:
         self._conn = conn
         return conn
 
+    def prepare(self) -> None:
+        """Connect, and so make the table fit the feature set (``schema.prepare_table``)."""
+        self.connect()
+
     def write(self, rows: list[Row]) -> int:
         """Upsert the rows (latest per key); returns how many were sent. Raises psycopg2.Error."""
         rows = latest_per_key(rows)

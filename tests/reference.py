@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "RawMessage",
     "Reference",
     "assert_rows_equal",
+    "declared_features",
     "reference_features",
 ]
 
@@ -279,6 +282,39 @@ def _mean(values: list[float]) -> float | None:
     return math.fsum(values) / len(values) if values else None
 
 
+# A declared feature, as a features file writes it: (name, kind, field, hours).
+Declared = tuple[str, str, str, int]
+
+
+def declared_features(path: Path) -> list[Declared]:
+    """The ``[[features]]`` entries of a features file (TOML), read here on their own."""
+    data = tomllib.loads(path.read_text())
+    return [(f["name"], f["kind"], f["field"], f["hours"]) for f in data.get("features", [])]
+
+
+def _value_at(
+    solar: Mapping[int, float], weather: Mapping[int, Mapping[str, float | None]], field_name: str, hour: int
+) -> float | None:
+    """A field's value at an hour: None where the record is missing or the value was not observed."""
+    if field_name == "production_mw":
+        return solar.get(hour)
+    record = weather.get(hour)
+    return None if record is None else record[field_name]
+
+
+def _fold(kind: str, values: list[float]) -> float | int | None:
+    """One declared window over the non-null values of its hours (the issue's definitions, read alone)."""
+    if kind == "count":
+        return len(values)
+    if not values:
+        return None
+    if kind == "mean":
+        return math.fsum(values) / len(values)
+    if kind == "sum":
+        return math.fsum(values)
+    return min(values) if kind == "min" else max(values)
+
+
 def reference_features(
     messages: Iterable[RawMessage],
     *,
@@ -287,8 +323,13 @@ def reference_features(
     window_hours: int = 24,
     default_region: str = "DE",
     region_locations: Mapping[str, tuple[float, float]] | None = None,
+    features: Iterable[Declared] = (),
 ) -> Reference:
     """The rows SPEC requires for this set of messages, and the messages it rejects (in input order).
+
+    ``features`` are declared features (a features file's entries): each adds its column, or replaces the
+    SPEC column of its name, with ``kind`` of ``field`` over the clock hours h-(hours-1) … h (non-null values;
+    NULL if none, 0 for ``count``), or for ``lag`` the value at h-hours (NULL if missing or null).
 
     Messages on a topic that is neither ``solar_topic`` nor ``weather_topic`` raise ``ValueError``: feeding
     them in is a mistake of the caller, not a rejection.
@@ -298,6 +339,7 @@ def reference_features(
     if solar_topic == weather_topic:
         raise ValueError("solar_topic and weather_topic must differ")
     locations = dict(region_locations or {})
+    declared = list(features)
     result = Reference()
     # (topic, region, hour index) -> (priority, values); priority = (-distance, offset, partition), max wins.
     chosen: dict[tuple[str, str, int], tuple[tuple[int, int, int], dict[str, float | None]]] = {}
@@ -367,6 +409,14 @@ def reference_features(
                 "day_of_week": day_of_week,
                 "is_weekend": day_of_week >= 5,
             }
+            row = result.rows[(region, start)]
+            for name, kind, field_name, hours in declared:
+                if kind == "lag":
+                    row[name] = _value_at(region_solar, region_weather, field_name, hour - hours)
+                else:
+                    window = range(hour - hours + 1, hour + 1)
+                    present = [_value_at(region_solar, region_weather, field_name, h) for h in window]
+                    row[name] = _fold(kind, [v for v in present if v is not None])
     return result
 
 

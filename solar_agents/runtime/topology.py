@@ -128,6 +128,7 @@ def _decoded(table: TableT[str, bytes]) -> Iterator[tuple[str, Any]]:
 def topology(app: faust.App, p: Pipeline) -> None:
     """The agents and timers of the app, as the picture at the top of this module draws them."""
     app.task(p.start)
+    app.task(p.write.prepare)  # the table fits the feature set, or the worker refuses at once
     app.agent(p.solar_topic, name="ingest_solar")(p.ingest.solar)  # solar raw -> records
     app.agent(p.weather_topic, name="ingest_weather")(p.ingest.weather)  # weather raw -> records
     app.agent(p.records_topic, name="align")(p.align.run)  # records -> hour tables + rows

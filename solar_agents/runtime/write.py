@@ -7,6 +7,7 @@ psycopg2 blocks, the event loop must not.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from faust.types import StreamT
 
@@ -47,6 +48,18 @@ class WriteAgent:
                 # Only now may the offsets behind these rows be committed.
                 await taken.ack(stream)
         except Refused as exc:  # the table cannot take these rows (a changed definition, no privilege)
+            await self.crash(exc)
+
+    async def prepare(self) -> None:
+        """At the worker's start: the table made to fit the feature set, so that a refusal (a changed
+        definition, a missing privilege) comes at once rather than with the first row to write."""
+        try:
+            await retrying(
+                "sink_prepare_failed",
+                partial(self.sink.run, FeatureSink.prepare),
+                self.settings.db_retry_max_seconds,
+            )
+        except Refused as exc:
             await self.crash(exc)
 
     async def write_rows(self, batch: MessageBatch) -> None:

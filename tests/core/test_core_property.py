@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import RawMessage, assert_rows_equal, reference_features
+from reference import Declared, RawMessage, assert_rows_equal, reference_features
 from state_util import through_tables
 
-from solar_agents.core.feature_set import FeatureSet
-from solar_agents.core.features import COLUMNS, FeatureRow, row_type
+from solar_agents.core.feature_set import Feature, FeatureSet
+from solar_agents.core.features import FeatureRow, row_type
 from solar_agents.core.hours import Record, RegionHours, hour_start
 from solar_agents.core.records import InvalidMessage, RegionResolver, parse_solar, parse_weather
 from solar_agents.core.wire import decode_records, encode_records
@@ -71,11 +71,15 @@ def feeds(draw: st.DrawFn) -> list[RawMessage]:
 
 
 def run_core(
-    arrival: list[RawMessage], batch: int, restart_at: int | None, window: int = 24
+    arrival: list[RawMessage],
+    batch: int,
+    restart_at: int | None,
+    window: int = 24,
+    declared: tuple[Declared, ...] = (),
 ) -> dict[tuple[str, datetime], dict[str, object]]:
     """What the agents do, minus Kafka: parse, group by region, align, keep the latest row per key."""
     resolver = RegionResolver({}, "DE")
-    features = FeatureSet.of(window)
+    features = FeatureSet.of(window, (Feature(*d) for d in declared))  # type: ignore[arg-type]
     rows = row_type(features)
     states: dict[str, RegionHours] = {}
     sink: dict[tuple[str, int], FeatureRow] = {}
@@ -103,10 +107,30 @@ def run_core(
                 sink[row.key] = row
     out = {}
     for (region, hour), row in sink.items():
-        values = dict(zip(COLUMNS, row.as_tuple(), strict=True))
+        values = dict(zip(rows.columns, row.as_tuple(), strict=True))
         values["timestamp"] = hour_start(hour)
         out[(region, hour_start(hour))] = values
     return out
+
+
+# Feature sets beside SPEC's own: every kind, nulls in the weather fields, windows longer than the history
+# kept between batches, and a SPEC column redefined.
+DECLARED: tuple[tuple[Declared, ...], ...] = (
+    (),
+    (),
+    (
+        ("production_ma_168h", "mean", "production_mw", 168),
+        ("cloud_cover_max_6h", "max", "cloud_cover_pct", 6),
+        ("temperature_lag_24h", "lag", "temperature_c", 24),
+        ("production_sum_3h", "sum", "production_mw", 3),
+    ),
+    (
+        ("temperature_min_5h", "min", "temperature_c", 5),
+        ("radiation_count_30h", "count", "solar_radiation_wm2", 30),
+        ("production_lag_1h", "lag", "production_mw", 2),
+        ("cloud_cover_lag_1h", "lag", "cloud_cover_pct", 1),
+    ),
+)
 
 
 @settings(
@@ -115,8 +139,9 @@ def run_core(
 @given(messages=feeds(), data=st.data())
 def test_core_equals_reference_in_any_order(messages: list[RawMessage], data: st.DataObject) -> None:
     window = data.draw(st.sampled_from([24, 24, 3, 1]))
-    expected = reference_features(messages, window_hours=window)
+    declared = data.draw(st.sampled_from(DECLARED))
+    expected = reference_features(messages, window_hours=window, features=declared)
     arrival = data.draw(st.permutations(messages))
     batch = data.draw(st.integers(1, 40))
     restart = data.draw(st.one_of(st.none(), st.integers(0, len(messages))))
-    assert_rows_equal(expected.rows, run_core(arrival, batch, restart, window))
+    assert_rows_equal(expected.rows, run_core(arrival, batch, restart, window, declared))
