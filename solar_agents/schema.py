@@ -160,11 +160,13 @@ def _run_as_owner(
 
 def stored_definitions(cur: Any, table: str) -> dict[str, Feature]:
     """The definitions stored for ``table``'s feature columns, by column."""
-    cur.execute(
-        sql.SQL("SELECT column_name, kind, field, hours FROM {}").format(
-            sql.Identifier(definitions_table(table))
-        )
-    )
+    defs = definitions_table(table)
+    try:
+        cur.execute(sql.SQL("SELECT column_name, kind, field, hours FROM {}").format(sql.Identifier(defs)))
+    except psycopg2.errors.InsufficientPrivilege:
+        raise Refused(
+            f"database user {cur.connection.info.user!r} may not read {defs}: grant it SELECT on that table"
+        ) from None
     return {str(name): Feature(str(name), kind, str(field), int(hours)) for name, kind, field, hours in cur}
 
 

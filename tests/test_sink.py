@@ -21,6 +21,7 @@ from solar_agents.cli.demo.postgres import LocalPostgres
 from solar_agents.core.feature_set import FeatureSet
 from solar_agents.core.features import COLUMNS, FIELDS, FeatureRow, latest_per_key
 from solar_agents.core.hours import hour_start
+from solar_agents.schema import KEY, definitions_table
 from solar_agents.sink import (
     ConnectionInfo,
     FeatureSink,
@@ -52,7 +53,7 @@ def test_dialect_detection() -> None:
 def test_risingwave_sql_is_a_plain_insert(postgres: LocalPostgres) -> None:
     conn = postgres.connect()
     try:
-        text = RisingWaveDialect().upsert('odd "name"; DROP').as_string(conn)
+        text = RisingWaveDialect().upsert('odd "name"; DROP', COLUMNS, KEY).as_string(conn)
     finally:
         conn.close()
     assert text.startswith('INSERT INTO "odd ""name""; DROP" ("region", "timestamp", "production_mw"')
@@ -158,12 +159,14 @@ def test_write_to_stopped_database_raises_then_reconnects(postgres: LocalPostgre
 
 
 def writer_role(postgres: LocalPostgres, table: str) -> str:
-    """A login role with SELECT/INSERT/UPDATE on ``table`` (which must exist) and no CREATE on the schema."""
+    """A login role with SELECT/INSERT/UPDATE on ``table`` (which must exist), SELECT on its definitions
+    table, and no CREATE on the schema."""
     user = f"writer_{uuid.uuid4().hex[:8]}"
     conn = postgres.connect()
     with conn.cursor() as cur:
         cur.execute(f'CREATE ROLE "{user}" LOGIN')
         cur.execute(f'GRANT SELECT, INSERT, UPDATE ON "{table}" TO "{user}"')
+        cur.execute(f'GRANT SELECT ON "{definitions_table(table)}" TO "{user}"')
         cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # PostgreSQL before 15 grants it
     conn.close()
     return user
