@@ -110,7 +110,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         name, sep, value = item.partition("=")
         if not sep or name.lower() not in Settings.model_fields:
             parser.error(f"--setting {item!r}: expected NAME=VALUE with a setting name of solar_agents")
-        settings[name.upper()] = value
+        # Workers run in the run's directory: a file setting is given as the caller meant it.
+        settings[name.upper()] = str(Path(value).resolve()) if name.upper() == "FEATURES_FILE" else value
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     full = (regions, days) == (FULL_REGIONS, FULL_DAYS) and not args.quick
     output = args.output or (
