@@ -25,7 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from solar_agents.core.hours import RegionHours
-from solar_agents.observe.stats import Stats
+from solar_agents.observe.stats import Stats, per_topic
 
 # A "_created" sample per counter doubles the exposition and tells nothing here: counters restart at zero
 # with the worker, which Prometheus sees as a reset anyway.
@@ -64,8 +64,8 @@ class PipelineCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap = self.read()
         s = snap.stats
-        ingested = {t: s.ingested.get(t, 0) for t in snap.raw_topics} | dict(s.ingested)
-        dead = {t: s.dead_letters.get(t, 0) for t in snap.raw_topics} | dict(s.dead_letters)
+        ingested = per_topic(s.ingested, snap.raw_topics)
+        dead = per_topic(s.dead_letters, snap.raw_topics)
 
         def by_topic(name: str, doc: str, values: Mapping[str, int]) -> Metric:
             family = CounterMetricFamily(PREFIX + name, doc, labels=["topic"])
