@@ -198,8 +198,13 @@ class Replay:
                 return False
         return True
 
+    def covers(self, region: str) -> bool:
+        """Whether the replay reads this region's history again (a replay of one region moves the offsets
+        to that region's records: the others' are read again only from there on)."""
+        return self.region in (None, region)
+
     def hides(self, region: str, hour: int) -> bool:
-        return self.from_hour is not None and hour < self.from_hour and self.region in (None, region)
+        return self.from_hour is not None and hour < self.from_hour and self.covers(region)
 
 
 @dataclass(slots=True, frozen=True)

@@ -307,9 +307,16 @@ def align_batch(
     rereading = offset is not None and state.applied_through is not None and offset <= state.applied_through
     applied = state.apply(records, retention.lateness_hours, floor)
     touched = features.affected_hours(applied.solar_hours, applied.weather_hours)
-    if (applied.repeated_solar or applied.repeated_weather) and state.pruned_below is not None:
+    replayed = replay is not None and replay.covers(state.region)
+    if (
+        (applied.repeated_solar or applied.repeated_weather)
+        and state.pruned_below is not None
+        and not replayed
+    ):
         # A record kept already (read again after a crash, or a duplicate) rewrites its rows in case their
-        # first write was lost, but never from history cut short by retention: those rows were right.
+        # first write was lost, but never from history cut short by retention: those rows were right. A
+        # replay of this region is the exception: it reads again the history its rows need, and each row is
+        # computed again as its inputs come back (a feature added since may have no value there yet).
         new = features.affected_hours(
             applied.solar_hours - applied.repeated_solar,
             applied.weather_hours - applied.repeated_weather,
