@@ -175,6 +175,17 @@ def _value_of(state: RegionHours, field: str) -> Callable[[int], Any]:
     return lambda hour: None if (record := get(hour)) is None else read(record)
 
 
+def _series(state: RegionHours, field: str, hours: range) -> list[Any]:
+    """``field`` over ``hours``, one value an hour: None where the record is missing or the value null."""
+    records = state.solar if field == "production_mw" else state.weather
+    get, read = records.get, attrgetter(field)
+    return [None if (record := get(hour)) is None else read(record) for hour in hours]
+
+
+# A row's base columns from its weather record, in column order.
+_weather_base: Callable[[Any], tuple[Any, ...]] = attrgetter(*_WEATHER_BASE)
+
+
 def _rows_of_run(state: RegionHours, hours: list[int], rows: RowType, span: int) -> Iterator[Row]:
     """The rows of ``hours`` (ascending, each with both halves), from one list per field of the hours their
     windows cover: a window is then a slice, folded in hour order as SPEC's definition reads."""
@@ -182,26 +193,25 @@ def _rows_of_run(state: RegionHours, hours: list[int], rows: RowType, span: int)
     covered = range(first, hours[-1] + 1)
     features = rows.features.features
     # Clock hours, not records: a missing hour is None here and skipped, never replaced by an older one.
-    series = {f.field: [_value_of(state, f.field)(h) for h in covered] for f in features if not f.is_lag}
+    series = {f.field: _series(state, f.field, covered) for f in features if not f.is_lag}
     lags = {f.field: _value_of(state, f.field) for f in features if f.is_lag}
-    plan = [_plan(f, series, lags, first) for f in features]
-    spec_count = sum(1 for f in features if f.name in SPEC_FEATURES)
+    spec_plan = [_plan(f, series, lags, first) for f in features if f.name in SPEC_FEATURES]
+    added_plan = [_plan(f, series, lags, first) for f in features if f.name not in SPEC_FEATURES]
     region = state.region
     make: Callable[..., Row] = rows.cls
+    solar_at, weather_at = state.solar, state.weather
     for hour in hours:
-        solar, weather = state.solar[hour], state.weather[hour]
-        computed = [compute(hour) for compute in plan]
         day_of_week = ((hour - _MONDAY_HOUR) // 24) % 7
         yield make(
             region,
             hour,
-            solar.production_mw,
-            *(getattr(weather, name) for name in _WEATHER_BASE),
-            *computed[:spec_count],
+            solar_at[hour].production_mw,
+            *_weather_base(weather_at[hour]),
+            *[compute(hour) for compute in spec_plan],
             hour % 24,
             day_of_week,
             day_of_week >= 5,
-            *computed[spec_count:],
+            *[compute(hour) for compute in added_plan],
         )
 
 
