@@ -8,12 +8,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import Field, dataclass, fields
+from dataclasses import field as dataclass_field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
+from pydantic import SecretStr
 
 from solar_agents.core.features import COLUMNS, FIELDS, FeatureRow, field_values, latest_per_key
 from solar_agents.core.hours import hour_start
@@ -63,13 +66,16 @@ CREATE_TABLE = create_table_sql()
 
 @dataclass(frozen=True, slots=True)
 class ConnectionInfo:
-    """Where the output table lives: the one place the ``RISINGWAVE_*`` settings become a connection."""
+    """Where the output table lives: the one place the ``RISINGWAVE_*`` settings become a connection. Its
+    repr shows no password (``SecretStr``)."""
 
     host: str
     port: int
     database: str
     user: str
-    password: str
+    password: SecretStr = dataclass_field(default_factory=lambda: SecretStr(""))
+    sslmode: str = "prefer"  # libpq's: disable, allow, prefer, require, verify-ca, verify-full
+    sslrootcert: Path | None = None  # the CA that signed the server's certificate (verify-ca, verify-full)
     connect_timeout: int = 5
 
     @classmethod
@@ -80,8 +86,14 @@ class ConnectionInfo:
             database=settings.risingwave_database,
             user=settings.risingwave_user,
             password=settings.risingwave_password,
+            sslmode=settings.risingwave_sslmode,
+            sslrootcert=settings.risingwave_sslrootcert,
             connect_timeout=settings.db_connect_timeout_seconds,
         )
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}/{self.database}"
 
     def connect(self) -> psycopg2.extensions.connection:
         return psycopg2.connect(
@@ -89,9 +101,11 @@ class ConnectionInfo:
             port=self.port,
             dbname=self.database,
             user=self.user,
-            password=self.password,
+            password=self.password.get_secret_value(),
+            sslmode=self.sslmode,
             connect_timeout=self.connect_timeout,
             application_name="solar_agents",
+            **({"sslrootcert": str(self.sslrootcert)} if self.sslrootcert else {}),
         )
 
 

@@ -37,7 +37,7 @@ def row(hour: int, mw: float, region: str = "R") -> FeatureRow:
 
 def sink_for(postgres: LocalPostgres, table: str) -> FeatureSink:
     return FeatureSink(
-        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user, ""), table
+        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user), table
     )
 
 
@@ -173,7 +173,7 @@ def test_least_privilege_user_writes_to_an_existing_table(postgres: LocalPostgre
     owner.write([row(1, 1.0)])  # the owner creates the table
     owner.close()
     user = writer_role(postgres, table)
-    sink = FeatureSink(ConnectionInfo(postgres.host, postgres.port, postgres.database, user, ""), table)
+    sink = FeatureSink(ConnectionInfo(postgres.host, postgres.port, postgres.database, user), table)
     assert sink.write([row(1, 2.0), row(2, 3.0)]) == 2
     sink.close()
     rows = sink_rows(postgres, table)

@@ -57,7 +57,7 @@ def test_one_list_of_columns_everywhere(postgres: LocalPostgres) -> None:
 
     table = f"columns_{uuid.uuid4().hex[:8]}"
     sink = FeatureSink(
-        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user, ""), table
+        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user), table
     )
     sink.connect()  # creates the table
     sink.close()

@@ -23,6 +23,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     """The app and its pipeline; every Faust setting comes from ``settings`` here and nowhere later."""
     log.configure(settings.log_level)
     compat.install(
+        settings.kafka,
         settings.broker_fetch_max_wait_seconds,
         settings.consumer_max_fetch_response_bytes,
         PRODUCER_BUFFER_MESSAGES,
