@@ -36,9 +36,7 @@ def row(hour: int, mw: float, region: str = "R") -> FeatureRow:
 
 
 def sink_for(postgres: LocalPostgres, table: str) -> FeatureSink:
-    return FeatureSink(
-        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user), table
-    )
+    return FeatureSink(ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user), table)
 
 
 def test_dialect_detection() -> None:

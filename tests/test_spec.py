@@ -56,9 +56,7 @@ def test_one_list_of_columns_everywhere(postgres: LocalPostgres) -> None:
     row_type = tuple("timestamp" if name == "hour" else name for name in FIELDS)
 
     table = f"columns_{uuid.uuid4().hex[:8]}"
-    sink = FeatureSink(
-        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user), table
-    )
+    sink = FeatureSink(ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user), table)
     sink.connect()  # creates the table
     sink.close()
     conn = postgres.connect()
