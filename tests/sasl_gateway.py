@@ -240,9 +240,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def main(listen_port: int, upstream_port: int, credentials_path: Path) -> None:
-    raw = json.loads(credentials_path.read_text())
-    credentials = {u: {m: Verifier.from_json(v) for m, v in ms.items()} for u, ms in raw.items()}
+async def main(listen_port: int, upstream_port: int, credentials: Credentials) -> None:
     server = await asyncio.start_server(Gateway(upstream_port, credentials).serve, "127.0.0.1", listen_port)
     log("listening", port=listen_port, upstream=upstream_port)
     async with server:
@@ -250,4 +248,6 @@ async def main(listen_port: int, upstream_port: int, credentials_path: Path) -> 
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])))
+    raw = json.loads(Path(sys.argv[3]).read_text())
+    verifiers = {u: {m: Verifier.from_json(v) for m, v in ms.items()} for u, ms in raw.items()}
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), verifiers))

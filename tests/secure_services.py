@@ -85,7 +85,9 @@ def make_certificates(directory: Path) -> Certificates:
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
             "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n" + extensions
         )
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=directory)
+        _openssl(
+            "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=directory
+        )
         _openssl(
             "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
@@ -120,7 +122,8 @@ class Process:
 
 
 def stunnel(accept: int, connect: int, certs: Certificates, workdir: Path) -> Process:
-    """TLS on ``accept`` for the plain TCP service on ``connect``; clients must show a certificate of the CA."""
+    """TLS on ``accept`` for the plain TCP service on ``connect``; clients must show a certificate of the
+    CA."""
     binary = shutil.which("stunnel4") or shutil.which("stunnel")
     if binary is None:
         raise RuntimeError("stunnel is missing: install the Debian package stunnel4 (scripts/bootstrap does)")

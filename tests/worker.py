@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Mapping
@@ -119,6 +120,8 @@ class Worker:
             try:
                 with urllib.request.urlopen(self.url + "/", timeout=1):
                     return
+            except urllib.error.HTTPError:
+                return  # it answers (a 401 behind WEB_AUTH_TOKEN)
             except OSError:
                 time.sleep(0.2)
         raise TimeoutError(f"worker web port {self.web_port} not up in {timeout}s:\n{self.tail()}")
