@@ -29,6 +29,7 @@ from solar_agents.cli.errors import CommandError
 from solar_agents.cli.worker_process import worker_argv
 from solar_agents.connect.kafka import KafkaConnection
 from solar_agents.settings import Settings
+from solar_agents.web.auth import AccessPolicy
 
 if TYPE_CHECKING:
     from solar_agents.cli.demo.broker import LocalBroker
@@ -283,7 +284,7 @@ async def _announce_web(settings: Settings) -> None:
 
     url = f"http://127.0.0.1:{settings.web_port}/api/regions"
     timeout = aiohttp.ClientTimeout(total=2)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=AccessPolicy.of(settings).bearer()) as session:
         while True:
             # Whatever else may hold the port (it was free at the check) does not answer as the worker does.
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
@@ -291,6 +292,7 @@ async def _announce_web(settings: Settings) -> None:
                     if response.status == 200 and "regions" in await response.json():
                         break
             await asyncio.sleep(0.2)
-    print(f"web view  http://localhost:{settings.web_port}/  (metrics at /metrics)")
+    login = "?token=<WEB_AUTH_TOKEN>" if settings.web_auth_token else ""
+    print(f"web view  http://localhost:{settings.web_port}/{login}  (metrics at /metrics)")
     print("rows      faust -A solar_agents rows --limit 10   (or psql on the database above)")
     print("Ctrl-C stops everything.", flush=True)
