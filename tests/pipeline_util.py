@@ -21,7 +21,7 @@ Produced = tuple[str, bytes | None, bytes]
 Rows = dict[tuple[str, datetime], dict[str, object]]
 
 
-def messy_feed(names: Names, regions: tuple[str, ...], hours: int | None = None) -> Feed:
+def messy_feed(names: Names, regions: Sequence[str], hours: int | None = None) -> Feed:
     """The real data set for ``regions``: the weather 9 hours behind, shuffled in 6-hour blocks, 2 % twice."""
     return build_feed(
         hours=hours,

@@ -34,35 +34,12 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 @dataclass(frozen=True)
 class Certificates:
-    directory: Path
-
-    def path(self, name: str) -> Path:
-        return self.directory / name
-
-    @property
-    def ca(self) -> Path:
-        return self.path("ca.crt")
-
-    @property
-    def other_ca(self) -> Path:
-        """A CA that signed nothing here: a client trusting only it refuses the servers."""
-        return self.path("other-ca.crt")
-
-    @property
-    def server_cert(self) -> Path:
-        return self.path("server.crt")
-
-    @property
-    def server_key(self) -> Path:
-        return self.path("server.key")
-
-    @property
-    def client_cert(self) -> Path:
-        return self.path("client.crt")
-
-    @property
-    def client_key(self) -> Path:
-        return self.path("client.key")
+    ca: Path
+    other_ca: Path  # a CA that signed nothing here: a client trusting only it refuses the servers
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
 
 
 def make_certificates(directory: Path) -> Certificates:
@@ -93,7 +70,8 @@ def make_certificates(directory: Path) -> Certificates:
             "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
             cwd=directory,
         )  # fmt: skip
-    return Certificates(directory)
+    files = ("ca.crt", "other-ca.crt", "server.crt", "server.key", "client.crt", "client.key")
+    return Certificates(*(directory / name for name in files))
 
 
 class Process:

@@ -160,5 +160,15 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
 
+def http_get(url: str, token: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+    """(status, body, headers) of a GET, with the web token as a bearer when given."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), response.read(), dict(response.headers.items())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers.items())
+
+
 def remove_state(data_dir: Path) -> None:
     shutil.rmtree(data_dir, ignore_errors=True)

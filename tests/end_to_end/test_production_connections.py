@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from kafka_util import Kafka
 from pipeline_util import assert_dead_letters, messy_feed, produce_in_order, reference_for, wait_until_equal
 from scenario import interleave
 from secure_services import Certificates, SecureBroker
-from worker import FAUST, Names, Worker, worker_env
+from worker import FAUST, Names, Worker, http_get, worker_env
 
 from solar_agents.cli.demo.postgres import LocalPostgres
 
@@ -67,15 +65,6 @@ def run(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Com
     )
 
 
-def status(url: str, token: str | None = None) -> int:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 @pytest.fixture(scope="module")
 def outputs() -> list[str]:
     """Everything the runs of this module printed or logged, for the last test."""
@@ -113,9 +102,9 @@ def test_the_pipeline_over_sasl_ssl_and_verify_full_is_exact(
 
         # The web view answers only with the token.
         for path in ("/", "/api/regions", "/api/deadletters", "/metrics"):
-            assert status(worker.url + path) == 401, path
-            assert status(worker.url + path, "not-the-token") == 401, path
-            assert status(worker.url + path, session_secrets.web_token) == 200, path
+            assert http_get(worker.url + path)[0] == 401, path
+            assert http_get(worker.url + path, "not-the-token")[0] == 401, path
+            assert http_get(worker.url + path, session_secrets.web_token)[0] == 200, path
 
         rows = run(env, "rows", "--limit", "3", "--region", "DE_north")
         assert rows.returncode == 0 and "(3 of 10176 rows" in rows.stdout, rows

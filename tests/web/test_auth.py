@@ -19,7 +19,7 @@ from kafka_util import Kafka
 from pipeline_util import produce_in_order
 from pydantic import SecretStr
 from scenario import build_feed, interleave
-from worker import Names, Worker, worker_env
+from worker import Names, Worker, http_get, worker_env
 
 from solar_agents.cli.demo.broker import LocalBroker
 from solar_agents.cli.demo.postgres import LocalPostgres
@@ -110,7 +110,7 @@ def guarded(
         produce_in_order(kafka, [*interleave(feed), (names.solar, b"html", HTML_DEAD_LETTER)])
         deadline = time.monotonic() + 120
         while True:
-            answer = json.loads(_get(worker.url + "/api/deadletters?limit=100", TOKEN)[1])
+            answer = json.loads(http_get(worker.url + "/api/deadletters?limit=100", TOKEN)[1])
             values = [d["value"] for d in answer["dead_letters"]]
             if (
                 sink_count(postgres, names.table) == HOURS * len(regions)
@@ -124,26 +124,17 @@ def guarded(
         worker.terminate(timeout=15)
 
 
-def _get(url: str, token: str | None = None) -> tuple[int, bytes, dict[str, str]]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status), response.read(), dict(response.headers.items())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), dict(exc.headers.items())
-
-
 def test_every_page_and_api_refuses_without_the_token_and_answers_with_it(guarded: Guarded) -> None:
     base = guarded.worker.url
     for path in (*PATHS, "/table/hours/", "/router/"):  # Faust's own pages too
-        status, body, headers = _get(base + path)
+        status, body, headers = http_get(base + path)
         assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer"), (path, status)
         assert "authentication required" in json.loads(body)["error"]
-        assert _get(base + path, "wrong")[0] == 401, path
+        assert http_get(base + path, "wrong")[0] == 401, path
     for path in PATHS:
-        assert _get(base + path, TOKEN)[0] == 200, path
+        assert http_get(base + path, TOKEN)[0] == 200, path
     # A wrong token in the query is no login; a right one sets the cookie and drops the token from the URL.
-    assert _get(base + "/?token=wrong")[0] == 401
+    assert http_get(base + "/?token=wrong")[0] == 401
 
 
 def test_the_dashboard_behind_the_token_in_chromium_shows_markup_as_text(guarded: Guarded) -> None:
