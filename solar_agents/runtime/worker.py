@@ -10,7 +10,7 @@ import ipaddress
 import os
 import sys
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, ClassVar, NoReturn
 
 import faust
 from faust.exceptions import ConsistencyError
@@ -52,7 +52,7 @@ def beyond_loopback(host: str) -> bool:
         return True  # a name: whatever it resolves to
 
 
-def refuse_to_start(line: str) -> None:
+def refuse_to_start(line: str) -> NoReturn:
     """End the worker before it starts anything: one line on stderr, exit code 2 (a setting to change)."""
     print(f"error: {line}", file=sys.__stderr__, flush=True)  # Faust redirects sys.stderr into its logs
     sys.stdout.flush()

@@ -63,8 +63,15 @@ class AccessPolicy:
             given.encode(), self.token.get_secret_value().encode()
         )
 
-    def decide(self, method: str, path: str, headers: Mapping[str, str], cookies: Mapping[str, str],
-               query: Mapping[str, str]) -> Decision:  # fmt: skip
+    def decide(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        cookies: Mapping[str, str],
+        query: Mapping[str, str],
+    ) -> Decision:
+        """What to do with a request, from its method, path, headers, cookies and query."""
         if self.token is None or (path.rstrip("/") or "/") in self.public:
             return Decision.ALLOW
         if QUERY in query:

@@ -11,8 +11,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import structlog
 from browser import Browser, find_browser
 from faults_util import sink_count
 from kafka_util import Kafka
@@ -23,6 +25,8 @@ from worker import Names, Worker, http_get, worker_env
 
 from solar_agents.cli.demo.broker import LocalBroker
 from solar_agents.cli.demo.postgres import LocalPostgres
+from solar_agents.runtime.worker import beyond_loopback, warn_if_open
+from solar_agents.settings import Settings
 from solar_agents.web.auth import COOKIE, AccessPolicy, Decision
 
 TOKEN = "tok-4f1c9e-web"
@@ -69,6 +73,21 @@ def test_public_paths_are_exempt() -> None:
     assert _decide("/metrics/", policy=metrics_public) is Decision.ALLOW
     assert _decide("/api/regions", policy=metrics_public) is Decision.DENY
     assert POLICY.bearer() == {"Authorization": f"Bearer {TOKEN}"} and AccessPolicy(None).bearer() == {}
+
+
+def test_a_view_open_beyond_loopback_without_a_token_is_warned_about(tmp_path: Path) -> None:
+    assert not any(beyond_loopback(host) for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
+    assert all(beyond_loopback(host) for host in ("0.0.0.0", "::", "10.1.2.3", "web.internal"))
+
+    def warnings(**values: object) -> list[str]:
+        settings = Settings(_env_file=None, data_dir=tmp_path, **values)  # type: ignore[call-arg]
+        with structlog.testing.capture_logs() as logs:
+            warn_if_open(settings)
+        return [entry["event"] for entry in logs]
+
+    assert warnings() == ["web_view_open"]  # the default binds 0.0.0.0
+    assert warnings(web_auth_token=TOKEN) == []
+    assert warnings(web_host="127.0.0.1") == []
 
 
 # --- a real worker in a real browser ------------------------------------------------------------------------
