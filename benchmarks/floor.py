@@ -71,7 +71,9 @@ class Tally:
 
 settings = settings_or_exit()
 log.configure(settings.log_level)
-compat.install_broker(settings.broker_fetch_max_wait_seconds, settings.consumer_max_fetch_response_bytes)
+compat.install_broker(
+    settings.kafka, settings.broker_fetch_max_wait_seconds, settings.consumer_max_fetch_response_bytes
+)
 tally = Tally(int(os.environ.get("FLOOR_MESSAGES", "0")))
 
 # As solar_agents.runtime.app builds its app, minus what the floor has no use for (tables, web, producer).

@@ -9,17 +9,130 @@ import sys
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn, Self
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from solar_agents.connect.kafka import KafkaConnection
 from solar_agents.core.feature_set import FeatureFileError, FeatureSet
 from solar_agents.core.feature_set import parse as parse_features
 from solar_agents.core.hours import Retention
 
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
-class Settings(BaseSettings):
+# Every secret; each can also be read from a file named by ``<NAME>_FILE`` (the container convention).
+SECRETS = ("kafka_sasl_password", "kafka_ssl_key_password", "risingwave_password", "web_auth_token")
+
+
+def read_secret_file(name: str, path: str) -> str:
+    """The secret in the file ``path`` (one trailing line break dropped); ValueError naming the setting."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{name.upper()}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    secret = text.removesuffix("\n").removesuffix("\r")
+    if not secret:
+        raise ValueError(f"{name.upper()}: the file {path} is empty")
+    return secret
+
+
+class ConnectionSettings(BaseSettings):
+    """How the service meets the broker, the database and the web: TLS, SASL, secrets (docs/DESIGN.md,
+    "Production connections"). Secrets are ``SecretStr``: their repr and str never show the value."""
+
+    kafka_security_protocol: KafkaProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    # None: the system's certificate authorities.
+    kafka_ssl_cafile: Path | None = None
+    # Mutual TLS: the client certificate, its key (if not in the same file) and the key's password.
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_key_password_file: Path | None = None
+
+    risingwave_password: SecretStr = SecretStr("")
+    risingwave_password_file: Path | None = None
+    risingwave_sslmode: SslMode = "prefer"
+    risingwave_sslrootcert: Path | None = None
+
+    web_auth_token: SecretStr | None = None
+    web_auth_token_file: Path | None = None
+    web_metrics_public: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name in SECRETS:
+            path = data.get(f"{name}_file")
+            if not path:
+                continue
+            if data.get(name):
+                raise ValueError(f"{name.upper()}_FILE: {name.upper()} is set too; set one of them")
+            data = {**data, name: read_secret_file(f"{name}_file", str(path))}
+        return data
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("risingwave_sslmode", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "risingwave_sslrootcert")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent_kafka(self) -> Self:
+        protocol = self.kafka_security_protocol
+        sasl = {
+            "KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+        }
+        tls = {
+            "KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        if protocol.startswith("SASL_"):
+            for name, value in sasl.items():
+                if not value:
+                    raise ValueError(f"{name}: is required with KAFKA_SECURITY_PROTOCOL={protocol}")
+        elif given := [name for name, value in sasl.items() if value]:
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL: is {protocol}, which uses no SASL, but {given[0]} is set; "
+                "set KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        if not protocol.endswith("SSL") and (given := [name for name, value in tls.items() if value]):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL: is {protocol}, which uses no TLS, but {given[0]} is set; "
+                "set KAFKA_SECURITY_PROTOCOL=SSL (or SASL_SSL)"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError(
+                "KAFKA_SSL_CERTFILE: is required with KAFKA_SSL_KEYFILE (the client certificate)"
+            )
+        return self
+
+
+class Settings(ConnectionSettings):
     """Every setting of the service; names are the environment variables, upper-cased."""
 
     model_config = SettingsConfigDict(
@@ -35,7 +148,6 @@ class Settings(BaseSettings):
     risingwave_port: int = 4567
     risingwave_database: str = "dev"
     risingwave_user: str = "root"
-    risingwave_password: str = ""
 
     features_table: str = Field("features_enriched", min_length=1, max_length=63)
     deadletter_topic: str = "solar_agents-deadletter"
@@ -122,16 +234,15 @@ class Settings(BaseSettings):
         return value
 
     @cached_property
-    def faust_broker_url(self) -> str:
-        """Faust's broker URL: ``kafka://h1:p1;h2:p2``."""
-        hosts = [h.strip() for h in self.kafka_bootstrap_servers.split(",") if h.strip()]
-        return ";".join(f"kafka://{h}" for h in hosts)
+    def kafka(self) -> KafkaConnection:
+        """How every client of the service meets the brokers (``connect.kafka``)."""
+        return KafkaConnection.of(self)
 
     def faust_consumer_options(self) -> dict[str, Any]:
         """The Faust settings of how the app meets the broker as a consumer: the pipeline's app and the
         benchmark's bare-Faust floor both take them from here, so the floor reads as the pipeline does."""
         return {
-            "broker": self.faust_broker_url,
+            **self.kafka.faust(),
             "topic_partitions": self.topic_partitions,
             "consumer_auto_offset_reset": "earliest",
             "broker_session_timeout": self.broker_session_timeout_seconds,
@@ -230,8 +341,12 @@ def _env_file_names(path: Path) -> list[str]:
 def explain(error: ValidationError) -> str:
     """The first error of ``error`` as one line naming the setting, what is wrong and what came."""
     first = error.errors(include_url=False)[0]
-    name = ".".join(str(p) for p in first["loc"]).upper() or "settings"
     msg = str(first["msg"]).removeprefix("Value error, ")
+    if not first["loc"]:  # a check across settings: its message starts with the setting to change
+        return f"setting {msg}"
+    name = ".".join(str(p) for p in first["loc"]).upper()
+    if str(first["loc"][0]) in SECRETS:
+        return f"setting {name}: {msg}"  # never the value
     got = repr(first.get("input"))
     got = got if len(got) <= 60 else got[:57] + "..."
     return f"setting {name}: {msg} (got {got})"

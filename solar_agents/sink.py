@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
+from pydantic import SecretStr
 
 from solar_agents.core.feature_set import FeatureSet
 from solar_agents.core.features import SPEC_ROWS, Row, RowType, latest_per_key, row_type
@@ -30,13 +33,16 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ConnectionInfo:
-    """Where the output table lives: the one place the ``RISINGWAVE_*`` settings become a connection."""
+    """Where the output table lives: the one place the ``RISINGWAVE_*`` settings become a connection. Its
+    repr shows no password (``SecretStr``)."""
 
     host: str
     port: int
     database: str
     user: str
-    password: str
+    password: SecretStr = dataclass_field(default_factory=lambda: SecretStr(""))
+    sslmode: str = "prefer"  # libpq's: disable, allow, prefer, require, verify-ca, verify-full
+    sslrootcert: Path | None = None  # the CA that signed the server's certificate (verify-ca, verify-full)
     connect_timeout: int = 5
 
     @classmethod
@@ -47,8 +53,14 @@ class ConnectionInfo:
             database=settings.risingwave_database,
             user=settings.risingwave_user,
             password=settings.risingwave_password,
+            sslmode=settings.risingwave_sslmode,
+            sslrootcert=settings.risingwave_sslrootcert,
             connect_timeout=settings.db_connect_timeout_seconds,
         )
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}/{self.database}"
 
     def connect(self) -> psycopg2.extensions.connection:
         return psycopg2.connect(
@@ -56,9 +68,11 @@ class ConnectionInfo:
             port=self.port,
             dbname=self.database,
             user=self.user,
-            password=self.password,
+            password=self.password.get_secret_value(),
+            sslmode=self.sslmode,
             connect_timeout=self.connect_timeout,
             application_name="solar_agents",
+            **({"sslrootcert": str(self.sslrootcert)} if self.sslrootcert else {}),
         )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 from kafka_util import Kafka
+from secure_services import Certificates, SecureBroker, make_certificates, secure_postgres
 from worker import Names, Worker, worker_env
 
 from solar_agents.cli.demo.broker import LocalBroker
@@ -71,3 +74,53 @@ def workers(
     finally:
         for worker in started:
             worker.terminate(timeout=15)
+
+
+# --- services that require TLS and a login (tests of the production settings) ------------------------------
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The session's passwords and token: no log of any test may hold them."""
+
+    kafka_user: str = "features"
+    kafka_password: str = f"kafka-{secrets.token_urlsafe(12)}"
+    database_password: str = f"database-{secrets.token_urlsafe(12)}"
+    web_token: str = f"token-{secrets.token_urlsafe(16)}"
+
+    def all(self) -> list[str]:
+        return [self.kafka_password, self.database_password, self.web_token]
+
+
+@pytest.fixture(scope="session")
+def session_secrets() -> Secrets:
+    return Secrets()
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certificates"))
+
+
+@pytest.fixture(scope="session")
+def tls_broker(
+    tmp_path_factory: pytest.TempPathFactory, certificates: Certificates, session_secrets: Secrets
+) -> Iterator[SecureBroker]:
+    """The local broker behind TLS (client certificates required) and SASL."""
+    users = {session_secrets.kafka_user: session_secrets.kafka_password}
+    service = SecureBroker(tmp_path_factory.mktemp("secure-broker"), certificates, users)
+    try:
+        yield service.start()
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_postgres(certificates: Certificates, session_secrets: Secrets) -> Iterator[LocalPostgres]:
+    """PostgreSQL whose TCP port takes only TLS with a password."""
+    service = secure_postgres(certificates, session_secrets.database_password)
+    try:
+        service.start()
+        yield service
+    finally:
+        service.cleanup()

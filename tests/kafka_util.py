@@ -21,6 +21,15 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 Headers = Mapping[str, bytes]
+# A broker's address, or a whole librdkafka client configuration (``KafkaConnection.librdkafka()``): how
+# to reach a broker that requires TLS or a login.
+Bootstrap = str | Mapping[str, str]
+
+
+def client_config(bootstrap: Bootstrap) -> dict[str, str]:
+    return {"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else dict(bootstrap)
+
+
 # (key, value) or (key, value, headers)
 Message = tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, Headers]
 
@@ -36,9 +45,9 @@ class Msg:
     timestamp_ms: int | None = None
 
 
-def create_topics(bootstrap: str, topics: Mapping[str, int], timeout: float = 20.0) -> None:
+def create_topics(bootstrap: Bootstrap, topics: Mapping[str, int], timeout: float = 20.0) -> None:
     """Create topics with the given partition counts; an existing topic with that count is fine."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     existing = admin.list_topics(timeout=timeout).topics
     for name, partitions in topics.items():
         if name in existing and (have := len(existing[name].partitions)) != partitions:
@@ -68,7 +77,7 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], timeout: float = 20
 
 
 def produce(
-    bootstrap: str,
+    bootstrap: Bootstrap,
     topic: str,
     messages: Iterable[Message],
     partition: int | None = None,
@@ -80,7 +89,7 @@ def produce(
     Messages are sent in as few record batches as librdkafka makes (a short linger), which is the
     case that trips the broker's end-offset bug.
     """
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "acks": "all", **(config or {})})
+    producer = Producer({**client_config(bootstrap), "linger.ms": 50, "acks": "all", **(config or {})})
     results: list[tuple[int, int] | None] = []
     errors: list[str] = []
 
@@ -119,7 +128,7 @@ def produce(
 
 
 def consume_all(
-    bootstrap: str,
+    bootstrap: Bootstrap,
     topic: str,
     timeout: float = 20.0,
     idle: float = 0.5,
@@ -131,14 +140,14 @@ def consume_all(
     arrived for `idle` seconds, and at least `min_messages` were read; at `timeout`, returns what
     was read so far. Messages are sorted by (partition, offset).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
     if meta is None or meta.error is not None:
         raise RuntimeError(f"topic {topic} not found: {meta.error if meta else 'no metadata'}")
     partitions = sorted(meta.partitions)
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             # Required by the client even though assign() uses no group coordination.
             "group.id": f"test-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
@@ -219,6 +228,11 @@ class Kafka:
 
     bootstrap: str
     created: list[str] = field(default_factory=list)
+    security: Mapping[str, str] | None = None  # a librdkafka configuration with TLS or SASL settings
+
+    @property
+    def client(self) -> Bootstrap:
+        return self.security or self.bootstrap
 
     def new_topic(self, partitions: int = 1, prefix: str = "test") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -227,7 +241,7 @@ class Kafka:
         return name
 
     def create_topics(self, topics: Mapping[str, int], timeout: float = 20.0) -> None:
-        create_topics(self.bootstrap, topics, timeout=timeout)
+        create_topics(self.client, topics, timeout=timeout)
 
     def produce(
         self,
@@ -237,13 +251,13 @@ class Kafka:
         timeout: float = 30.0,
         config: Mapping[str, Any] | None = None,
     ) -> list[tuple[int, int]]:
-        return produce(self.bootstrap, topic, messages, partition=partition, timeout=timeout, config=config)
+        return produce(self.client, topic, messages, partition=partition, timeout=timeout, config=config)
 
     def consume_all(
         self, topic: str, timeout: float = 20.0, idle: float = 0.5, min_messages: int = 0
     ) -> list[Msg]:
-        return consume_all(self.bootstrap, topic, timeout=timeout, idle=idle, min_messages=min_messages)
+        return consume_all(self.client, topic, timeout=timeout, idle=idle, min_messages=min_messages)
 
     def partitions(self, topic: str) -> Sequence[int]:
-        meta = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(topic, timeout=10)
+        meta = AdminClient(client_config(self.client)).list_topics(topic, timeout=10)
         return sorted(meta.topics[topic].partitions)

@@ -20,7 +20,7 @@ SUM_3H = Feature("production_sum_3h", "sum", "production_mw", 3)
 
 
 def sink(postgres: LocalPostgres, table: str, features: FeatureSet, user: str | None = None) -> FeatureSink:
-    info = ConnectionInfo(postgres.host, postgres.port, postgres.database, user or postgres.user, "")
+    info = ConnectionInfo(postgres.host, postgres.port, postgres.database, user or postgres.user)
     return FeatureSink(info, table, features)
 
 

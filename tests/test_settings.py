@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from worker import FAUST
 
 from solar_agents.cli.demo.services import free_port
-from solar_agents.settings import SettingsError, load_settings, unknown_names
+from solar_agents.settings import Settings, SettingsError, load_settings, setting_names, unknown_names
 
 
 def test_unknown_names_that_look_like_ours_are_found_with_the_closest_real_one() -> None:
@@ -85,3 +87,94 @@ def test_a_misspelled_setting_is_warned_about_at_start() -> None:
         {**warnings[0], "event": "unknown_setting", "name": "BATCHSIZE", "did_you_mean": "BATCH_SIZE"}
     ], result.stdout
     assert warnings[0]["level"] == "warning"
+
+
+# --- connection settings and secrets ------------------------------------------------------------------------
+
+
+def test_every_secret_can_come_from_a_file_and_shows_in_no_repr(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values = {"KAFKA_SASL_PASSWORD": "kafka-pw", "RISINGWAVE_PASSWORD": "db-pw", "WEB_AUTH_TOKEN": "tok-en"}
+    for name, secret in values.items():
+        (tmp_path / name).write_text(secret + "\n")  # as an editor or `echo` leaves it
+        monkeypatch.setenv(f"{name}_FILE", str(tmp_path / name))
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "sasl_ssl")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "scram-sha-512")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "svc")
+    settings = load_settings()
+    assert settings.kafka_sasl_password is not None and settings.web_auth_token is not None
+    assert settings.kafka_sasl_password.get_secret_value() == "kafka-pw"
+    assert settings.risingwave_password.get_secret_value() == "db-pw"
+    assert settings.web_auth_token.get_secret_value() == "tok-en"
+    from solar_agents.sink import ConnectionInfo
+
+    for shown in (repr(settings), str(settings), repr(ConnectionInfo.of(settings)), repr(settings.kafka)):
+        assert not any(secret in shown for secret in values.values()), shown
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "setting KAFKA_SECURITY_PROTOCOL: Input should be 'PLAINTEXT'"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "setting KAFKA_SASL_MECHANISM: is required with"),
+        ({"KAFKA_SASL_USERNAME": "svc"}, "setting KAFKA_SECURITY_PROTOCOL: is PLAINTEXT, which uses no SASL"),
+        ({"KAFKA_SSL_CAFILE": "{file}"}, "setting KAFKA_SECURITY_PROTOCOL: is PLAINTEXT, which uses no TLS"),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": "{missing}"},
+            "setting KAFKA_SSL_CAFILE: no such",
+        ),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_KEYFILE": "{file}"},
+            "setting KAFKA_SSL_CERTFILE: is required with KAFKA_SSL_KEYFILE",
+        ),
+        ({"RISINGWAVE_SSLMODE": "strict"}, "setting RISINGWAVE_SSLMODE: Input should be 'disable'"),
+        ({"RISINGWAVE_PASSWORD_FILE": "{missing}"}, "setting RISINGWAVE_PASSWORD_FILE: cannot read"),
+        ({"WEB_AUTH_TOKEN_FILE": "{empty}"}, "setting WEB_AUTH_TOKEN_FILE: the file"),
+        (
+            {"WEB_AUTH_TOKEN_FILE": "{file}", "WEB_AUTH_TOKEN": "tok-en"},
+            "setting WEB_AUTH_TOKEN_FILE: WEB_AUTH_TOKEN is set too",
+        ),
+    ],
+)
+def test_connection_settings_that_do_not_fit_name_the_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    (tmp_path / "file").write_text("pem or password")
+    (tmp_path / "empty").write_text("\n")
+    paths = {"file": tmp_path / "file", "missing": tmp_path / "missing", "empty": tmp_path / "empty"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(**paths))
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value).startswith(expected), str(info.value)
+    assert "pem or password" not in str(info.value) and "tok-en" not in str(info.value)
+
+
+def test_sslmode_is_libpq_s_and_prefer_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().risingwave_sslmode == "prefer"
+    monkeypatch.setenv("RISINGWAVE_SSLMODE", "Verify-Full")
+    assert load_settings().risingwave_sslmode == "verify-full"
+
+
+def test_settings_env_example_lists_every_setting_with_its_default() -> None:
+    example = Path(__file__).parents[1] / "settings.env.example"
+    listed = dict(
+        line.split("=", 1) for line in example.read_text().splitlines() if re.match(r"^[A-Z_]+=", line)
+    )
+    assert sorted(listed) == sorted(setting_names())
+    for name, value in listed.items():
+        # The value written there is the default: unset and written are the same.
+        assert value == _written(
+            Settings.model_fields[name.lower()].get_default(call_default_factory=True)
+        ), name
+
+
+def _written(default: object) -> str:
+    if default is None or default == {}:
+        return ""
+    if isinstance(default, SecretStr):
+        return default.get_secret_value()
+    if isinstance(default, bool):
+        return str(default).lower()
+    return f"./{default}" if isinstance(default, Path) else str(default)

@@ -41,7 +41,7 @@ def row(hour: int, mw: float, region: str = "R") -> FeatureRow:
 
 def sink_for(postgres: LocalPostgres, table: str) -> FeatureSink:
     return FeatureSink(
-        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user, ""), table, SPEC_SET
+        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user), table, SPEC_SET
     )
 
 
@@ -179,7 +179,7 @@ def test_least_privilege_user_writes_to_an_existing_table(postgres: LocalPostgre
     owner.write([row(1, 1.0)])  # the owner creates the table
     owner.close()
     user = writer_role(postgres, table)
-    info = ConnectionInfo(postgres.host, postgres.port, postgres.database, user, "")
+    info = ConnectionInfo(postgres.host, postgres.port, postgres.database, user)
     sink = FeatureSink(info, table, SPEC_SET)
     assert sink.write([row(1, 2.0), row(2, 3.0)]) == 2
     sink.close()

@@ -59,7 +59,7 @@ def test_one_list_of_columns_everywhere(postgres: LocalPostgres) -> None:
 
     table = f"columns_{uuid.uuid4().hex[:8]}"
     sink = FeatureSink(
-        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user, ""),
+        ConnectionInfo(postgres.host, postgres.port, postgres.database, postgres.user),
         table,
         FeatureSet.of(24),
     )

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Mapping
@@ -119,6 +120,8 @@ class Worker:
             try:
                 with urllib.request.urlopen(self.url + "/", timeout=1):
                     return
+            except urllib.error.HTTPError:
+                return  # it answers (a 401 behind WEB_AUTH_TOKEN)
             except OSError:
                 time.sleep(0.2)
         raise TimeoutError(f"worker web port {self.web_port} not up in {timeout}s:\n{self.tail()}")
@@ -155,6 +158,16 @@ class Worker:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def http_get(url: str, token: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+    """(status, body, headers) of a GET, with the web token as a bearer when given."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), response.read(), dict(response.headers.items())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers.items())
 
 
 def remove_state(data_dir: Path) -> None:

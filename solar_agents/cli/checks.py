@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 from solar_agents.cli.errors import CommandError
 from solar_agents.settings import Settings
 
@@ -22,21 +20,10 @@ def check_region(region: str, flag: str) -> str:
     return region
 
 
-def brokers_answering(servers: str, timeout: float = 3.0) -> bool:
-    """Whether any of the bootstrap servers accepts a connection."""
-    for hostport in (h.strip() for h in servers.split(",") if h.strip()):
-        host, _, port = hostport.rpartition(":")
-        try:
-            with socket.create_connection((host or hostport, int(port) if port else 9092), timeout=timeout):
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
 def check_broker(settings: Settings) -> None:
-    if not brokers_answering(settings.kafka_bootstrap_servers):
-        raise CommandError(
-            f"no broker answers at {settings.kafka_bootstrap_servers}; "
-            "start it or set KAFKA_BOOTSTRAP_SERVERS"
-        )
+    """A CommandError naming the setting to change unless the brokers take a connection as configured."""
+    from solar_agents.connect.preflight import kafka_problem_of, run_blocking
+
+    problem = run_blocking(kafka_problem_of(settings.kafka))
+    if problem is not None:
+        raise CommandError(problem.line)

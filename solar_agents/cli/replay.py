@@ -58,11 +58,9 @@ async def run_replay(
         target = settings.retention.history_from(from_hour)
     feeds = {Feed.SOLAR: settings.kafka_topic_solar, Feed.WEATHER: settings.kafka_topic_weather}
     regions = RegionResolver(settings.region_locations, settings.default_region)
-    servers = settings.kafka_bootstrap_servers
-    scanner = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=None)
-    group = AIOKafkaConsumer(
-        bootstrap_servers=servers, enable_auto_commit=False, group_id=settings.kafka_consumer_group
-    )
+    connection = settings.kafka.aiokafka()
+    scanner = AIOKafkaConsumer(**connection, enable_auto_commit=False, group_id=None)
+    group = AIOKafkaConsumer(**connection, enable_auto_commit=False, group_id=settings.kafka_consumer_group)
     await scanner.start()
     await group.start()
     try:
@@ -71,7 +69,7 @@ async def run_replay(
             for topic in feeds.values()
             for p in sorted(scanner.partitions_for_topic(topic) or ())
         ]
-        ends = await fetched_end_offsets(scanner, tps)
+        ends = await fetched_end_offsets(scanner, tps, settings.kafka)
         starts: dict[RawPartition, int] = {}
         until: dict[RawPartition, int] = {}
         committed_at = {tp: await group.committed(tp) for tp in tps}
@@ -110,7 +108,7 @@ async def run_replay(
         await scanner.stop()
         await group.stop()
     marker = ReplayMarker(Replay(from_hour, region, until), starts).encode()
-    producer = AIOKafkaProducer(bootstrap_servers=servers)
+    producer = AIOKafkaProducer(**connection)
     await producer.start()
     try:
         partitions = await producer.partitions_for(settings.records_topic)
@@ -221,9 +219,9 @@ async def commit_offsets(settings: Settings, offsets: dict[Any, int], raw: set[A
     class AsFaust(RoundRobinPartitionAssignor):  # type: ignore[misc]
         name = "faust"  # the protocol the workers announce; a group refuses members of another
 
-    servers = settings.kafka_bootstrap_servers
+    connection = settings.kafka.aiokafka()
     group_id = settings.kafka_consumer_group
-    outsider = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False, group_id=group_id)
+    outsider = AIOKafkaConsumer(**connection, enable_auto_commit=False, group_id=group_id)
     await outsider.start()
     try:
         outsider.assign(list(offsets))
@@ -235,7 +233,7 @@ async def commit_offsets(settings: Settings, offsets: dict[Any, int], raw: set[A
         await outsider.stop()
     member = AIOKafkaConsumer(
         *sorted({tp.topic for tp in raw}),
-        bootstrap_servers=servers,
+        **connection,
         enable_auto_commit=False,
         group_id=group_id,
         session_timeout_ms=int(settings.broker_session_timeout_seconds * 1000),

@@ -10,6 +10,7 @@ from psycopg2 import sql
 
 from solar_agents.cli.checks import check_region
 from solar_agents.cli.errors import CommandError
+from solar_agents.connect.explain import database_problem
 from solar_agents.settings import Settings
 from solar_agents.sink import ConnectionInfo
 
@@ -24,18 +25,15 @@ def connect(settings: Settings) -> Any:
 
 def db_error(settings: Settings, exc: psycopg2.Error) -> CommandError:
     """What a database error means for the user, naming the setting to change."""
-    where = f"{settings.risingwave_host}:{settings.risingwave_port}/{settings.risingwave_database}"
+    info = ConnectionInfo.of(settings)
+    where = info.where
     if isinstance(exc, psycopg2.errors.UndefinedTable):
         return CommandError(
             f"no table {settings.features_table!r} in the database {where}; "
             "start a worker to create it, or set FEATURES_TABLE"
         )
     if isinstance(exc, psycopg2.OperationalError):
-        first = (str(exc).strip().splitlines() or ["no answer"])[0]
-        return CommandError(
-            f"cannot reach the database at {where} ({first}); "
-            "set RISINGWAVE_HOST, RISINGWAVE_PORT, RISINGWAVE_DATABASE or RISINGWAVE_USER"
-        )
+        return CommandError(database_problem(str(exc), where, info.user, info.sslmode).line)
     return CommandError(f"the database at {where} refused the query: {str(exc).strip().splitlines()[0]}")
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ssl
+
 import faust
 
 from solar_agents.cli.commands import register_commands
+from solar_agents.connect.preflight import tls_files_problem
 from solar_agents.observe import log
 from solar_agents.runtime import faust_compat as compat
 from solar_agents.runtime.topology import Pipeline, topology
-from solar_agents.runtime.worker import Worker
-from solar_agents.settings import Settings, settings_or_exit, unknown_in_environment
+from solar_agents.runtime.worker import worker_for
+from solar_agents.settings import Settings, refuse, settings_or_exit, unknown_in_environment
+from solar_agents.web.auth import AccessPolicy, auth_middleware
 from solar_agents.web.views import register_views
 
 # Changelog records that may wait to be sent before Faust holds the streams (``install_producer``).
@@ -23,17 +27,24 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     """The app and its pipeline; every Faust setting comes from ``settings`` here and nowhere later."""
     log.configure(settings.log_level)
     compat.install(
+        settings.kafka,
         settings.broker_fetch_max_wait_seconds,
         settings.consumer_max_fetch_response_bytes,
         PRODUCER_BUFFER_MESSAGES,
     )
+    try:
+        consumer_options = settings.faust_consumer_options()
+    except (ssl.SSLError, OSError) as exc:  # the client's TLS files cannot be loaded
+        refuse(tls_files_problem(exc).line)
     app = faust.App(
         settings.kafka_consumer_group,
-        **settings.faust_consumer_options(),
+        **consumer_options,
         store="rocksdb://",
         datadir=str(settings.data_dir),
         web_port=settings.web_port,
         web_bind=settings.web_host,
+        # Every page and API behind WEB_AUTH_TOKEN when it is set (``web.auth``).
+        web_application_options={"middlewares": [auth_middleware(AccessPolicy.of(settings))]},
         producer_linger=settings.producer_linger_seconds,
         # Never below Faust's default: record batches are sent whole, whatever the dead-letter limit.
         producer_max_request_size=max(1_000_000, settings.deadletter_max_bytes),
@@ -41,7 +52,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,
-        Worker=Worker,
+        Worker=worker_for(settings),
     )
     pipeline = Pipeline(app, settings)
     topology(app, pipeline)

@@ -79,21 +79,17 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP, AppT, ConsumerT, EventT
 from faust.types.tuples import FutureMessage
 
+from solar_agents.connect.kafka import KafkaConnection
 from solar_agents.observe.log import get_logger
 
 log = get_logger(__name__)
 
 
-def probe_of(consumer: AIOKafkaConsumer, **options: Any) -> AIOKafkaConsumer:
-    """A consumer outside any group, connected as ``consumer`` is and reading what it reads."""
-    client = consumer._client
+def probe_of(consumer: AIOKafkaConsumer, connection: KafkaConnection, **options: Any) -> AIOKafkaConsumer:
+    """A consumer outside any group, connected by ``connection`` (as every client of the service is) and
+    reading what ``consumer`` reads."""
     return AIOKafkaConsumer(
-        bootstrap_servers=client._bootstrap_servers,
-        security_protocol=client._security_protocol,
-        ssl_context=client._ssl_context,
-        sasl_mechanism=client._sasl_mechanism,
-        sasl_plain_username=client._sasl_plain_username,
-        sasl_plain_password=client._sasl_plain_password,
+        **connection.aiokafka(),
         isolation_level=consumer._isolation_level,
         enable_auto_commit=False,
         group_id=None,
@@ -103,7 +99,10 @@ def probe_of(consumer: AIOKafkaConsumer, **options: Any) -> AIOKafkaConsumer:
 
 
 async def fetched_end_offsets(
-    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition], wait: float = 10.0
+    consumer: AIOKafkaConsumer,
+    partitions: Iterable[TopicPartition],
+    connection: KafkaConnection,
+    wait: float = 10.0,
 ) -> dict[TopicPartition, int]:
     """End offsets of ``partitions``: max(ListOffsets, the high-water mark of a fetch)."""
     tps = list(partitions)
@@ -111,7 +110,7 @@ async def fetched_end_offsets(
         return {}
     listed = cast(Mapping[TopicPartition, int], await consumer.end_offsets(tps))
     # One record is enough: only the high-water mark is wanted.
-    probe = probe_of(consumer, max_partition_fetch_bytes=1024)
+    probe = probe_of(consumer, connection, max_partition_fetch_bytes=1024)
     await probe.start()
     try:
         probe.assign(tps)
@@ -141,13 +140,6 @@ async def fetched_end_offsets(
     return ends
 
 
-async def _highwaters(self: AIOKafkaConsumerThread, partitions: list[Any]) -> Mapping[Any, int]:
-    consumer = self._ensure_consumer()
-    if self.consumer.in_transaction:
-        return {tp: consumer.last_stable_offset(tp) for tp in partitions}
-    return await fetched_end_offsets(consumer, partitions)
-
-
 _create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 
 
@@ -158,12 +150,21 @@ FAUST_PRODUCER_BUFFER_MESSAGES = 100
 
 
 def install_broker(
+    connection: KafkaConnection,
     fetch_max_wait_seconds: float = FAUST_FETCH_MAX_WAIT_SECONDS,
     fetch_max_bytes: int = AIOKAFKA_FETCH_MAX_BYTES,
 ) -> None:
-    """Make Faust's consumer use fetched end offsets (restore, lag), the given fetch wait and the given
-    bound of a fetch response (Faust sets neither: 1.5 s and aiokafka's 50 MiB). Idempotent."""
-    AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
+    """Make Faust's consumer use fetched end offsets (restore, lag; probed over ``connection``), the given
+    fetch wait and the given bound of a fetch response (Faust sets neither: 1.5 s and aiokafka's 50 MiB).
+    Idempotent."""
+
+    async def highwaters(self: AIOKafkaConsumerThread, partitions: list[Any]) -> Mapping[Any, int]:
+        consumer = self._ensure_consumer()
+        if self.consumer.in_transaction:
+            return {tp: consumer.last_stable_offset(tp) for tp in partitions}
+        return await fetched_end_offsets(consumer, partitions, connection)
+
+    AIOKafkaConsumerThread._highwaters = highwaters  # type: ignore[method-assign]
 
     def create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> AIOKafkaConsumer:
         consumer = _create_worker_consumer(self, transport)
@@ -261,12 +262,13 @@ def install_consumer() -> None:
 
 
 def install(
+    connection: KafkaConnection,
     fetch_max_wait_seconds: float = FAUST_FETCH_MAX_WAIT_SECONDS,
     fetch_max_bytes: int = AIOKAFKA_FETCH_MAX_BYTES,
     producer_buffer_messages: int = FAUST_PRODUCER_BUFFER_MESSAGES,
 ) -> None:
     """The workarounds above; idempotent."""
-    install_broker(fetch_max_wait_seconds, fetch_max_bytes)
+    install_broker(connection, fetch_max_wait_seconds, fetch_max_bytes)
     install_producer(producer_buffer_messages)
     install_consumer()
 
@@ -352,12 +354,13 @@ class RangeReader:
                 await probe.stop()
 
 
-def range_reader(app: AppT) -> RangeReader:
-    """A ``RangeReader`` connected as the app's consumer is (asked for at the first read, when it runs)."""
+def range_reader(app: AppT, connection: KafkaConnection) -> RangeReader:
+    """A ``RangeReader`` over ``connection``, reading as the app's consumer does (asked for at the first
+    read, when it runs)."""
 
     def make_probe() -> AIOKafkaConsumer:
         thread = cast(Any, app.consumer)._thread
-        return probe_of(thread._ensure_consumer(), auto_offset_reset="earliest")
+        return probe_of(thread._ensure_consumer(), connection, auto_offset_reset="earliest")
 
     return RangeReader(make_probe)
 

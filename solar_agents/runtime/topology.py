@@ -90,7 +90,7 @@ class Pipeline:
         self.region_table = self.tables["regions"]
 
         # Records the hand-over dropped, read again (``core.offsets``).
-        self.reader = range_reader(app)
+        self.reader = range_reader(app, settings.kafka)
         holes = HoleFiller(self.reader, self.stats)
         dead_letters = DeadLetters(self.deadletter_topic, settings.deadletter_max_bytes, self.stats)
         self.reading = ReadTracker(app, settings, self.records_topic, self.stats)

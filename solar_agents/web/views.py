@@ -49,6 +49,7 @@ from solar_agents.web.api import (
     region_partition,
     region_summary,
 )
+from solar_agents.web.auth import AccessPolicy
 
 log = get_logger(__name__)
 
@@ -198,7 +199,11 @@ class Site:
     async def forward(self, view: View, request: Request, owner: URL) -> Response:
         """The owner's answer to the same request (one hop, like Faust's table_route)."""
         target = request.url.with_host(owner.host or "").with_port(owner.port)
-        headers = {FORWARDED_HEADER: str(self.app.conf.canonical_url), "Accept": "application/json"}
+        headers = {
+            FORWARDED_HEADER: str(self.app.conf.canonical_url),
+            "Accept": "application/json",
+            **AccessPolicy.of(self.settings).bearer(),
+        }
         timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_SECONDS)
         try:
             async with self.app.http_client.get(target, headers=headers, timeout=timeout) as response:

@@ -19,6 +19,7 @@ from faust.types import TP
 from faust.types.tuples import FutureMessage
 from kafka_util import Kafka
 
+from solar_agents.connect.kafka import KafkaConnection
 from solar_agents.runtime import faust_compat as compat
 from solar_agents.runtime.faust_compat import DrainingProducerBuffer, fetched_end_offsets, install_broker
 
@@ -33,7 +34,7 @@ def test_end_offsets_after_a_batched_write(kafka: Kafka) -> None:
         try:
             tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
             listed = await consumer.end_offsets(tps)
-            return dict(listed), await fetched_end_offsets(consumer, tps)
+            return dict(listed), await fetched_end_offsets(consumer, tps, KafkaConnection((kafka.bootstrap,)))
         finally:
             await consumer.stop()
 
@@ -46,7 +47,7 @@ def test_end_offsets_after_a_batched_write(kafka: Kafka) -> None:
 def test_fetch_wait_and_response_bound_are_the_settings() -> None:
     """Faust fixes 1.5 s and leaves aiokafka's 50 MiB; the worker's consumer gets
     BROKER_FETCH_MAX_WAIT_SECONDS and CONSUMER_MAX_FETCH_RESPONSE_BYTES instead."""
-    install_broker(0.25, 256 * 1024)
+    install_broker(KafkaConnection(("127.0.0.1:1",)), 0.25, 256 * 1024)
     app = faust.App("fetch-wait-test", broker="kafka://127.0.0.1:1", autodiscover=False)
 
     async def created() -> tuple[int, int]:

@@ -91,10 +91,17 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 class LocalBroker(LocalService):
-    """A tansu broker with in-memory storage on 127.0.0.1 (everything is lost when it stops)."""
+    """A tansu broker with in-memory storage on 127.0.0.1 (everything is lost when it stops).
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+    ``advertised_port``: the port it names to clients in its metadata, when they reach it through a proxy
+    there (a TLS endpoint in front of it); its own port by default.
+    """
+
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None, advertised_port: int | None = None
+    ) -> None:
         self.port = port if port is not None else free_port()
+        self.advertised_port = advertised_port or self.port
         self._workdir = workdir
         self._own_workdir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -119,6 +126,7 @@ class LocalBroker(LocalService):
             workdir = self._own_workdir = Path(tempfile.mkdtemp(prefix="solar-agents-tansu-"))
         self._log_path = workdir / "tansu.log"
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port}"
         env = dict(os.environ)
         # tansu logs every request at INFO (gigabytes under load); also keep stray tansu settings
         # from the caller's environment out of it.
@@ -134,7 +142,7 @@ class LocalBroker(LocalService):
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    advertised,
                     "--storage-engine",
                     "memory://tansu/",
                 ],
@@ -168,9 +176,9 @@ class LocalBroker(LocalService):
                 except (OSError, struct.error, LocalServiceError) as exc:
                     last_error = f"metadata request failed: {exc!r}"
                 else:
-                    if (self.host, self.port) in brokers:
+                    if (self.host, self.advertised_port) in brokers:
                         return
-                    last_error = f"metadata lists brokers {brokers}, not {self.bootstrap_servers}"
+                    last_error = f"metadata lists brokers {brokers}, not {self.host}:{self.advertised_port}"
             time.sleep(0.1)
         raise LocalServiceError(
             f"tansu did not become ready on {self.bootstrap_servers} within {timeout:.0f} s "

@@ -139,7 +139,9 @@ def _initdb(bindir: Path, datadir: Path, run_as: _RunAs | None) -> None:
         )
 
 
-def _server_command(bindir: Path, datadir: Path, host: str, port: int, sockdir: Path) -> list[str]:
+def _server_command(
+    bindir: Path, datadir: Path, host: str, port: int, sockdir: Path, tls: bool = False
+) -> list[str]:
     return [
         str(bindir / "postgres"),
         "-D",
@@ -157,7 +159,35 @@ def _server_command(bindir: Path, datadir: Path, host: str, port: int, sockdir: 
         "fsync=off",
         "-c",
         "full_page_writes=off",
+        *(["-c", "ssl=on"] if tls else []),  # server.crt and server.key in the data directory
     ]
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """TLS for the server: its certificate and key (PEM), and whether TCP takes nothing else. Required, TCP
+    takes only ``hostssl`` with a password (scram-sha-256); the Unix socket stays open for set-up."""
+
+    cert: Path
+    key: Path
+    required: bool = True
+
+    HBA_REQUIRED = (
+        "local all all trust\n"
+        "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+        "hostssl all all ::1/128 scram-sha-256\n"
+    )
+
+    def install(self, datadir: Path, run_as: _RunAs | None) -> None:
+        """Copy the certificate and key into ``datadir`` (readable by the server alone); the access rules."""
+        for source, name in ((self.cert, "server.crt"), (self.key, "server.key")):
+            target = datadir / name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if run_as is not None:
+                os.chown(target, run_as.uid, run_as.gid)
+        if self.required:
+            (datadir / "pg_hba.conf").write_text(self.HBA_REQUIRED)
 
 
 def _socket_dir(datadir: Path, run_as: _RunAs | None) -> tuple[Path, bool]:
@@ -170,9 +200,10 @@ def _socket_dir(datadir: Path, run_as: _RunAs | None) -> tuple[Path, bool]:
     return sockdir, True
 
 
-def _admin_connect(host: str, port: int, timeout: int = 5) -> Any:
+def _admin_connect(sockdir: Path, port: int, timeout: int = 5) -> Any:
+    # Over the Unix socket, which initdb leaves open (trust) whatever TCP requires.
     conn = psycopg2.connect(
-        host=host, port=port, user=_SERVER_USER, dbname="postgres", connect_timeout=timeout
+        host=str(sockdir), port=port, user=_SERVER_USER, dbname="postgres", connect_timeout=timeout
     )
     conn.autocommit = True
     return conn
@@ -196,12 +227,14 @@ def _cmdline_is_postgres(pid: int) -> bool:
     return b"postgres" in cmdline or b"postmaster" in cmdline
 
 
-def _ensure_app_database(conn: Any, user: str, database: str) -> None:
+def _ensure_app_database(conn: Any, user: str, database: str, password: str | None = None) -> None:
     """Create the app's login role and database when missing, so the app's defaults work."""
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
         if cur.fetchone() is None:
             cur.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(user)))
+        if password is not None:  # stored as a scram-sha-256 verifier (PostgreSQL's default)
+            cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(user)), (password,))
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
         if cur.fetchone() is None:
             cur.execute(
@@ -224,10 +257,14 @@ class LocalPostgres(LocalService):
         workdir: Path | None = None,
         database: str = "dev",
         user: str = "root",
+        password: str | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         self.port = port if port is not None else free_port()
         self.database = database
         self.user = user
+        self._password = password
+        self.tls = tls
         self._persistent = workdir is not None
         self._datadir: Path | None = workdir.absolute() if workdir is not None else None
         self._sockdir: Path | None = None
@@ -248,8 +285,11 @@ class LocalPostgres(LocalService):
         return self._datadir / "server.log" if self._datadir is not None else None
 
     def connect(self) -> Any:
-        """A new psycopg2 connection as the app user to the app database, in autocommit mode."""
-        conn = psycopg2.connect(self.dsn, connect_timeout=5)
+        """A new psycopg2 connection as the app user to the app database, in autocommit mode: over TCP, or
+        over the Unix socket where TCP takes only TLS with a password."""
+        local = self.tls is not None and self.tls.required and self._sockdir is not None
+        dsn = f"host={self._sockdir} port={self.port} dbname={self.database} user={self.user}"
+        conn = psycopg2.connect(dsn if local else self.dsn, connect_timeout=5)
         conn.autocommit = True
         return conn
 
@@ -264,8 +304,10 @@ class LocalPostgres(LocalService):
         if pid is not None:
             raise LocalServiceError(f"another PostgreSQL server (pid {pid}) is already running on {datadir}")
         (datadir / "postmaster.pid").unlink(missing_ok=True)
+        if self.tls is not None:
+            self.tls.install(datadir, self._run_as)
         self._sockdir, self._own_sockdir = _socket_dir(datadir, self._run_as)
-        cmd = _server_command(bindir, datadir, self.host, self.port, self._sockdir)
+        cmd = _server_command(bindir, datadir, self.host, self.port, self._sockdir, self.tls is not None)
         with (datadir / "server.log").open("ab") as log:
             # Not `pg_ctl start`, which daemonizes: we keep the postmaster's pid to signal it.
             self._proc = subprocess.Popen(
@@ -279,8 +321,8 @@ class LocalPostgres(LocalService):
             )
         try:
             self._wait_ready(timeout)
-            with contextlib.closing(_admin_connect(self.host, self.port)) as conn:
-                _ensure_app_database(conn, self.user, self.database)
+            with contextlib.closing(_admin_connect(self._sockdir, self.port)) as conn:
+                _ensure_app_database(conn, self.user, self.database, self._password)
         except BaseException:
             self.stop()
             raise
@@ -360,7 +402,7 @@ class LocalPostgres(LocalService):
         self._sockdir, self._own_sockdir = None, False
 
     def _wait_ready(self, timeout: float) -> None:
-        assert self._proc is not None
+        assert self._proc is not None and self._sockdir is not None
         deadline = time.monotonic() + timeout
         last_error = ""
         while time.monotonic() < deadline:
@@ -371,7 +413,7 @@ class LocalPostgres(LocalService):
                 )
             try:
                 # Also covers crash recovery after kill(): "the database system is starting up".
-                _admin_connect(self.host, self.port, timeout=2).close()
+                _admin_connect(self._sockdir, self.port, timeout=2).close()
                 return
             except psycopg2.OperationalError as exc:
                 last_error = str(exc).strip()

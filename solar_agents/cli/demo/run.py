@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,9 @@ from solar_agents.cli.demo.leftovers import (
 from solar_agents.cli.demo.services import LocalServiceError, port_taken, record_pid
 from solar_agents.cli.errors import CommandError
 from solar_agents.cli.worker_process import worker_argv
+from solar_agents.connect.kafka import KafkaConnection
 from solar_agents.settings import Settings
+from solar_agents.web.auth import AccessPolicy
 
 if TYPE_CHECKING:
     from solar_agents.cli.demo.broker import LocalBroker
@@ -84,7 +87,12 @@ def demo_ports(settings: Settings) -> list[tuple[str, str, int, str]]:
 
 
 def check_demo_ports(settings: Settings) -> None:
-    """Refuse to start the demo on a port that is taken, naming it and the setting that moves it."""
+    """Refuse to start the demo on a port that is taken, naming it and the setting that moves it; and with
+    broker security settings, which its local broker does not speak."""
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        raise CommandError(
+            "the demo's local broker speaks PLAINTEXT only; unset KAFKA_SECURITY_PROTOCOL for the demo"
+        )
     for service, host, port, setting in demo_ports(settings):
         if port_taken(host, port):
             raise CommandError(
@@ -172,7 +180,8 @@ async def _run_services(
             raise CommandError(f"the local database did not start: {str(exc).splitlines()[0]}") from None
         print(f"broker    {broker.bootstrap_servers} (data in memory)", flush=True)
         print(f"database  postgresql://{database.user}@{database.host}:{database.port}/{database.database}")
-        await _create_topics(settings, broker.bootstrap_servers)
+        local = replace(settings.kafka, servers=(broker.bootstrap_servers,))
+        await _create_topics(settings, local)
         state = workdir / "state"
         shutil.rmtree(state, ignore_errors=True)  # the in-memory broker starts empty: so must the tables
         env = {
@@ -190,7 +199,7 @@ async def _run_services(
         print(f"worker    pid {worker.pid}, log {log_path}", flush=True)
         # The worker is watched from here on: if it dies, producing stops and so does everything else.
         exited = asyncio.ensure_future(worker.wait())
-        producing = asyncio.ensure_future(_produce_dataset(settings, broker.bootstrap_servers, rate))
+        producing = asyncio.ensure_future(_produce_dataset(settings, local, rate))
         announcing = asyncio.ensure_future(_announce_web(settings))
         tasks += [exited, producing, announcing]
         await asyncio.wait({exited, producing}, return_when=asyncio.FIRST_COMPLETED)
@@ -230,10 +239,10 @@ async def _stop_worker(worker: asyncio.subprocess.Process) -> None:
         await worker.wait()
 
 
-async def _create_topics(settings: Settings, servers: str) -> None:
+async def _create_topics(settings: Settings, broker: KafkaConnection) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    admin = AIOKafkaAdminClient(**broker.aiokafka())
     await admin.start()
     try:
         await admin.create_topics(
@@ -248,11 +257,11 @@ async def _create_topics(settings: Settings, servers: str) -> None:
         await admin.close()
 
 
-async def _produce_dataset(settings: Settings, servers: str, rate: float) -> None:
+async def _produce_dataset(settings: Settings, broker: KafkaConnection, rate: float) -> None:
     """Produce the data set at ``rate`` hours a second."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=20)
+    producer = AIOKafkaProducer(**broker.aiokafka(), linger_ms=20)
     await producer.start()
     try:
         topics = {"solar": settings.kafka_topic_solar, "weather": settings.kafka_topic_weather}
@@ -275,7 +284,7 @@ async def _announce_web(settings: Settings) -> None:
 
     url = f"http://127.0.0.1:{settings.web_port}/api/regions"
     timeout = aiohttp.ClientTimeout(total=2)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=AccessPolicy.of(settings).bearer()) as session:
         while True:
             # Whatever else may hold the port (it was free at the check) does not answer as the worker does.
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
@@ -283,6 +292,7 @@ async def _announce_web(settings: Settings) -> None:
                     if response.status == 200 and "regions" in await response.json():
                         break
             await asyncio.sleep(0.2)
-    print(f"web view  http://localhost:{settings.web_port}/  (metrics at /metrics)")
+    login = "?token=<WEB_AUTH_TOKEN>" if settings.web_auth_token else ""
+    print(f"web view  http://localhost:{settings.web_port}/{login}  (metrics at /metrics)")
     print("rows      faust -A solar_agents rows --limit 10   (or psql on the database above)")
     print("Ctrl-C stops everything.", flush=True)
