@@ -85,6 +85,10 @@ def kafka_problem(
                 f"the broker's TLS certificate at {server} does not name that host ({reason}): "
                 "name the broker in KAFKA_BOOTSTRAP_SERVERS as its certificate does",
             )
+        if verify.verify_code in (9, 10):  # not yet valid, expired: nothing here to change
+            return Problem(
+                "refused", f"the broker's TLS certificate at {server} is not valid now ({reason}): renew it"
+            )
         return Problem(
             "refused",
             f"the broker's TLS certificate at {server} is not signed by a CA this client trusts ({reason}): "

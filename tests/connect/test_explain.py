@@ -27,6 +27,11 @@ def test_a_certificate_for_another_host_names_the_bootstrap_servers() -> None:
     assert problem.kind == "refused" and "KAFKA_BOOTSTRAP_SERVERS" in problem.line
 
 
+def test_an_expired_certificate_is_no_setting_to_change() -> None:
+    problem = kafka_problem(_verify_error(10, "certificate has expired"), TLS, SERVER, after_login=False)
+    assert problem.kind == "refused" and "not valid now (certificate has expired)" in problem.line
+
+
 def test_an_unknown_ca_names_the_ca_file() -> None:
     problem = kafka_problem(_verify_error(20, "unable to get local issuer certificate"), TLS, SERVER, False)
     assert "KAFKA_SSL_CAFILE" in problem.line and "unable to get local issuer" in problem.line

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import faust
 from pydantic import SecretStr
+from secure_services import Certificates
 
 from solar_agents.connect.kafka import KafkaConnection
 from solar_agents.settings import Settings
@@ -56,13 +57,14 @@ def test_sasl_ssl_in_every_client_library_and_in_no_repr(tmp_path: Path) -> None
         assert SECRET not in shown
 
 
-def test_ssl_alone_is_tls_without_a_login() -> None:
-    kafka = KafkaConnection(("b:9093",), protocol="SSL", cafile=Path("/ca.pem"))
+def test_ssl_alone_is_tls_without_a_login(certificates: Certificates) -> None:
+    kafka = KafkaConnection(("b:9093",), protocol="SSL", cafile=certificates.ca)
     assert isinstance(kafka.faust()["broker_credentials"], faust.SSLCredentials)
+    assert kafka.aiokafka()["ssl_context"] is kafka.ssl_context()  # one context for every client
     assert kafka.librdkafka() == {
         "bootstrap.servers": "b:9093",
         "security.protocol": "ssl",
-        "ssl.ca.location": "/ca.pem",
+        "ssl.ca.location": str(certificates.ca),
     }
     mutual = KafkaConnection(
         ("b:9093",), protocol="SSL", certfile=Path("/c.pem"), key_password=SecretStr("k")
