@@ -6,9 +6,10 @@ import faust
 
 from solar_agents.cli.commands import register_commands
 from solar_agents.observe import log
+from solar_agents.observe.health import Health
 from solar_agents.runtime import faust_compat as compat
 from solar_agents.runtime.topology import Pipeline, topology
-from solar_agents.runtime.worker import Worker
+from solar_agents.runtime.worker import worker_class
 from solar_agents.settings import Settings, settings_or_exit, unknown_in_environment
 from solar_agents.web.views import register_views
 
@@ -17,6 +18,9 @@ from solar_agents.web.views import register_views
 # wait to be sent (100 by default). One align batch writes a few hundred at once, bounded by its blocks, and
 # the hold cost each of them a pause of the whole worker.
 PRODUCER_BUFFER_MESSAGES = 5000
+# Of a stop's time (SHUTDOWN_TIMEOUT_SECONDS), the part the batches in flight get to finish and be committed;
+# what is not done by then is read again at the next start.
+STREAMS_SHARE_OF_STOP = 0.4
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
@@ -26,7 +30,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         settings.broker_fetch_max_wait_seconds,
         settings.consumer_max_fetch_response_bytes,
         PRODUCER_BUFFER_MESSAGES,
+        settings.shutdown_timeout_seconds * STREAMS_SHARE_OF_STOP,
     )
+    health = Health(str(settings.data_dir))
     app = faust.App(
         settings.kafka_consumer_group,
         **settings.faust_consumer_options(),
@@ -41,9 +47,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,
-        Worker=Worker,
+        Worker=worker_class(settings.shutdown_timeout_seconds, health),
     )
-    pipeline = Pipeline(app, settings)
+    pipeline = Pipeline(app, settings, health)
     topology(app, pipeline)
     register_views(app, pipeline)
     register_commands(app, settings)

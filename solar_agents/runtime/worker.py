@@ -1,17 +1,25 @@
-"""The worker class of the app: Faust's, plus a clear word when the local state is ahead of the broker."""
+"""The worker class of the app: Faust's, plus a clear word when it cannot go on (the local state ahead of the
+broker, a full ``DATA_DIR``, an agent crashing again and again) and a stop that never takes longer than
+``SHUTDOWN_TIMEOUT_SECONDS``."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import IO
 
 import faust
 from faust.exceptions import ConsistencyError
 
+from solar_agents.observe.health import DATA_DIR_FULL, Health, disk_full, one_line, pending
 from solar_agents.observe.log import get_logger
+from solar_agents.runtime.batches import RETRYING
 
 log = get_logger(__name__)
 
@@ -35,28 +43,96 @@ def hold_worker_lock(tabledir: Path) -> IO[bytes]:
     return handle
 
 
+SHUTDOWN_TIMEOUT = (
+    "stopped: the stop took longer than SHUTDOWN_TIMEOUT_SECONDS={seconds:g}; waiting for: {waiting}. Input "
+    "not yet written was not committed and is read again at the next start"
+)
+
+
+class Fatal(RuntimeError):
+    """A fault the worker cannot get over by itself; ``line`` says what it is and what to do."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.line = line
+
+
 class Worker(faust.Worker):
-    """Faust's worker. Faust stops with ``ConsistencyError`` and a traceback when a changelog offset kept in
-    the local state is beyond the changelog's end; this says what that means and what to run."""
+    """Faust's worker, ending with one line on stderr (and a non-zero exit) when it cannot go on, and within
+    ``shutdown_timeout`` seconds of the start of a stop whatever is down.
+
+    Faust stops with ``ConsistencyError`` and a traceback when a changelog offset kept in the local state is
+    beyond the changelog's end; this says what that means and what to run."""
 
     _lock: IO[bytes] | None = None
+    _deadline: threading.Timer | None = None
+    # Set per app by ``worker_class``.
+    shutdown_timeout: float = 8.0
+    health: Health | None = None
 
     async def on_first_start(self) -> None:
         self._lock = hold_worker_lock(Path(self.app.conf.tabledir))
         await super().on_first_start()
 
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        self._stop_within_deadline()
+        super()._schedule_shutdown(signal)
+
+    def _stop_within_deadline(self) -> None:
+        """From the start of a stop on, ``shutdown_timeout`` seconds at most: a stop waits for work in
+        flight, and work that waits for a database or a broker that does not answer would never end. Exiting
+        then loses nothing: an offset is committed only after its work is done."""
+        if self.health is not None:
+            self.health.stopping = True
+        if self._deadline is None:
+            self._deadline = threading.Timer(self.shutdown_timeout, self._out_of_time)
+            self._deadline.daemon = True
+            self._deadline.start()
+
+    def _out_of_time(self) -> None:
+        waiting = pending(time.monotonic(), RETRYING)
+        log.error("shutdown_timeout", seconds=self.shutdown_timeout, waiting=waiting)
+        line = self._fatal_line() or SHUTDOWN_TIMEOUT.format(seconds=self.shutdown_timeout, waiting=waiting)
+        _last_line(line)
+        os._exit(1)
+
+    def _fatal_line(self) -> str | None:
+        """The line naming why the worker ends, when it ends on a fault."""
+        reason = self.crash_reason
+        if isinstance(reason, Fatal):
+            return reason.line
+        if self.health is not None and self.health.fatal is not None:
+            return self.health.fatal
+        if reason is not None and disk_full(reason):  # outside an agent: the tables' recovery
+            return DATA_DIR_FULL.format(data_dir=self.app.conf.datadir, error=one_line(reason))
+        if isinstance(reason, ConsistencyError):
+            return STATE_AHEAD.format(datadir=self.app.conf.datadir)
+        return None
+
     def stop_and_shutdown(self) -> None:
+        self._stop_within_deadline()
         try:
             super().stop_and_shutdown()  # re-raises the crash reason once the loop is closed
         finally:
             reason = self.crash_reason
             if isinstance(reason, ConsistencyError):
-                datadir = self.app.conf.datadir
                 log.error(
                     "table_state_ahead_of_broker",
-                    data_dir=str(datadir),
+                    data_dir=str(self.app.conf.datadir),
                     detail=" ".join(str(reason).split()),
                     fix="faust -A solar_agents rebuild",
                 )
-                # The last line on the terminal; Faust redirects sys.stderr into its logs.
-                print(STATE_AHEAD.format(datadir=datadir), file=sys.__stderr__, flush=True)
+            line = self._fatal_line()
+            if line is not None:
+                _last_line(line)
+
+
+def _last_line(text: str) -> None:
+    """The last line on the terminal; Faust redirects sys.stderr into its logs."""
+    print(text, file=sys.__stderr__, flush=True)
+
+
+def worker_class(shutdown_timeout: float, health: Health) -> type[Worker]:
+    """The worker class of one app: its stop deadline, and the health it marks as stopping."""
+    attributes = {"shutdown_timeout": shutdown_timeout, "health": health, "__module__": __name__}
+    return type("Worker", (Worker,), attributes)
