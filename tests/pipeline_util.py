@@ -12,12 +12,26 @@ from typing import Any
 from confluent_kafka import Producer
 from kafka_util import Kafka, Msg
 from reference import RawMessage, Reference, assert_rows_equal, reference_features
+from scenario import Feed, build_feed
 from worker import Names
 
 from solar_agents.cli.demo.postgres import LocalPostgres
 
 Produced = tuple[str, bytes | None, bytes]
 Rows = dict[tuple[str, datetime], dict[str, object]]
+
+
+def messy_feed(names: Names, regions: Sequence[str], hours: int | None = None) -> Feed:
+    """The real data set for ``regions``: the weather 9 hours behind, shuffled in 6-hour blocks, 2 % twice."""
+    return build_feed(
+        hours=hours,
+        regions=regions,
+        solar_topic=names.solar,
+        weather_topic=names.weather,
+        weather_lag_hours=9,
+        shuffle_block_hours=6,
+        duplicate_rate=0.02,
+    )
 
 
 def produce_in_order(kafka: Kafka, order: Sequence[Produced], chunk: int = 500) -> None:

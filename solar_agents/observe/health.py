@@ -1,35 +1,32 @@
-"""Whether a worker is live and ready, as pure state: the runtime reports what happens (an agent crashed, a
-retry is under way, the worker is stopping), the web view answers ``/healthz`` and ``/readyz`` from it.
+"""Whether a worker is live and ready, as pure state: the runtime reports what happens (an agent crashed, the
+worker is stopping), the web view answers ``/healthz`` and ``/readyz`` from it.
 
-Live means working: every agent running and none crashing again and again. A fault that restarting an agent
-cannot cure ends the worker with one line naming it (``fatal``), so that its orchestrator starts a new one:
-a full ``DATA_DIR`` at once (RocksDB refuses every write after "No space left on device", even once space
-is free again, until the store is opened anew), any other fault once one agent crashed ``crash_limit``
-times within ``window`` seconds. A retry under way (the database or the broker not answering) is reported,
-not fatal: a new worker could do no better.
+Live means working: every agent running. An agent that crashes ends the worker, with one line naming the
+cause, so that its orchestrator starts a new one from the last commit: Faust's supervisor would restart the
+agent in the same process, on the same stream, and a batch taken there (``noack_take``) can leave that
+stream stalled for good behind its last buffer (seen: a restarted ingest agent that never read again), or,
+with a full ``DATA_DIR``, crash again for ever (RocksDB refuses every write after "No space left on device"
+until the store is opened anew, even once space is free). Every fault that a retry can get over is retried
+in place (the database, the broker) and is not a crash; a new worker could do no better than that.
 """
 
 from __future__ import annotations
 
 import errno
-from collections import deque
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Crashes of one agent within CRASH_WINDOW_SECONDS that end the worker; from LOOPING on it is not live.
-CRASH_LIMIT = 3
-LOOPING = 2
-CRASH_WINDOW_SECONDS = 60.0
 ERROR_CHARS = 300
 
 DATA_DIR_FULL = (
     "stopped: DATA_DIR ({data_dir}) is full ({error}); free space there or give it more, then start the "
     "worker again: input not yet written is read again"
 )
-CRASH_LOOP = (
-    "stopped: agent {agent} crashed {count} times within {window:.0f} s, last with {error}; start the "
-    "worker again once that is fixed: input not yet written is read again"
+AGENT_FAILED = (
+    "stopped: agent {agent} failed with {error}; a new worker goes on from the last commit: input not yet "
+    "written is read again"
 )
 
 
@@ -68,58 +65,31 @@ class Failing:
 
 @dataclass
 class Health:
-    """One worker's liveness. Times are monotonic seconds, given by the caller."""
+    """One worker's liveness."""
 
     data_dir: str
-    crash_limit: int = CRASH_LIMIT
-    window: float = CRASH_WINDOW_SECONDS
-    crashes: dict[str, deque[float]] = field(default_factory=dict)
-    last_error: dict[str, str] = field(default_factory=dict)
+    crashes: Counter[str] = field(default_factory=Counter)
     fatal: str | None = None  # the line the worker ends with
     stopping: bool = False
 
-    def crashed(self, agent: str, error: BaseException, now: float) -> str | None:
-        """Count a crash of ``agent``. Returns the line to end the worker with when this crash made the
-        worker's state fatal (once), else None."""
-        times = self.crashes.setdefault(agent, deque())
-        times.append(now)
-        self._forget(times, now)
-        text = self.last_error[agent] = one_line(error)
+    def crashed(self, agent: str, error: BaseException) -> str | None:
+        """Count a crash of ``agent``. Returns the line to end the worker with, once (the first crash)."""
+        self.crashes[agent] += 1
         if self.fatal is not None:
             return None
+        text = one_line(error)
         if disk_full(error):
             self.fatal = DATA_DIR_FULL.format(data_dir=self.data_dir, error=text)
-        elif len(times) >= self.crash_limit:
-            self.fatal = CRASH_LOOP.format(agent=agent, count=len(times), window=self.window, error=text)
+        else:
+            self.fatal = AGENT_FAILED.format(agent=agent, error=text)
         return self.fatal
 
-    def _forget(self, times: deque[float], now: float) -> None:
-        while times and times[0] < now - self.window:
-            times.popleft()
-
-    def recent_crashes(self, now: float) -> dict[str, int]:
-        """Crashes per agent within the window (agents without any left out)."""
-        out = {}
-        for agent, times in self.crashes.items():
-            self._forget(times, now)
-            if times:
-                out[agent] = len(times)
-        return out
-
-    def live(self, now: float, agents_down: list[str]) -> tuple[bool, str | None]:
-        """(live, why not). Not live: ending on a fatal fault, stopping, an agent crash-looping (``LOOPING``
-        crashes within the window) or not running."""
+    def live(self, agents_down: list[str]) -> tuple[bool, str | None]:
+        """(live, why not). Not live: ending on a crash, stopping, or an agent with no actor running."""
         if self.fatal is not None:
             return False, self.fatal
         if self.stopping:
             return False, "stopping"
-        looping = {a: n for a, n in self.recent_crashes(now).items() if n >= LOOPING}
-        if looping:
-            agent, count = max(looping.items(), key=lambda item: item[1])
-            return False, (
-                f"agent {agent} crashed {count} times within {self.window:.0f} s, last with "
-                f"{self.last_error[agent]}"
-            )
         if agents_down:
             return False, f"agents not running: {', '.join(sorted(agents_down))}"
         return True, None
@@ -128,14 +98,13 @@ class Health:
         self, now: float, agents: Mapping[str, str], retrying: Mapping[str, Failing]
     ) -> dict[str, Any]:
         """The body of ``/healthz``: live or not and why, each agent's state (``running``, ``down``,
-        ``starting``), recent crashes, retries under way."""
-        down = [name for name, state in agents.items() if state == "down"]
-        live, reason = self.live(now, down)
+        ``starting``), its crashes, retries under way."""
+        live, reason = self.live([name for name, state in agents.items() if state == "down"])
         return {
             "live": live,
             "reason": reason,
             "agents": dict(agents),
-            "crashes": self.recent_crashes(now),
+            "crashes": dict(self.crashes),
             "retrying": {
                 event: {"seconds": round(now - f.since, 1), "attempts": f.attempts, "error": f.error}
                 for event, f in sorted(retrying.items())

@@ -1,10 +1,11 @@
-"""A worker's liveness, wired to Faust: each agent's crashes counted (``observe.health``), the worker ended
-with one line when restarting an agent cannot help, and the answers of ``/healthz`` and ``/readyz``.
+"""A worker's liveness, wired to Faust: an agent's crash ends the worker with one line naming the cause
+(``observe.health`` says why restarting the agent in place is no cure), and the answers of ``/healthz`` and
+``/readyz``.
 
 Faust's supervisor restarts a crashed agent for ever (up to 100 times a second): a fault that every restart
-meets again (a full ``DATA_DIR``) left a worker that answered its web port and wrote nothing. Here the
-worker ends instead, non-zero, so that its orchestrator starts a new one; what was not written was not
-committed, and the new worker reads it again.
+met again (a full ``DATA_DIR``) left a worker that answered its web port and wrote nothing. Here the worker
+ends instead, non-zero, so that its orchestrator starts a new one; what was not written was not committed,
+and the new worker reads it again.
 """
 
 from __future__ import annotations
@@ -37,11 +38,9 @@ class Liveness:
         on_agent_error(agent, self._crashed)
 
     async def _crashed(self, agent: Any, exc: BaseException) -> None:
-        now = time.monotonic()
         name = _short(agent.name)
-        line = self.health.crashed(name, exc, now)
-        crashes = self.health.recent_crashes(now).get(name, 0)
-        log.error("agent_crashed", agent=name, error=one_line(exc), crashes=crashes)
+        line = self.health.crashed(name, exc)
+        log.error("agent_crashed", agent=name, error=one_line(exc), crashes=self.health.crashes[name])
         if line is not None:
             log.error("worker_ending", reason=line)
             await self.app.crash(Fatal(line))
@@ -50,7 +49,7 @@ class Liveness:
         return {_short(name): state for name, state in agent_states(self.app).items()}
 
     def healthz(self) -> tuple[bool, dict[str, Any]]:
-        """Live: every agent running, none crash-looping, not ending or stopping. The body also says how
+        """Live: every agent running, none failed, not ending or stopping. The body also says how
         far the worker got (messages ingested, rows written): a probe can see progress, not only life."""
         body = self.health.report(time.monotonic(), self.agents(), RETRYING)
         stats = self.stats
@@ -59,9 +58,7 @@ class Liveness:
 
     def readyz(self) -> tuple[bool, dict[str, Any]]:
         """Ready: live, and the tables recovered (the worker consumes its partitions)."""
-        live, reason = self.health.live(
-            time.monotonic(), [a for a, state in self.agents().items() if state == "down"]
-        )
+        live, reason = self.health.live([a for a, state in self.agents().items() if state == "down"])
         recovery = cast(Any, self.app.tables).recovery  # TableManager's, not in its interface
         recovered = bool(recovery.completed.is_set()) and not self.app.rebalancing
         if live and not recovered:

@@ -1,5 +1,5 @@
 """The worker class of the app: Faust's, plus a clear word when it cannot go on (the local state ahead of the
-broker, a full ``DATA_DIR``, an agent crashing again and again) and a stop that never takes longer than
+broker, a full ``DATA_DIR``, an agent that failed) and a stop that never takes longer than
 ``SHUTDOWN_TIMEOUT_SECONDS``."""
 
 from __future__ import annotations

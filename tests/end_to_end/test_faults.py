@@ -45,12 +45,13 @@ from pipeline_util import (
     Produced,
     Rows,
     assert_dead_letters,
+    messy_feed,
     produce_in_order,
     reference_for,
     sink_rows,
 )
 from reference import Reference, assert_rows_equal
-from scenario import Feed, build_feed, interleave
+from scenario import Feed, interleave
 from worker import FAUST, Names, Worker, remove_state, worker_env
 
 from solar_agents.cli.demo.broker import LocalBroker
@@ -75,15 +76,7 @@ CHUNK = 100
 def make_feed(
     names: Names, hours: int = HOURS, regions: Sequence[str] = REGIONS
 ) -> tuple[Feed, list[Produced]]:
-    feed = build_feed(
-        hours=hours,
-        regions=regions,
-        solar_topic=names.solar,
-        weather_topic=names.weather,
-        weather_lag_hours=9,
-        shuffle_block_hours=6,
-        duplicate_rate=0.02,
-    )
+    feed = messy_feed(names, regions, hours)
     return feed, interleave(feed)
 
 

@@ -8,28 +8,16 @@ from faults_util import counter, log_events
 from kafka_util import Kafka
 from pipeline_util import (
     assert_dead_letters,
+    messy_feed,
     produce_in_order,
     produce_in_transactions,
     reference_for,
     wait_until_equal,
 )
-from scenario import Feed, build_feed, interleave
+from scenario import interleave
 from worker import Names
 
 from solar_agents.cli.demo.postgres import LocalPostgres
-
-
-def messy_feed(names: Names, regions: tuple[str, ...], hours: int | None = None) -> Feed:
-    """The real data set for ``regions``: the weather 9 hours behind, shuffled in 6-hour blocks, 2 % twice."""
-    return build_feed(
-        hours=hours,
-        regions=regions,
-        solar_topic=names.solar,
-        weather_topic=names.weather,
-        weather_lag_hours=9,
-        shuffle_block_hours=6,
-        duplicate_rate=0.02,
-    )
 
 
 @pytest.mark.parametrize("step_processes", ["true", "false"])

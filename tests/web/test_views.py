@@ -705,6 +705,19 @@ return document.body.dataset.loaded === "1"
   && document.querySelectorAll("svg.chart circle.pt").length > 0;
 """
 
+SEARCH = """
+const input = document.getElementById("region-search");
+input.value = arguments[0];
+input.dispatchEvent(new Event("input"));
+return true;
+"""
+
+LISTED = """
+const rows = [...document.querySelectorAll("#regions-body tr[data-region]")].map((tr) => tr.dataset.region);
+return JSON.stringify(rows) === JSON.stringify(arguments[0])
+  && document.getElementById("page-note").textContent.includes("matching");
+"""
+
 SELECT = """
 for (const tr of document.querySelectorAll("#regions-body tr[data-region]")) {
   if (tr.dataset.region === arguments[0]) { tr.click(); return true; }
@@ -777,6 +790,12 @@ def test_dashboard_in_a_real_browser(loaded: Loaded) -> None:
         assert page["images"] == 0 and page["scripts"] == 1 and page["pwned"] is None
         assert page["circles"] == 72
         assert browser.alert_text() is None
+
+        # Find a region by a part of its name (any case): the table lists the matches only.
+        assert browser.script(SEARCH, "50HERTZ")
+        browser.wait_for(LISTED, ["DE_50hertz"])
+        assert browser.script(SEARCH, "")
+        browser.wait_for(READY, XSS_REGION)
 
         screenshot = browser.screenshot(shots / "dashboard.png")
         full = browser.full_page_screenshot(shots / "dashboard-full.png")

@@ -90,23 +90,38 @@ def rss_mib(pid: int) -> float:
 
 
 class Sampler(threading.Thread):
-    """Every 0.25 s: (time, raw messages processed, the worker's resident memory)."""
+    """Every 0.25 s: (time, raw messages processed, the worker's resident memory); and how long /healthz
+    took to answer."""
 
-    def __init__(self, committed: Committed, pid: int) -> None:
+    def __init__(self, committed: Committed, worker: Worker) -> None:
         super().__init__(name="sampler", daemon=True)
+        assert worker.proc is not None
         self.committed = committed
-        self.pid = pid
+        self.pid = worker.proc.pid
+        self.health_url = worker.url + "/healthz"
         self.samples: list[tuple[float, int, float]] = []
+        self.health: list[tuple[float, int, float]] = []  # (time, status, seconds)
+        self.progress: list[tuple[float, int, int]] = []  # (time, messages ingested, rows written)
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
             self.samples.append((time.monotonic(), self.committed.total(), rss_mib(self.pid)))
+            status, seconds, body = get(self.health_url, timeout=5)
+            self.health.append((time.monotonic(), status, seconds))
+            if status == 200:  # the worker's own counts, batch by batch (finer than commits)
+                progress = json.loads(body)["progress"]
+                self.progress.append((time.monotonic(), progress["ingested"], progress["rows_written"]))
             self.stop.wait(0.25)
 
-    def rate(self, start: float, end: float) -> float:
-        """Messages a second in [start, end]: the slope of a least-squares line through the samples."""
-        points = [(t, n) for t, n, _ in self.samples if start <= t <= end]
+    def rate(self, start: float, end: float, rows: bool = False) -> float:
+        """Raw messages ingested (or rows written) a second in [start, end]: the slope of a least-squares
+        line through the worker's own counts (through the committed offsets where it has none)."""
+        if rows:
+            counts = [(t, r) for t, _, r in self.progress]
+        else:
+            counts = [(t, n) for t, n, _ in self.progress] or [(t, n) for t, n, _ in self.samples]
+        points = [(t, n) for t, n in counts if start <= t <= end]
         assert len(points) >= 10, points
         mean_t = statistics.fmean(t for t, _ in points)
         mean_n = statistics.fmean(n for _, n in points)
@@ -162,7 +177,9 @@ def burst(worker: Worker) -> list[tuple[int, float, bytes]]:
         return list(pool.map(lambda _: get(worker.url + "/api/regions"), range(BURST)))
 
 
-def test_web_load_does_not_starve_ingestion(kafka: Kafka, names: Names, workers: WorkerFactory) -> None:
+def test_web_load_does_not_starve_ingestion(
+    kafka: Kafka, names: Names, workers: WorkerFactory, tmp_path: Path
+) -> None:
     """At 10,000 regions, with five dashboards polling and bursts of 200 requests, ingestion keeps at least
     80 % of its rate without them (medians of interleaved windows), and the worker's memory returns within
     20 % of its level before the first burst."""
@@ -174,7 +191,7 @@ def test_web_load_does_not_starve_ingestion(kafka: Kafka, names: Names, workers:
     try:
         wait_for(lambda: committed.total() >= seeded, 300, "the seed hours processed", worker.tail)
         backlog = seeded + produce_hours(kafka, names, range(SEED_HOURS, SEED_HOURS + LOAD_HOURS))
-        sampler = Sampler(committed, worker.proc.pid)
+        sampler = Sampler(committed, worker)
         sampler.start()
         time.sleep(WINDOW_SECONDS / 2)  # under way
         windows: list[tuple[str, float, float]] = []
@@ -200,8 +217,15 @@ def test_web_load_does_not_starve_ingestion(kafka: Kafka, names: Names, workers:
     finally:
         committed.close()
 
+    record = {"windows": windows, "samples": sampler.samples, "progress": sampler.progress}
+    (tmp_path / "samples.json").write_text(json.dumps(record))
+    print(f"\nsamples: {tmp_path / 'samples.json'}")
     rates = {phase: [sampler.rate(s + 0.5, e) for p, s, e in windows if p == phase] for phase in "AB"}
     quiet, loaded = statistics.median(rates["A"]), statistics.median(rates["B"])
+    rows = {
+        phase: [sampler.rate(s + 0.5, e, rows=True) for p, s, e in windows if p == phase] for phase in "AB"
+    }
+    rows_quiet, rows_loaded = statistics.median(rows["A"]), statistics.median(rows["B"])
     first_burst = windows[1][1]
     before = sampler.memory(first_burst - 3.0, first_burst)
     peak = max(m for t, _, m in sampler.samples if t >= first_burst)
@@ -211,14 +235,29 @@ def test_web_load_does_not_starve_ingestion(kafka: Kafka, names: Names, workers:
     print(
         f"\nraw messages/s without web load {[round(r) for r in rates['A']]} (median {quiet:,.0f}), with "
         f"{[round(r) for r in rates['B']]} (median {loaded:,.0f}): {loaded / quiet:.0%}"
+        f"\nrows written/s without {[round(r) for r in rows['A']]} (median {rows_quiet:,.0f}), with "
+        f"{[round(r) for r in rows['B']]} (median {rows_loaded:,.0f}): {rows_loaded / rows_quiet:.0%}"
         f"\nbursts of {BURST}: {[dict(s) for s in statuses]}, slowest {[round(s, 2) for s in slowest]} s"
         f"\ndashboard answers {dict(answers)}"
         f"\nworker RSS before the first burst {before:.0f} MiB, peak {peak:.0f} MiB, after {after:.0f} MiB"
         f"\n{processed:,} of {backlog:,} raw messages processed by the end of the windows"
     )
+    for phase in "AB":
+        took = sorted(
+            seconds
+            for t, _, seconds in sampler.health
+            if any(p == phase and s <= t <= e for p, s, e in windows)
+        )
+        median, p95 = took[len(took) // 2], took[int(0.95 * (len(took) - 1))]
+        label = "without" if phase == "A" else "with"
+        print(
+            f"/healthz {label} web load: median {1000 * median:.0f} ms, 95th percentile {1000 * p95:.0f} ms"
+        )
     assert processed < backlog, "the backlog ran out during the windows: the rates are not a full load"
     assert loaded >= 0.8 * quiet, f"ingestion with web load at {loaded / quiet:.0%} of its rate without"
     assert after <= 1.2 * before, f"the worker's memory went from {before:.0f} to {after:.0f} MiB"
+    assert sampler.progress, "no counts from /healthz"
+    assert rows_loaded >= 0.8 * rows_quiet, f"rows written with web load at {rows_loaded / rows_quiet:.0%}"
     for each in statuses:  # every request answered: served, or refused at once as busy
         assert set(each) <= {200, 503} and each[200] > 0, each
     assert answers[200] > 0 and set(answers) <= {200, 503}, answers
