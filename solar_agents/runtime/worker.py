@@ -74,9 +74,9 @@ class Worker(faust.Worker):
         self._lock = hold_worker_lock(Path(self.app.conf.tabledir))
         await super().on_first_start()
 
-    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:
         self._stop_within_deadline()
-        super()._schedule_shutdown(signal)
+        super()._schedule_shutdown(sig)
 
     def _stop_within_deadline(self) -> None:
         """From the start of a stop on, ``shutdown_timeout`` seconds at most: a stop waits for work in
@@ -88,6 +88,10 @@ class Worker(faust.Worker):
             self._deadline = threading.Timer(self.shutdown_timeout, self._out_of_time)
             self._deadline.daemon = True
             self._deadline.start()
+            # The last resort, should the timer's thread never get the interpreter back (a C call that
+            # holds it): the kernel ends the process a second later (SIGALRM's default action).
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.setitimer(signal.ITIMER_REAL, self.shutdown_timeout + 1.0)
 
     def _out_of_time(self) -> None:
         waiting = pending(time.monotonic(), RETRYING)
