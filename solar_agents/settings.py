@@ -199,6 +199,19 @@ class Settings(ConnectionSettings):
     broker_max_poll_records: int = Field(1000, ge=0)  # 0: all that was fetched
     db_connect_timeout_seconds: int = Field(5, ge=1)
     db_retry_max_seconds: float = Field(10.0, gt=0)
+    # How long a stop (SIGTERM, or a fatal fault) may take before the worker exits anyway, whatever is down:
+    # below an orchestrator's grace period (Kubernetes: 30 s). Input not yet written is not committed and is
+    # read again at the next start (docs/DESIGN.md, "Liveness").
+    shutdown_timeout_seconds: float = Field(8.0, gt=0, le=300)
+    # Regions one worker holds at most: a message for a new region past it is a dead letter (a producer
+    # sending any region names would otherwise grow memory, /api/regions and /metrics without end).
+    max_regions: int = Field(10_000, ge=1)
+    # Regions with per-region series on /metrics (two series each), the first by name; the rest are counted.
+    metrics_region_series_max: int = Field(500, ge=0)
+    # Web requests served at once; more get a 503 at once (the health endpoints are never refused).
+    web_max_concurrent_requests: int = Field(8, ge=1)
+    # Dead letters are logged in full once per reason, then counted: one summary line per interval.
+    deadletter_log_interval_seconds: float = Field(60.0, gt=0)
 
     @field_validator("*", mode="after")
     @classmethod

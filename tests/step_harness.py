@@ -59,6 +59,9 @@ class Harness:
     rows_messages: list[Message] = field(default_factory=list)
     dead_letters: list[tuple[int, int, str]] = field(default_factory=list)  # (partition, offset, reason)
     align_failed: list[tuple[int, int, str]] = field(default_factory=list)  # records messages, as above
+    refused: list[tuple[str, int, int, str]] = field(
+        default_factory=list
+    )  # (feed, partition, offset, reason)
     table_writes: int = 0
     aligned: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # per records partition
 
@@ -96,6 +99,7 @@ class Harness:
     def align(self, messages: list[Message]) -> None:
         batch = align_messages(self.aligner, MessageBatch.of("records", messages), {}, ROWS_PER_MESSAGE)
         self.align_failed.extend(batch.failed)
+        self.refused.extend(batch.refused)
         for writes in batch.writes.values():
             for name, key, value in writes:
                 self.table_writes += 1

@@ -77,3 +77,15 @@ def fill(records: Sequence[R], found: Mapping[Hole, Sequence[R]]) -> list[R]:
         out.extend(before.pop((record.partition, record.offset), ()))
         out.append(record)
     return out
+
+
+def runs(offsets: Iterable[int], max_gap: int) -> list[tuple[int, int]]:
+    """Ranges (start, end exclusive) covering ``offsets``, one range across gaps of up to ``max_gap``
+    offsets: what to read to find them again, in few reads."""
+    out: list[tuple[int, int]] = []
+    for offset in sorted(set(offsets)):
+        if out and offset - out[-1][1] <= max_gap:
+            out[-1] = (out[-1][0], offset + 1)
+        else:
+            out.append((offset, offset + 1))
+    return out

@@ -44,7 +44,12 @@ class Snapshot:
     stats: Stats
     raw_topics: tuple[str, ...]
     lag: Sequence[Mapping[str, Any]]
-    states: Mapping[str, RegionHours]
+    states: Mapping[str, RegionHours]  # the regions with series of their own (METRICS_REGION_SERIES_MAX)
+    regions: int | None = None  # regions held, with or without series; None: as many as ``states``
+
+    @property
+    def regions_held(self) -> int:
+        return len(self.states) if self.regions is None else self.regions
 
 
 def _incomplete(state: RegionHours) -> int:
@@ -77,6 +82,11 @@ class PipelineCollector(Collector):
         yield by_topic("dead_letters", "Messages rejected to the dead-letter topic, by raw topic.", dead)
         for name, doc, value in (
             ("late_records", "Records older than watermark minus allowed lateness.", s.late),
+            (
+                "regions_refused",
+                "Raw records of new regions past MAX_REGIONS (dead letters).",
+                s.regions_refused,
+            ),
             ("reads_held", "Times a raw partition waited for a slower one.", s.reads_held),
             (
                 "records_read_again",
@@ -110,7 +120,12 @@ class PipelineCollector(Collector):
             if entry["lag"] is not None:
                 lag.add_metric([entry["topic"], str(entry["partition"])], entry["lag"])
         yield lag
-        yield GaugeMetricFamily(PREFIX + "regions", "Regions held by this worker.", value=len(snap.states))
+        yield GaugeMetricFamily(PREFIX + "regions", "Regions held by this worker.", value=snap.regions_held)
+        yield GaugeMetricFamily(
+            PREFIX + "region_series_omitted",
+            "Regions held without per-region series here (past METRICS_REGION_SERIES_MAX).",
+            value=snap.regions_held - len(snap.states),
+        )
         watermark = GaugeMetricFamily(
             PREFIX + "region_watermark_timestamp_seconds",
             "A region's watermark hour, as epoch seconds.",
@@ -229,9 +244,11 @@ def pipeline_text(
     raw_topics: Iterable[str],
     lag: Iterable[Mapping[str, Any]],
     states: Mapping[str, RegionHours],
+    regions: int | None = None,
 ) -> str:
-    """The exposition of the pipeline's metrics alone (no Faust sensor), from the values given."""
-    snapshot = Snapshot(stats, tuple(raw_topics), list(lag), states)
+    """The exposition of the pipeline's metrics alone (no Faust sensor), from the values given: per-region
+    series for ``states``, of ``regions`` held."""
+    snapshot = Snapshot(stats, tuple(raw_topics), list(lag), states, regions)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(lambda: snapshot))
     return prometheus_client.generate_latest(registry).decode()

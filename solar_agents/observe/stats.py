@@ -33,6 +33,7 @@ class Stats:
     ingested: Counter[str] = field(default_factory=Counter)  # valid messages per raw topic
     dead_letters: Counter[str] = field(default_factory=Counter)  # per raw topic
     late: int = 0
+    regions_refused: int = 0  # raw records of new regions past MAX_REGIONS (dead letters too)
     reads_held: int = 0  # times a raw partition's fetches waited for a slower one (MAX_READ_SKEW_HOURS)
     # Records the consumer's hand-over dropped, read again (``offsets``); offsets of jumps holding no record.
     records_read_again: int = 0
@@ -79,6 +80,7 @@ class Stats:
             "dead_letters": dead,
             "dead_letters_total": sum(dead.values()),
             "late": self.late,
+            "regions_refused": self.regions_refused,
             "reads_held": self.reads_held,
             "records_read_again": self.records_read_again,
             "offsets_absent": self.offsets_absent,

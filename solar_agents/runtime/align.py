@@ -7,6 +7,7 @@ writes, its rows sent on, its records messages that failed sent to the dead lett
 
 from __future__ import annotations
 
+import asyncio
 import time
 from functools import partial
 
@@ -14,7 +15,9 @@ import faust
 from faust.types import TP, StreamT, TableT
 
 from solar_agents.core.messages import MessageBatch
+from solar_agents.core.read_progress import Feed
 from solar_agents.observe.log import get_logger
+from solar_agents.observe.regions import RegionIndex
 from solar_agents.observe.stats import Stats
 from solar_agents.runtime.batches import Applying, HoleFiller, Taken, overlapped, retrying
 from solar_agents.runtime.deadletters import DeadLetters
@@ -24,6 +27,9 @@ from solar_agents.settings import Settings
 from solar_agents.steps.align import ROWS_PER_MESSAGE, AlignedMessages, Aligner, align_messages, load_aligner
 
 log = get_logger(__name__)
+
+# Table writes of a batch between two turns of the event loop (other agents, the web view, health probes).
+WRITES_PER_TURN = 500
 
 
 class AlignAgent:
@@ -38,6 +44,7 @@ class AlignAgent:
         dead_letters: DeadLetters,
         holes: HoleFiller,
         stats: Stats,
+        index: RegionIndex,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -46,9 +53,9 @@ class AlignAgent:
         self.dead_letters = dead_letters
         self.holes = holes
         self.stats = stats
-        self.aligner = step_helper(
-            "align", Aligner, (settings.feature_set, settings.allowed_lateness_hours), settings
-        )
+        self.index = index  # the regions and hour blocks in the tables, for the web view
+        aligner_args = (settings.feature_set, settings.allowed_lateness_hours, settings.max_regions)
+        self.aligner = step_helper("align", Aligner, aligner_args, settings)
         self.records_kept = 0  # what the aligner holds in memory, as of its latest batch
         self._loaded_generation: int | None = None
         self._applying = Applying()  # the batch before, being written and sent
@@ -86,12 +93,12 @@ class AlignAgent:
             return
         await self._applying.settled()  # the tables must hold the batch before first
         started = time.perf_counter()
+        hour_items = list(self.tables["hours"].items())
+        region_items = list(self.tables["regions"].items())
         regions, hours = await self.aligner.run(
-            load_aligner,
-            list(self.tables["hours"].items()),
-            list(self.tables["regions"].items()),
-            list(self.tables["replays"].items()),
+            load_aligner, hour_items, region_items, list(self.tables["replays"].items())
         )
+        self.index.rebuild((k for k, _ in hour_items), (k for k, _ in region_items), generation)
         self._loaded_generation = generation
         log.info(
             "state_loaded", regions=regions, hours=hours, seconds=round(time.perf_counter() - started, 3)
@@ -123,6 +130,7 @@ class AlignAgent:
         self.stats.rows_emitted += batch.rows_count
         self.records_kept = batch.records_kept
         last_event = taken.last_events()
+        written = 0
         for partition, writes in batch.writes.items():
             # Table writes go to the changelog partition of the current event: here, this partition's.
             with writing_in(last_event[partition]):
@@ -132,6 +140,10 @@ class AlignAgent:
                         table.pop(key, None)
                     else:
                         table[key] = value
+                    self.index.write(name, key, value is not None)
+                    written += 1
+                    if not written % WRITES_PER_TURN:  # thousands with many regions: let the loop turn
+                        await asyncio.sleep(0)
         for partition, messages in batch.rows.items():
             for value in messages:
                 await retrying(
@@ -142,5 +154,13 @@ class AlignAgent:
             at = {(message.partition, message.offset): message for message in taken.messages}
             for partition, offset, reason in batch.failed:
                 await self.dead_letters.send(at[partition, offset], reason)
+        if batch.refused:
+            topics = {
+                Feed.SOLAR: self.settings.kafka_topic_solar,
+                Feed.WEATHER: self.settings.kafka_topic_weather,
+            }
+            await self.dead_letters.send_originals(
+                (topics[feed], partition, offset, reason) for feed, partition, offset, reason in batch.refused
+            )
         # Only now, with the tables, rows and dead letters of the whole batch on their way, may it commit.
         await taken.ack(stream)

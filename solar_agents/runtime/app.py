@@ -9,9 +9,10 @@ import faust
 from solar_agents.cli.commands import register_commands
 from solar_agents.connect.preflight import tls_files_problem
 from solar_agents.observe import log
+from solar_agents.observe.health import Health
 from solar_agents.runtime import faust_compat as compat
 from solar_agents.runtime.topology import Pipeline, topology
-from solar_agents.runtime.worker import worker_for
+from solar_agents.runtime.worker import worker_class
 from solar_agents.settings import Settings, refuse, settings_or_exit, unknown_in_environment
 from solar_agents.web.auth import AccessPolicy, auth_middleware
 from solar_agents.web.views import register_views
@@ -21,6 +22,9 @@ from solar_agents.web.views import register_views
 # wait to be sent (100 by default). One align batch writes a few hundred at once, bounded by its blocks, and
 # the hold cost each of them a pause of the whole worker.
 PRODUCER_BUFFER_MESSAGES = 5000
+# Of a stop's time (SHUTDOWN_TIMEOUT_SECONDS), the part the batches in flight get to finish and be committed;
+# what is not done by then is read again at the next start.
+STREAMS_SHARE_OF_STOP = 0.4
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
@@ -31,11 +35,13 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         settings.broker_fetch_max_wait_seconds,
         settings.consumer_max_fetch_response_bytes,
         PRODUCER_BUFFER_MESSAGES,
+        settings.shutdown_timeout_seconds * STREAMS_SHARE_OF_STOP,
     )
     try:
         consumer_options = settings.faust_consumer_options()
     except (ssl.SSLError, OSError) as exc:  # the client's TLS files cannot be loaded
         refuse(tls_files_problem(exc).line)
+    health = Health(str(settings.data_dir))
     app = faust.App(
         settings.kafka_consumer_group,
         **consumer_options,
@@ -52,9 +58,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,
-        Worker=worker_for(settings),
+        Worker=worker_class(settings, health),
     )
-    pipeline = Pipeline(app, settings)
+    pipeline = Pipeline(app, settings, health)
     topology(app, pipeline)
     register_views(app, pipeline)
     register_commands(app, settings)

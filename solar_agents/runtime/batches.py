@@ -7,6 +7,8 @@ Shared by the three agents (``runtime.ingest``, ``runtime.align``, ``runtime.wri
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from faust.types import TP, EventT, StreamT
 from solar_agents.core.messages import Message, MessageLike
 from solar_agents.core.offsets import Continuity, Hole, fill
 from solar_agents.errors import Refused
+from solar_agents.observe.health import Failing
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.stats import Stats
 from solar_agents.runtime.faust_compat import RangeReader, ack_offsets, committed_offsets
@@ -89,7 +92,9 @@ class HoleFiller:
         found: dict[Hole, list[MessageLike]] = {}
         again: dict[int, list[int]] = defaultdict(list)
         for hole in holes:
-            found[hole] = read = await self._read(topic, hole)
+            found[hole] = read = await read_again(
+                self.reader, TP(topic, hole.partition), hole.start, hole.end
+            )
             again[hole.partition].extend(m.offset for m in read)
             absent = hole.end - hole.start - len(read)
             self.stats.records_read_again += len(read)
@@ -101,23 +106,31 @@ class HoleFiller:
                 log.debug("offsets_absent", **fields, offsets=absent)
         return Taken(fill(messages, found), events, dict(again))
 
-    async def _read(self, topic: str, hole: Hole) -> list[MessageLike]:
-        read: list[MessageLike] = []
 
-        async def attempt() -> None:
-            records = await self.reader.read(TP(topic, hole.partition), hole.start, hole.end)
-            read[:] = [Message(topic, r.partition, r.offset, r.key, r.value) for r in records]
+async def read_again(reader: RangeReader, tp: TP, start: int, end: int) -> list[MessageLike]:
+    """The records at offsets ``start`` to ``end`` (exclusive) of ``tp``, read outside the group; retried
+    until the broker answers."""
+    read: list[MessageLike] = []
 
-        await retrying("read_again_failed", attempt)
-        return read
+    async def attempt() -> None:
+        records = await reader.read(tp, start, end)
+        read[:] = [Message(tp.topic, r.partition, r.offset, r.key, r.value) for r in records]
+
+    await retrying("read_again_failed", attempt)
+    return read
 
 
 class Applying:
     """The batch before, being written, sent and acked on the event loop while its helper computes the next:
-    one batch applied at a time, in order, and never two computed ahead."""
+    one batch applied at a time, in order, and never two computed ahead.
+
+    A batch whose application fails makes its agent fail at once (the agent's task is cancelled and raises
+    that failure), not at its next batch, which may be long in coming: its supervisor restarts it, and the
+    worker's liveness counts the crash."""
 
     def __init__(self) -> None:
         self._task: asyncio.Future[None] | None = None
+        self._agent: asyncio.Task[object] | None = None
 
     async def settled(self) -> None:
         """Wait until the batch before is applied (its failure is the agent's)."""
@@ -127,12 +140,43 @@ class Applying:
 
     async def start(self, work: Awaitable[None]) -> None:
         await self.settled()
+        self._agent = asyncio.current_task()
         self._task = asyncio.ensure_future(work)
+        self._task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[None]) -> None:
+        # Not awaited by the agent (``settled`` takes the task first): tell the agent now.
+        if task is self._task and self.failure() is not None and self._agent is not None:
+            self._agent.cancel()
+
+    def failure(self) -> BaseException | None:
+        """The failure of the batch being applied, once it failed."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
 
     def cancel(self) -> None:
         """On stop: a batch not applied is not acked either, and is read again at the next start."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Around an agent's loop: a failed batch ends it with that failure; at the end, a batch not
+        applied is cancelled."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            failure = self.failure()
+            if failure is None:  # a stop or a rebalance
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the cancellation only carried the failure here
+            raise failure from None
+        finally:
+            self.cancel()
 
 
 async def overlapped(
@@ -145,36 +189,41 @@ async def overlapped(
     holes: HoleFiller,
 ) -> None:
     """Batches of ``stream``: each ``compute``d (in a helper) while the batch before is ``apply``ed here."""
-    try:
+    async with applying.running():
         async for taken in batches(stream, size, within, holes):
             result = await compute(taken)
             await applying.start(apply(taken, result))
-    finally:
-        applying.cancel()
+
+
+# Retries under way in this process, by event: what /healthz shows, and what a stop that ran out of time
+# names as the work it left undone.
+RETRYING: dict[str, Failing] = {}
 
 
 async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_delay: float = 10.0) -> None:
     """Run ``attempt`` until it succeeds, backing off; a failure is logged, never raised, so the agent
-    lives on and its unacked input is neither lost nor skipped. ``Refused`` is the exception: no retry
-    mends it."""
+    lives on and its unacked input is neither lost nor skipped. A stop cancels it: the input stays
+    unacked. ``Refused`` is the exception: no retry mends it."""
     delay = 0.2
     failures = 0
-    while True:
-        try:
-            await attempt()
-        except (asyncio.CancelledError, Refused):
-            raise
-        except Exception as exc:
-            failures += 1
-            log.warning(
-                event,
-                attempt=failures,
-                error=f"{type(exc).__name__}: {str(exc).strip()}"[:300],
-                retry_in=round(delay, 2),
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
-            continue
+    since = time.monotonic()
+    try:
+        while True:
+            try:
+                await attempt()
+            except (asyncio.CancelledError, Refused):
+                raise
+            except Exception as exc:
+                failures += 1
+                error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+                RETRYING[event] = Failing(since, failures, error)
+                log.warning(event, attempt=failures, error=error, retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay)
+                continue
+            if failures:
+                log.info(event.replace("_failed", "_recovered"), attempts=failures + 1)
+            return
+    finally:
         if failures:
-            log.info(event.replace("_failed", "_recovered"), attempts=failures + 1)
-        return
+            RETRYING.pop(event, None)

@@ -60,14 +60,23 @@
    agents see the jump (``offsets``); the records in it are read with a consumer of their own, outside the
    group, and once processed their offsets are acked in the consumer's own bookkeeping
    (``ack_offsets``), so the commit goes past them only then.
+
+7. An agent's crashes and its actors' state (``on_agent_error``, ``agent_states``): the app passes its own
+   error handler to every agent it makes, and the actors are the agent's private set; liveness needs both.
+
+8. A stop that waits for the streams a bounded time (``install_consumer``). Faust waits until every message
+   taken by a stream is acked (``Consumer.wait_empty``), without bound: a batch whose database write is being
+   retried is never acked, and the stop never ended. What is not acked by the deadline is not committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partialmethod
 from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer
@@ -256,9 +265,32 @@ async def _perform_seek_stopped(self: Any) -> None:
             self.resume_flow()
 
 
-def install_consumer() -> None:
-    """Make every Faust consumer seek with its flow stopped. Idempotent."""
+FAUST_WAIT_EMPTY_SECONDS = None  # no bound
+
+
+def install_consumer(wait_empty_seconds: float | None = FAUST_WAIT_EMPTY_SECONDS) -> None:
+    """Make every Faust consumer seek with its flow stopped, and wait at most ``wait_empty_seconds`` at a
+    stop for the streams' messages in flight to be acked. Idempotent."""
     _Consumer.perform_seek = _perform_seek_stopped  # type: ignore[method-assign]
+    if wait_empty_seconds is not None:
+        _Consumer.wait_empty = partialmethod(_wait_empty_bounded, wait_empty_seconds)  # type: ignore[assignment]
+
+
+async def _wait_empty_bounded(self: Any, seconds: float) -> None:
+    """Faust's ``Consumer.wait_empty`` with a deadline (its wait for an ack swallows a cancellation, so it
+    cannot be bounded from outside): commit what is acked, wait for acks, give up at the deadline."""
+    deadline = self.loop.time() + seconds
+    while not self.should_stop and self._unacked_messages:
+        if self.loop.time() >= deadline:
+            log.warning("stop_left_work_unacked", messages=len(self._unacked_messages), seconds=seconds)
+            break
+        gc.collect()  # as Faust: messages nobody holds any more leave the weak set
+        await self.commit()
+        if not self._unacked_messages:
+            break
+        await self._wait_for_ack(timeout=1)
+        self._clean_unacked_messages()
+    await self.commit_and_end_transactions()
 
 
 def install(
@@ -266,11 +298,12 @@ def install(
     fetch_max_wait_seconds: float = FAUST_FETCH_MAX_WAIT_SECONDS,
     fetch_max_bytes: int = AIOKAFKA_FETCH_MAX_BYTES,
     producer_buffer_messages: int = FAUST_PRODUCER_BUFFER_MESSAGES,
+    wait_empty_seconds: float | None = FAUST_WAIT_EMPTY_SECONDS,
 ) -> None:
     """The workarounds above; idempotent."""
     install_broker(connection, fetch_max_wait_seconds, fetch_max_bytes)
     install_producer(producer_buffer_messages)
-    install_consumer()
+    install_consumer(wait_empty_seconds)
 
 
 # --- 3. offsets and the current event -------------------------------------------------------------------
@@ -376,3 +409,35 @@ def ack_offsets(consumer: ConsumerT, tp: TP, offsets: Iterable[int]) -> None:
         if (committed is None or offset >= committed) and offset not in index:
             index.add(offset)
             acked.append(offset)
+
+
+# --- 7. agents: their crashes and their state ---------------------------------------------------------
+
+AgentErrorHandler = Callable[[Any, BaseException], Awaitable[None]]
+
+
+def on_agent_error(agent: Any, handler: AgentErrorHandler) -> None:
+    """Call ``handler(agent, exc)`` whenever an actor of ``agent`` raises (before its supervisor restarts it),
+    besides Faust's own handler (the app passes its own ``on_error`` to every agent it makes)."""
+    faust_handler = agent._on_error
+
+    async def both(agent: Any, exc: BaseException) -> None:
+        await handler(agent, exc)
+        if faust_handler is not None:
+            await faust_handler(agent, exc)
+
+    agent._on_error = both
+
+
+def agent_states(app: AppT) -> dict[str, str]:
+    """Per agent: ``running`` (an actor alive), ``down`` (every actor crashed or ended, none restarted yet)
+    or ``starting`` (no actor yet)."""
+
+    def alive(actor: Any) -> bool:
+        return not actor.crashed and actor.actor_task is not None and not actor.actor_task.done()
+
+    states = {}
+    for name, agent in app.agents.items():
+        actors = list(getattr(agent, "_actors", ()))
+        states[name] = "starting" if not actors else "running" if any(map(alive, actors)) else "down"
+    return states

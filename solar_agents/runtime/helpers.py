@@ -64,6 +64,10 @@ class HelperDied(RuntimeError):
     """The helper process ended during a call (killed, out of memory): the next call starts a new one."""
 
 
+class HelperClosed(RuntimeError):
+    """The worker is stopping and closed its helpers: no call starts one again."""
+
+
 class Helper(Generic[C]):
     """One helper: ``await helper.run(fn, *args)`` runs ``fn(context, *args)`` there, one call at a time.
 
@@ -92,6 +96,7 @@ class Helper(Generic[C]):
         self._lock: asyncio.Lock | None = None  # one call at a time: the pipes carry one answer each
         self._thread: ThreadPoolExecutor | None = None
         self._context: C | None = None  # the context when calls run in this process
+        self._closed = False
 
     async def start(self) -> None:
         """Start the helper now rather than on its first call (it takes a second to import)."""
@@ -99,6 +104,8 @@ class Helper(Generic[C]):
             await self.run(_ready)
 
     async def run(self, fn: Callable[..., R], *args: Any) -> R:
+        if self._closed:
+            raise HelperClosed(f"helper {self.name} is closed: the worker is stopping")
         if not self.processes:
             if not self.blocking:
                 return self._in_this_process(fn, args)  # CPU only: on the event loop, as any agent's code
@@ -110,6 +117,8 @@ class Helper(Generic[C]):
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._process is None:
+                if self._closed:
+                    raise HelperClosed(f"helper {self.name} is closed: the worker is stopping")
                 self._process = await _Process.start(
                     self.name, self.log_level, self._make_context, self._context_args
                 )
@@ -133,7 +142,8 @@ class Helper(Generic[C]):
         return fn(self._context, *args)
 
     async def close(self) -> None:
-        """Stop the helper after the call in progress."""
+        """Stop the helper after the call in progress; no later call starts it again."""
+        self._closed = True
         if self._thread is not None:
             thread, self._thread = self._thread, None
             await asyncio.get_running_loop().run_in_executor(None, thread.shutdown)  # after its call

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import faust
@@ -21,6 +22,8 @@ from faust.types import TableT
 
 from solar_agents.core.hours import RegionHours
 from solar_agents.core.wire import table_value
+from solar_agents.observe.health import Health
+from solar_agents.observe.regions import RegionIndex
 from solar_agents.observe.stats import Stats
 from solar_agents.runtime.align import AlignAgent
 from solar_agents.runtime.backfill import Backfill, Progress
@@ -28,6 +31,7 @@ from solar_agents.runtime.batches import HoleFiller
 from solar_agents.runtime.deadletters import DeadLetters
 from solar_agents.runtime.faust_compat import range_reader
 from solar_agents.runtime.ingest import IngestAgent
+from solar_agents.runtime.liveness import Liveness
 from solar_agents.runtime.reading import ReadTracker
 from solar_agents.runtime.write import WriteAgent
 from solar_agents.settings import Settings
@@ -43,15 +47,18 @@ ROCKSDB_OPTIONS = {
     "block_cache_size": 1024**2,
     "block_cache_compressed_size": 0,
 }
+# While a recovery brings the tables back, the web view's index of regions is built again at most this often.
+INDEX_REBUILD_SECONDS = 1.0
 
 
 class Pipeline:
     """The app's topics, tables and agents; what the web view and the commands read of a worker."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: Settings, health: Health) -> None:
         self.app = app
         self.settings = settings
         self.stats = Stats()
+        self.liveness = Liveness(app, health, self.stats)
         partitions = settings.topic_partitions
 
         def topic(name: str, partitions: int | None = None) -> faust.TopicT:
@@ -92,10 +99,16 @@ class Pipeline:
         # Records the hand-over dropped, read again (``core.offsets``).
         self.reader = range_reader(app, settings.kafka)
         holes = HoleFiller(self.reader, self.stats)
-        dead_letters = DeadLetters(self.deadletter_topic, settings.deadletter_max_bytes, self.stats)
+        self.dead_letters = dead_letters = DeadLetters(
+            self.deadletter_topic, settings.deadletter_max_bytes, self.stats, self.reader
+        )
+        self.index = RegionIndex()  # the regions and hour blocks in the tables
+        self._index_built_at = -INDEX_REBUILD_SECONDS
         self.reading = ReadTracker(app, settings, self.records_topic, self.stats)
         self.ingest = IngestAgent(settings, self.records_topic, self.reading, dead_letters, holes, self.stats)
-        self.align = AlignAgent(app, settings, self.tables, self.rows_topic, dead_letters, holes, self.stats)
+        self.align = AlignAgent(
+            app, settings, self.tables, self.rows_topic, dead_letters, holes, self.stats, self.index
+        )
         self.write = WriteAgent(settings, holes, self.stats, app.crash)
         self.progress = Progress(app, settings, self.stats, lambda: self.align.records_kept)
         self.backfill = Backfill(app, self.progress, self.write.flush)
@@ -110,33 +123,66 @@ class Pipeline:
 
     async def close(self, _sender: Any, /, *args: Any, **kwargs: Any) -> None:
         """On worker shutdown: close the database connection, then stop the helpers."""
+        await self.dead_letters.log_summary()
         with contextlib.suppress(Exception):  # a helper that died has nothing left to close
             await self.write.sink.run(FeatureSink.close)
         await asyncio.gather(*(helper.close() for helper in self.helpers()))
         await self.reader.close()
 
-    def region_states(self) -> dict[str, RegionHours]:
-        """Every region's kept hours on this worker, from the tables: after each batch they hold what the
-        align step holds (its helper's memory is not this process's), and during a recovery what is back."""
-        return read_states(_decoded(self.tables["hours"]), _decoded(self.tables["regions"]))
+    def regions(self) -> RegionIndex:
+        """The regions on this worker and their hour blocks. The align agent keeps the index up to date with
+        its writes; after a rebalance it is built again from the tables' keys, and every second while a
+        recovery brings the tables back."""
+        app, index = self.app, self.index
+        if index.built_for == app.consumer_generation_id and not app.rebalancing:
+            return index
+        now = time.monotonic()
+        if app.rebalancing and now - self._index_built_at < INDEX_REBUILD_SECONDS:
+            return index
+        index.rebuild(
+            self.tables["hours"].keys(),
+            self.tables["regions"].keys(),
+            None if app.rebalancing else app.consumer_generation_id,
+        )
+        self._index_built_at = now
+        return index
+
+    def region_state(self, region: str) -> RegionHours | None:
+        """One region's kept hours, read from the tables (after each batch they hold what the align step
+        holds; its helper's memory is not this process's); None for a region this worker does not hold."""
+        index = self.regions()
+        if region not in index:
+            return None
+        hours, regions = self.tables["hours"], self.tables["regions"]
+        blocks = [(key, value) for key in index.block_keys(region) if (value := hours.get(key)) is not None]
+        value = regions.get(region)
+        states = read_states(_decoded(blocks), _decoded([] if value is None else [(region, value)]))
+        return states.get(region)
 
 
-def _decoded(table: TableT[str, bytes]) -> Iterator[tuple[str, Any]]:
-    return ((key, table_value(value)) for key, value in table.items())
+def _decoded(entries: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, Any]]:
+    return ((key, table_value(value)) for key, value in entries)
 
 
 def topology(app: faust.App, p: Pipeline) -> None:
     """The agents and timers of the app, as the picture at the top of this module draws them."""
     app.task(p.start)
     app.task(p.write.prepare)  # the table fits the feature set, or the worker refuses at once
-    app.agent(p.solar_topic, name="ingest_solar")(p.ingest.solar)  # solar raw -> records
-    app.agent(p.weather_topic, name="ingest_weather")(p.ingest.weather)  # weather raw -> records
-    app.agent(p.records_topic, name="align")(p.align.run)  # records -> hour tables + rows
-    app.agent(p.rows_topic, name="write")(p.write.run)  # rows -> database
+    agents = (
+        app.agent(p.solar_topic, name="ingest_solar")(p.ingest.solar),  # solar raw -> records
+        app.agent(p.weather_topic, name="ingest_weather")(p.ingest.weather),  # weather raw -> records
+        app.agent(p.records_topic, name="align")(p.align.run),  # records -> hour tables + rows
+        app.agent(p.rows_topic, name="write")(p.write.run),  # rows -> database
+    )
+    for agent in agents:
+        p.liveness.watch(agent)
     # Progress reports also go out on a timer, so an idle or empty raw topic still tells it is caught up
     # (and held reads are looked at again).
     app.timer(2.0, name="report_progress")(p.reading.report_all)
     app.timer(10.0, name="progress")(p.progress.log)
+    app.timer(p.settings.deadletter_log_interval_seconds, name="dead_letters_summary")(
+        p.dead_letters.log_summary
+    )
     if p.settings.exit_when_caught_up:
         app.timer(1.0, name="backfill_progress")(p.backfill.tick)
         app.timer(1.0, name="exit_when_caught_up")(p.backfill.exit_when_caught_up)

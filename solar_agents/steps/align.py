@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 from solar_agents.core.feature_set import FeatureSet
 from solar_agents.core.features import Row, RowType, feature_rows, row_type
-from solar_agents.core.hours import Record, RegionHours, Retention, Uncommitted
+from solar_agents.core.hours import Record, RegionHours, Retention, Solar, Uncommitted
 from solar_agents.core.messages import MessageBatch, MessageLike
 from solar_agents.core.read_progress import (
     NOT_YET_READ,
+    Feed,
     FeedProgress,
     ProgressReport,
     Replay,
@@ -47,6 +48,8 @@ log = get_logger(__name__)
 ROWS_PER_MESSAGE = 250
 
 Table = Literal["hours", "regions", "replays"]
+# A raw record refused (the region limit): its feed, raw partition and offset, and the reason.
+Refused = tuple[Feed, int, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class AlignedBatch:
     # Records messages the step could not apply (a bug, a corrupt message): (partition, offset, reason).
     # They go to the dead-letter topic; the rest of the batch is applied.
     failed: list[tuple[int, int, str]] = field(default_factory=list)
+    # Raw records of new regions past the limit: their original messages go to the dead-letter topic.
+    refused: list[Refused] = field(default_factory=list)
 
 
 def read_states(
@@ -89,9 +94,10 @@ class Aligner:
     (each block the batch changed, and the region's fields), its rows once per batch too.
     """
 
-    def __init__(self, features: FeatureSet, lateness_hours: int) -> None:
+    def __init__(self, features: FeatureSet, lateness_hours: int, max_regions: int | None = None) -> None:
         self.rows = row_type(features)
         self.retention = features.retention(lateness_hours)
+        self.max_regions = max_regions  # regions held at most; a new one past it is refused
         self.states: dict[str, RegionHours] = {}
         self.progress: dict[int, FeedProgress] = defaultdict(FeedProgress)
         self.replays: dict[int, Replay] = {}
@@ -128,6 +134,8 @@ class Aligner:
                 self._control(partition, message.value, out.writes[partition])
                 continue
             try:
+                if self._refused(message, out.refused):
+                    continue
                 region, stored, late, new_rows = self._align(message, committed, out.writes[partition])
             except Exception as exc:  # a bug must not stop the worker or lose the message: a dead letter
                 log.exception("align_failed", partition=partition, offset=message.offset)
@@ -144,6 +152,22 @@ class Aligner:
                 out.writes[partition].extend(self._region_writes(region, blocks))
         out.rows = {partition: list(by_key.values()) for partition, by_key in rows.items()}
         return out
+
+    def _refused(self, message: MessageLike, refused: list[Refused]) -> bool:
+        """A records message of a new region when ``max_regions`` are held already: each of its raw records
+        is refused with the reason (their originals become dead letters), and nothing of it is applied."""
+        assert message.key is not None and message.value is not None
+        region = message.key.decode()
+        if self.max_regions is None or region in self.states or len(self.states) < self.max_regions:
+            return False
+        reason = (
+            f"region limit: this worker holds MAX_REGIONS={self.max_regions} regions, and {region!r} would "
+            "be one more"
+        )
+        for record in decode_records(message.value):
+            feed = Feed.SOLAR if isinstance(record, Solar) else Feed.WEATHER
+            refused.append((feed, record.position.partition, record.position.offset, reason))
+        return True
 
     def _control(self, partition: int, value: bytes | None, writes: list[TableWrite]) -> None:
         """A progress report of the ingest, or a replay marker of the replay command."""
@@ -225,6 +249,7 @@ class AlignedMessages:
     late: int
     records_kept: int  # what the aligner holds in memory now
     failed: list[tuple[int, int, str]]  # (partition, offset, reason): records messages for the dead letters
+    refused: list[Refused]  # raw records of new regions past the limit, for the dead letters
 
 
 def load_aligner(
@@ -270,6 +295,7 @@ def align_messages(
         aligned.late,
         sum(len(r.solar) + len(r.weather) for r in aligner.states.values()),
         aligned.failed,
+        aligned.refused,
     )
 
 

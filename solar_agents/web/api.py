@@ -31,8 +31,20 @@ INCOMPLETE_SHOWN = 50  # incomplete hours listed per region, latest first
 DEADLETTERS_DEFAULT = 50
 
 
+REGIONS_PAGE_DEFAULT = 100  # regions per page of /api/regions, unless ``limit`` says otherwise
+REGIONS_PAGE_MAX = 1000
+
+
 class BadRequest(ValueError):
-    """The request cannot be answered as asked; ``str()`` is the message for the client (400)."""
+    """The request cannot be answered as asked; ``str()`` is the message for the client."""
+
+    status = 400
+
+
+class NotFound(BadRequest):
+    """What the request names does not exist here (an unknown region)."""
+
+    status = 404
 
 
 # --- placement ----------------------------------------------------------------------------------------------
@@ -95,10 +107,22 @@ def hour_range(from_us: int, to_us: int) -> range:
     return range(first, last + 1)
 
 
-def check_region(region: str) -> str:
+def check_region(region: str, name: str = "region") -> str:
     if not 1 <= len(region) <= 64:
-        raise BadRequest("a region name has 1 to 64 characters")
+        raise BadRequest(f"{name!r}: a region name has 1 to 64 characters")
     return region
+
+
+def parse_page(query: Mapping[str, str]) -> tuple[str | None, int, str | None]:
+    """(after, limit, search) of a page of /api/regions: the regions after the region ``after`` in name
+    order, at most ``limit``, those whose name contains ``search`` (case-insensitive) if given."""
+    after = query.get("after")
+    search = query.get("search") or None
+    if after is not None:
+        check_region(after, "after")
+    if search is not None and len(search) > 64:
+        raise BadRequest("'search': at most 64 characters")
+    return after, parse_limit(query.get("limit"), REGIONS_PAGE_DEFAULT, REGIONS_PAGE_MAX), search
 
 
 # --- answers ------------------------------------------------------------------------------------------------

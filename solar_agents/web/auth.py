@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from solar_agents.settings import Settings
 
 # Paths served to anyone even with a token set (health checks belong here).
-ALWAYS_PUBLIC: frozenset[str] = frozenset()
+ALWAYS_PUBLIC: frozenset[str] = frozenset({"/healthz", "/readyz"})  # probes carry no token
 METRICS_PATH = "/metrics"
 COOKIE = "solar_agents_session"
 QUERY = "token"

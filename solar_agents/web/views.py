@@ -1,26 +1,29 @@
 """The worker's own web pages: a live dashboard, a JSON API over the kept state, and Prometheus metrics.
 
     /                                   dashboard (inline HTML, CSS, SVG and JavaScript; no external assets)
-    /api/regions                        per-region summary, counters, consumer lag
+    /api/regions?limit=&after=&search=  a page of regions (summaries), counters, consumer lag
+    /api/regions/{region}               one region's summary
     /api/regions/{region}/hours         kept records and feature rows of one region, by time range
     /api/deadletters?limit=N            the latest rejected messages and why
     /metrics                            Prometheus metrics (prometheus-client; see observe/metrics.py)
+    /healthz, /readyz                   live and ready (``web.server``)
 
-The views only read: the pipeline's states and counters, the Faust consumer's offsets. Every answer is
-computed on the event loop, between two events, so it is consistent with itself. The answers themselves are
-``web.api``'s.
+The views only read: the pipeline's counters, the Faust consumer's offsets, and from the tables only the
+regions they show (``observe.regions`` says which regions and blocks there are). Every answer is computed on
+the event loop the agents share, so each is bounded: a page of regions, one region, a budget of per-region
+series. The answers themselves are ``web.api``'s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import importlib.resources
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import faust
@@ -37,6 +40,7 @@ from solar_agents.runtime.topology import Pipeline
 from solar_agents.web.api import (
     DEADLETTERS_DEFAULT,
     BadRequest,
+    NotFound,
     check_region,
     dead_letter_json,
     features_json,
@@ -45,11 +49,13 @@ from solar_agents.web.api import (
     iso_time,
     owner_of,
     parse_limit,
+    parse_page,
     parse_time,
     region_partition,
     region_summary,
 )
 from solar_agents.web.auth import AccessPolicy
+from solar_agents.web.server import serve
 
 log = get_logger(__name__)
 
@@ -57,7 +63,8 @@ log = get_logger(__name__)
 # even while two workers disagree about the assignment during a rebalance.
 FORWARDED_HEADER = "X-Solar-Agents-Forwarded-By"
 FORWARD_TIMEOUT_SECONDS = 10.0
-STATES_TTL_SECONDS = 1.0
+# Regions read from the tables between two turns of the event loop: the agents run in between.
+REGIONS_PER_TURN = 20
 
 
 def _host_port(url: URL) -> tuple[str, int]:
@@ -79,13 +86,13 @@ _API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"
 
 
 class _View(View):
-    """A view whose bad input is a 400 and whose failure is a 500, both as JSON (never aiohttp's HTML)."""
+    """A view whose bad input is a 400 (an unknown region a 404) and whose failure is a 500, all as JSON."""
 
     async def dispatch(self, request: Any) -> Any:
         try:
             return await super().dispatch(request)
         except BadRequest as exc:
-            return self.json({"error": str(exc)}, status=400, headers=dict(_API_HEADERS))
+            return self.json({"error": str(exc)}, status=exc.status, headers=dict(_API_HEADERS))
         except Exception as exc:
             log.exception("web_request_failed", path=str(getattr(request, "path", "?")))
             return self.json(
@@ -97,15 +104,14 @@ class _View(View):
 
 
 class Site:
-    """What the views read, in one place: the app, its pipeline, and a short-lived copy of the states."""
+    """What the views read, in one place: the app and its pipeline."""
 
     def __init__(self, app: faust.App, pipeline: Pipeline) -> None:
         self.app = app
         self.pipeline = pipeline
         self.settings = pipeline.settings
-        self._states: Mapping[str, RegionHours] = {}
-        self._states_at = -math.inf
-        self.prometheus = Metrics(self.snapshot)
+        self.prometheus = Metrics(self._snapshot)
+        self._prepared: Snapshot | None = None
 
     @property
     def raw_topics(self) -> tuple[str, str]:
@@ -115,20 +121,22 @@ class Site:
     def input_topics(self) -> tuple[str, ...]:
         return (*self.raw_topics, self.settings.records_topic, self.settings.rows_topic)
 
-    def states(self) -> Mapping[str, RegionHours]:
-        # One copy serves the few requests of one dashboard refresh: right after a restart, before the first
-        # event, each read is a scan of the tables.
-        now = time.monotonic()
-        if now - self._states_at > STATES_TTL_SECONDS:
-            self._states = self.pipeline.region_states()
-            self._states_at = now
-        return self._states
-
     def state(self, region: str) -> RegionHours:
-        state = self.states().get(check_region(region))
+        state = self.pipeline.region_state(check_region(region))
         if state is None:
-            raise BadRequest("unknown region (no kept hours for it on this worker)")
+            raise NotFound("unknown region (no kept hours for it on this worker)")
         return state
+
+    async def states(self, names: list[str]) -> dict[str, RegionHours]:
+        """The kept hours of ``names`` (those still held), read a few regions per turn of the event loop."""
+        out = {}
+        for count, name in enumerate(names, 1):
+            state = self.pipeline.region_state(name)
+            if state is not None:
+                out[name] = state
+            if not count % REGIONS_PER_TURN:
+                await asyncio.sleep(0)
+        return out
 
     def owned_partitions(self) -> list[int]:
         try:
@@ -137,9 +145,11 @@ class Site:
             return []
         return sorted(tp.partition for tp in assignment if tp.topic == self.settings.records_topic)
 
-    def regions(self) -> dict[str, Any]:
+    async def regions(self, query: Mapping[str, str]) -> dict[str, Any]:
+        after, limit, search = parse_page(query)
+        page = self.pipeline.regions().page(after, limit, search)
         partitions = self.settings.topic_partitions
-        states = self.states()
+        states = await self.states(page.regions)
         return {
             "worker": {
                 "url": str(self.app.conf.canonical_url),
@@ -153,11 +163,23 @@ class Site:
                 "allowed_lateness_hours": self.settings.allowed_lateness_hours,
                 "retention_hours": self.settings.retention_hours,
                 "features": features_json(self.settings.feature_set),
+                "max_regions": self.settings.max_regions,
             },
             "counts": self.pipeline.stats.counts(self.raw_topics),
             "lag": consumer_lag(self.app, self.input_topics),
-            "regions": [region_summary(states[r], partitions) for r in sorted(states)],
+            "page": {
+                "after": after,
+                "limit": limit,
+                "search": search,
+                "next_after": page.next_after,
+                "total": page.total,
+                "matching": page.matching,
+            },
+            "regions": [region_summary(states[r], partitions) for r in page.regions if r in states],
         }
+
+    def region(self, region: str) -> dict[str, Any]:
+        return region_summary(self.state(region), self.settings.topic_partitions)
 
     def hours(self, region: str, query: Mapping[str, str]) -> dict[str, Any]:
         hours = hour_range(parse_time("from", query.get("from")), parse_time("to", query.get("to")))
@@ -175,12 +197,21 @@ class Site:
             "dead_letters": [dead_letter_json(d) for d in reversed(latest)],
         }
 
-    def snapshot(self) -> Snapshot:
-        lag = consumer_lag(self.app, self.input_topics)
-        return Snapshot(self.pipeline.stats, self.raw_topics, lag, self.states())
+    def _snapshot(self) -> Snapshot:
+        assert self._prepared is not None, "metrics() prepares the snapshot"
+        return self._prepared
 
-    def metrics(self) -> str:
-        return self.prometheus.text()
+    async def metrics(self) -> str:
+        """The exposition: per-region series for the first ``METRICS_REGION_SERIES_MAX`` regions by name
+        (the rest counted), read a few regions per turn of the event loop."""
+        index = self.pipeline.regions()
+        shown = await self.states(index.names()[: self.settings.metrics_region_series_max])
+        lag = consumer_lag(self.app, self.input_topics)
+        self._prepared = Snapshot(self.pipeline.stats, self.raw_topics, lag, shown, len(index))
+        try:
+            return self.prometheus.text()
+        finally:
+            self._prepared = None
 
     def owner(self, region: str) -> URL | None:
         """The URL of the worker holding ``region``, or None when it is this one or nobody knows yet."""
@@ -227,6 +258,7 @@ def register_views(app: faust.App, pipeline: Pipeline) -> Site:
     """Add the dashboard, the API and /metrics to the worker's web server."""
     site = Site(app, pipeline)
     app.sensors.add(site.prometheus.sensor)
+    serve(cast(Any, app.web).web_app, pipeline.liveness, pipeline.settings.web_max_concurrent_requests)
 
     # "/" first: Faust's own index blueprint is added later, and aiohttp answers with the first match.
     @app.page("/", name="solar_agents_dashboard")
@@ -237,17 +269,27 @@ def register_views(app: faust.App, pipeline: Pipeline) -> Site:
     @app.page("/api/regions", name="solar_agents_regions")
     class Regions(_View):
         async def get(self, request: Request) -> Response:
-            return self.answer(site.regions())
+            return self.answer(await site.regions(request.query))
+
+    @app.page("/api/regions/{region}", name="solar_agents_region")
+    class Region(_View):
+        async def get(self, request: Request, region: str) -> Response:
+            forwarded = await _forwarded(self, request, region)
+            return forwarded or self.answer(site.region(region))
 
     @app.page("/api/regions/{region}/hours", name="solar_agents_region_hours")
     class RegionHoursView(_View):
         async def get(self, request: Request, region: str) -> Response:
-            check_region(region)
-            if FORWARDED_HEADER not in request.headers:
-                owner = site.owner(region)
-                if owner is not None:
-                    return await site.forward(self, request, owner)
-            return self.answer(site.hours(region, request.query))
+            forwarded = await _forwarded(self, request, region)
+            return forwarded or self.answer(site.hours(region, request.query))
+
+    async def _forwarded(view: View, request: Request, region: str) -> Response | None:
+        """The answer of the worker that holds ``region``, when that is another one (one hop at most)."""
+        check_region(region)
+        if FORWARDED_HEADER in request.headers:
+            return None
+        owner = site.owner(region)
+        return None if owner is None else await site.forward(view, request, owner)
 
     @app.page("/api/deadletters", name="solar_agents_deadletters")
     class DeadLetters(_View):
@@ -258,7 +300,7 @@ def register_views(app: faust.App, pipeline: Pipeline) -> Site:
     class Metrics(_View):
         async def get(self, request: Request) -> Response:
             return self.text(
-                site.metrics(), content_type="text/plain; version=0.0.4", headers=dict(_API_HEADERS)
+                await site.metrics(), content_type="text/plain; version=0.0.4", headers=dict(_API_HEADERS)
             )
 
     return site

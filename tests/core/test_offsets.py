@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from solar_agents.core.messages import Message
-from solar_agents.core.offsets import Continuity, Hole, fill
+from solar_agents.core.offsets import Continuity, Hole, fill, runs
 
 
 def at(partition: int, *offsets: int) -> list[Message]:
@@ -62,3 +62,10 @@ def test_fill_puts_what_was_read_in_front_of_the_record_after_the_hole() -> None
     assert fill(taken, {}) == taken
     # a hole that held no records (transaction markers) leaves the batch as it was
     assert fill(taken, {Hole(0, 11, 13): []}) == taken
+
+
+def test_runs_cover_offsets_in_few_ranges() -> None:
+    assert runs([], 10) == []
+    assert runs([5], 10) == [(5, 6)]
+    assert runs([9, 5, 7, 5], 10) == [(5, 10)]
+    assert runs([1, 2, 30, 31, 100], 10) == [(1, 3), (30, 32), (100, 101)]

@@ -7,15 +7,18 @@ import random
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from reference import assert_rows_equal
+from faults_util import region_of
+from reference import RawMessage, assert_rows_equal, reference_features
 from state_util import through_tables
-from step_harness import PARTITIONS, Harness, as_rows, raw_feed, reference, run
+from step_harness import PARTITIONS, SOLAR, WEATHER, Harness, as_rows, raw_feed, reference, run
 
 from solar_agents.core.features import SPEC_ROWS
 from solar_agents.core.hours import Position, RegionHours, Retention, Solar, Weather
 from solar_agents.core.messages import Message
+from solar_agents.core.read_progress import Feed
 from solar_agents.core.wire import BLOCK_HOURS
-from solar_agents.steps.align import align_batch
+from solar_agents.settings import Settings
+from solar_agents.steps.align import Aligner, align_batch
 from solar_agents.steps.write import rows_to_write
 
 
@@ -67,6 +70,34 @@ def test_a_records_message_the_align_step_cannot_apply_is_a_dead_letter_and_the_
     assert (failed_partition, offset) == (partition, 0)
     assert reason.startswith("internal error: IndexError")
     assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
+
+
+def test_new_regions_past_the_limit_are_refused_record_by_record() -> None:
+    """With MAX_REGIONS=2, every raw record of a third region is refused with its raw position and the
+    reason (the agent sends their originals to the dead letters), nothing of it is kept, and the rows of the
+    two regions held are exactly the reference's."""
+    regions = ("DE_a", "DE_b", "DE_c")
+    raw = raw_feed(hours=72, regions=regions)
+    settings = Settings()
+    aligner = Aligner(settings.feature_set, settings.allowed_lateness_hours, max_regions=2)
+    harness = Harness(aligner=aligner)
+    run(harness, raw, ingest_batch=50, align_batch=7)
+    held = set(harness.tables["regions"])
+    assert len(held) == 2
+    [refused] = set(regions) - held
+    messages = [RawMessage(m.topic, m.partition, m.offset, m.key, m.value) for m in raw]
+    full = reference_features(messages, solar_topic=SOLAR, weather_topic=WEATHER)
+    bad = {(r.topic, r.partition, r.offset) for r, _ in full.rejected}
+    valid = [m for m in raw if (m.topic, m.partition, m.offset) not in bad]
+    of_refused = sorted(
+        (m.topic, m.partition, m.offset) for m in valid if region_of(m.key, m.value) == refused
+    )
+    topic = {Feed.SOLAR: SOLAR, Feed.WEATHER: WEATHER}
+    assert sorted((topic[feed], p, o) for feed, p, o, _ in harness.refused) == of_refused
+    reason = f"region limit: this worker holds MAX_REGIONS=2 regions, and {refused!r} would be one more"
+    assert {r for *_, r in harness.refused} == {reason}
+    expected = reference([m for m in valid if region_of(m.key, m.value) != refused])
+    assert_rows_equal(expected, as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
 
 
 # --- one region's records (``align_batch``) ------------------------------------------------------------

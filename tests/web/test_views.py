@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from browser import Browser, find_browser
+from http_util import bad_requests
 from kafka_util import Kafka
 from kafka_util import produce as produce_raw
 from scenario import build_feed, interleave
@@ -185,6 +186,17 @@ def test_metrics_text_escapes_labels_and_is_cumulative() -> None:
     assert samples[("solar_agents_write_batch_seconds_sum", ())] == pytest.approx(3.02)
 
 
+def test_metrics_per_region_series_have_a_budget() -> None:
+    """Per-region series for the regions shown (METRICS_REGION_SERIES_MAX of them), the rest counted."""
+    states = {r: RegionHours(r, latest_solar=5, latest_weather=6) for r in ("a", "b")}
+    samples = parse_metrics(pipeline_text(Stats(), ("solar", "weather"), [], states, regions=10_000))
+    assert samples[("solar_agents_regions", ())] == 10_000
+    assert samples[("solar_agents_region_series_omitted", ())] == 10_000 - 2
+    watermarks = [k for k in samples if k[0] == "solar_agents_region_watermark_timestamp_seconds"]
+    assert sorted(dict(k[1])["region"] for k in watermarks) == ["a", "b"]
+    assert samples[("solar_agents_regions_refused_total", ())] == 0
+
+
 def test_dead_letter_ring_is_bounded_and_keeps_a_preview() -> None:
     stats = Stats()
     for offset in range(600):
@@ -245,8 +257,12 @@ def parse_metrics(text: str) -> dict[MetricKey, float]:
 
 
 def http(url: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    return http_request(urllib.request.Request(url), timeout)
+
+
+def http_request(request: urllib.request.Request, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers.items()), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers.items()), exc.read()
@@ -463,7 +479,6 @@ def test_api_hours_equal_the_sink(loaded: Loaded, postgres: LocalPostgres) -> No
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("/api/regions/nowhere/hours?from=2019-01-05T00:00Z&to=2019-01-05T01:00Z", "unknown region"),
         (f"/api/regions/{'R' * 65}/hours?from=2019-01-05T00:00Z&to=2019-01-05T01:00Z", "1 to 64"),
         ("/api/regions/DE_50hertz/hours?from=yesterday&to=2019-01-05T01:00Z", "ISO 8601"),
         ("/api/regions/DE_50hertz/hours?from=2019-01-05T00:00Z", "missing"),
@@ -483,6 +498,81 @@ def test_bad_requests_are_400_with_a_json_message(loaded: Loaded, path: str, mes
     assert status == 400, body[:300]
     assert headers["Content-Type"].startswith("application/json")
     assert message in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/regions/nowhere/hours?from=2019-01-05T00:00Z&to=2019-01-05T01:00Z",
+        "/api/regions/nowhere",
+    ],
+)
+def test_an_unknown_region_is_a_404_with_a_json_message(loaded: Loaded, path: str) -> None:
+    status, headers, body = http(loaded.worker.url + path)
+    assert status == 404, body[:300]
+    assert headers["Content-Type"].startswith("application/json")
+    assert "unknown region" in json.loads(body)["error"]
+
+
+def test_every_error_is_json_even_before_routing(loaded: Loaded) -> None:
+    """What the web server refuses before any view (a request line over 8,190 bytes, NUL or 0xff in the
+    path, bytes that are not HTTP) and a path no view has: JSON errors, never the request echoed back."""
+    for name, status, headers, body in bad_requests(loaded.worker.web_port):
+        assert status == (404 if name == "unknown path" else 400), (name, status, body[:200])
+        assert headers["content-type"].startswith("application/json"), (name, headers)
+        error = json.loads(body)["error"]
+        assert error and b"aaaa" not in body and b"\x00" not in body, (name, error)
+    request = urllib.request.Request(loaded.worker.url + "/api/regions", data=b"{}", method="POST")
+    status, headers, body = http_request(request)
+    assert status == 405 and headers["Allow"] == "GET,HEAD" and "not allowed" in json.loads(body)["error"]
+
+
+def test_api_regions_pages_and_finds(loaded: Loaded) -> None:
+    """/api/regions pages in name order (``limit``, ``after``) and finds (``search``, case-insensitive);
+    /api/regions/{region} is one region's summary, the same as in the list."""
+    base = loaded.worker.url
+    every = get_json(base + "/api/regions")
+    names = sorted(REGIONS)
+    assert [r["region"] for r in every["regions"]] == names
+    assert every["page"] == {
+        "after": None, "limit": 100, "search": None, "next_after": None, "total": 2, "matching": 2,
+    }  # fmt: skip
+    first = get_json(base + "/api/regions?limit=1")
+    assert [r["region"] for r in first["regions"]] == names[:1] and first["page"]["next_after"] == names[0]
+    query = urllib.parse.urlencode({"limit": 1, "after": first["page"]["next_after"]})
+    second = get_json(f"{base}/api/regions?{query}")
+    assert [r["region"] for r in second["regions"]] == names[1:] and second["page"]["next_after"] is None
+    found = get_json(base + "/api/regions?search=50HERTZ")
+    assert [r["region"] for r in found["regions"]] == ["DE_50hertz"]
+    assert (found["page"]["matching"], found["page"]["total"]) == (1, 2)
+    assert get_json(base + "/api/regions?search=nowhere")["regions"] == []
+    for summary in every["regions"]:
+        one = get_json(f"{base}/api/regions/{urllib.parse.quote(summary['region'], safe='')}")
+        assert one == summary
+    for bad, message in (("limit=0", "between"), ("limit=1001", "between"), (f"after={'x' * 65}", "1 to 64")):
+        status, _, body = http(f"{base}/api/regions?{bad}")
+        assert status == 400 and message in json.loads(body)["error"], body
+
+
+def test_health_endpoints(loaded: Loaded) -> None:
+    status, headers, body = http(loaded.worker.url + "/healthz")
+    health = json.loads(body)
+    assert status == 200 and headers["Content-Type"].startswith("application/json"), body
+    assert health["live"] is True and health["reason"] is None and health["crashes"] == {}
+    assert health["progress"]["ingested"] == sum(loaded.ingested.values())
+    assert health["progress"]["rows_written"] >= loaded.rows
+    assert health["agents"] == dict.fromkeys(("ingest_solar", "ingest_weather", "align", "write"), "running")
+    status, _, body = http(loaded.worker.url + "/readyz")
+    assert status == 200, body
+    ready = json.loads(body)
+    assert ready["partitions"] > 0
+    assert ready == {
+        "ready": True,
+        "live": True,
+        "recovered": True,
+        "partitions": ready["partitions"],
+        "reason": None,
+    }
 
 
 def test_api_dead_letters(loaded: Loaded) -> None:
@@ -580,13 +670,6 @@ def test_readme_lists_every_metric_as_served(loaded: Loaded) -> None:
     assert served == listed, (served - listed, listed - served)
 
 
-def test_views_answer_get_only(loaded: Loaded) -> None:
-    request = urllib.request.Request(loaded.worker.url + "/api/regions", data=b"{}", method="POST")
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(request, timeout=10)
-    assert error.value.code == 405
-
-
 # --- the dashboard in a real browser ------------------------------------------------------------------------
 
 PAGE_STATE = """
@@ -620,6 +703,19 @@ READY = """
 return document.body.dataset.loaded === "1"
   && document.getElementById("region-title").textContent === arguments[0]
   && document.querySelectorAll("svg.chart circle.pt").length > 0;
+"""
+
+SEARCH = """
+const input = document.getElementById("region-search");
+input.value = arguments[0];
+input.dispatchEvent(new Event("input"));
+return true;
+"""
+
+LISTED = """
+const rows = [...document.querySelectorAll("#regions-body tr[data-region]")].map((tr) => tr.dataset.region);
+return JSON.stringify(rows) === JSON.stringify(arguments[0])
+  && document.getElementById("page-note").textContent.includes("matching");
 """
 
 SELECT = """
@@ -695,6 +791,12 @@ def test_dashboard_in_a_real_browser(loaded: Loaded) -> None:
         assert page["circles"] == 72
         assert browser.alert_text() is None
 
+        # Find a region by a part of its name (any case): the table lists the matches only.
+        assert browser.script(SEARCH, "50HERTZ")
+        browser.wait_for(LISTED, ["DE_50hertz"])
+        assert browser.script(SEARCH, "")
+        browser.wait_for(READY, XSS_REGION)
+
         screenshot = browser.screenshot(shots / "dashboard.png")
         full = browser.full_page_screenshot(shots / "dashboard-full.png")
         print(f"\nscreenshots: {screenshot} {full}")
@@ -763,10 +865,14 @@ def test_region_hours_are_answered_by_the_worker_that_holds_the_region(
             assert json.loads(forwarded[2]) == json.loads(local[2])
             assert len(json.loads(local[2])["hours"]) == hours
 
-        # An unknown region is the owner's 400, forwarded as it is.
+            summaries = [http(f"{w.url}/api/regions/{region}") for w in pair]
+            assert summaries[0][0] == summaries[1][0] == 200
+            assert json.loads(summaries[0][2]) == json.loads(summaries[1][2])
+
+        # An unknown region is the owner's 404, forwarded as it is.
         unknown = "nowhere"
         status, _, body = http(hours_url(pair[0].url, unknown, "2019-01-01T00:00Z", "2019-01-01T05:00Z"))
-        assert status == 400 and "unknown region" in json.loads(body)["error"]
+        assert status == 404 and "unknown region" in json.loads(body)["error"]
     finally:
         for worker in pair:
             worker.terminate(timeout=15)

@@ -1,6 +1,8 @@
 "use strict";
 (() => {
   const REFRESH_MS = 3000;
+  const PAGE_SIZE = 50;
+  const SEARCH_DELAY_MS = 250;
   const CHART_HOURS = 72;
   const HOUR_MS = 3600000;
   const SVG_NS = "http://www.w3.org/2000/svg";
@@ -8,6 +10,13 @@
   const decimal = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
   let selected = null;
   let busy = false;
+  let again = false;
+  // The page of regions shown: the regions after `after` in name order that contain `search`; the pages
+  // before it are remembered for "previous".
+  let search = "";
+  let after = null;
+  const before = [];
+  let nextAfter = null;
 
   // Every text goes in as a text node or an attribute value, never as markup: region names, reasons and
   // rejected payloads are user data.
@@ -36,8 +45,42 @@
   async function getJson(url) {
     const response = await fetch(url, { cache: "no-store", headers: { Accept: "application/json" } });
     const body = await response.json();
-    if (!response.ok) throw new Error(body && body.error ? body.error : "HTTP " + response.status);
+    if (!response.ok) {
+      const error = new Error(body && body.error ? body.error : "HTTP " + response.status);
+      error.status = response.status;
+      throw error;
+    }
     return body;
+  }
+
+  function regionsUrl() {
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (after !== null) query.set("after", after);
+    if (search) query.set("search", search);
+    return "/api/regions?" + query.toString();
+  }
+
+  // The selected region's summary: from the page when it is on it, else asked for by name (it may be on
+  // another page, or gone: then nothing is selected).
+  async function selectedRegion(overview) {
+    const onPage = overview.regions.find((r) => r.region === selected);
+    if (onPage || selected === null) return onPage || null;
+    try {
+      return await getJson("/api/regions/" + encodeURIComponent(selected));
+    } catch (error) {
+      if (error.status === 404) return null;
+      throw error;
+    }
+  }
+
+  function renderPage(page, shown) {
+    const first = shown ? before.length * PAGE_SIZE + 1 : 0;
+    let note = shown ? "regions " + n0(first) + "–" + n0(first + shown - 1) : "no region";
+    note += page.search ? " of " + n0(page.matching) + " matching, " + n0(page.total) + " in all" : " of " + n0(page.total);
+    byId("page-note").textContent = note;
+    byId("page-prev").disabled = before.length === 0;
+    byId("page-next").disabled = page.next_after === null;
+    nextAfter = page.next_after;
   }
 
   function tile(key, label, value, sub, alert) {
@@ -69,7 +112,8 @@
   function renderRegions(regions) {
     const body = byId("regions-body");
     if (!regions.length) {
-      body.replaceChildren(el("tr", {}, el("td", { colspan: 8, class: "empty" }, "No region has data on this worker yet.")));
+      const text = search ? "No region matches." : "No region has data on this worker yet.";
+      body.replaceChildren(el("tr", {}, el("td", { colspan: 8, class: "empty" }, text)));
       return;
     }
     body.replaceChildren(...regions.map((r) => {
@@ -233,13 +277,15 @@
   }
 
   async function refresh() {
-    if (busy) return;
+    if (busy) { again = true; return; }  // a click or a search while a refresh is out: once more after it
     busy = true;
     try {
-      const [overview, dead] = await Promise.all([getJson("/api/regions"), getJson("/api/deadletters?limit=20")]);
-      const names = overview.regions.map((r) => r.region);
-      if (selected === null || !names.includes(selected)) selected = names.length ? names[0] : null;
-      const region = overview.regions.find((r) => r.region === selected) || null;
+      const [overview, dead] = await Promise.all([getJson(regionsUrl()), getJson("/api/deadletters?limit=20")]);
+      let region = await selectedRegion(overview);
+      if (region === null) {
+        region = overview.regions.length ? overview.regions[0] : null;
+        selected = region ? region.region : null;
+      }
       let hours = null;
       if (region && region.latest_complete) {
         const end = Date.parse(region.latest_complete);
@@ -251,6 +297,7 @@
         " · partitions " + (overview.worker.partitions.join(", ") || "none") + " of " + overview.worker.partition_count;
       renderTiles(overview.counts);
       renderRegions(overview.regions);
+      renderPage(overview.page, overview.regions.length);
       byId("region-title").textContent = region ? region.region : "—";
       byId("region-watermark").textContent = region ? "watermark " + hourText(region.watermark) : "";
       renderChart(region, hours);
@@ -265,6 +312,7 @@
       byId("updated").textContent = "no answer (" + error.message + "), retrying";
     } finally {
       busy = false;
+      if (again) { again = false; refresh(); }
     }
   }
 
@@ -272,6 +320,27 @@
   if (fromHash) {
     try { selected = decodeURIComponent(fromHash[1]); } catch (e) { selected = null; }
   }
+  let typing = null;
+  byId("region-search").addEventListener("input", (event) => {
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      search = event.target.value.trim();
+      after = null;
+      before.length = 0;
+      refresh();
+    }, SEARCH_DELAY_MS);
+  });
+  byId("page-next").addEventListener("click", () => {
+    if (nextAfter === null) return;
+    before.push(after);
+    after = nextAfter;
+    refresh();
+  });
+  byId("page-prev").addEventListener("click", () => {
+    if (!before.length) return;
+    after = before.pop();
+    refresh();
+  });
   refresh();
   setInterval(refresh, REFRESH_MS);
 })();
