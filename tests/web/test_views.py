@@ -715,7 +715,7 @@ return true;
 LISTED = """
 const rows = [...document.querySelectorAll("#regions-body tr[data-region]")].map((tr) => tr.dataset.region);
 return JSON.stringify(rows) === JSON.stringify(arguments[0])
-  && document.getElementById("page-note").textContent.includes("matching");
+  && document.getElementById("page-note").textContent.includes("matching") === arguments[1];
 """
 
 SELECT = """
@@ -793,8 +793,9 @@ def test_dashboard_in_a_real_browser(loaded: Loaded) -> None:
 
         # Find a region by a part of its name (any case): the table lists the matches only.
         assert browser.script(SEARCH, "50HERTZ")
-        browser.wait_for(LISTED, ["DE_50hertz"])
+        browser.wait_for(LISTED, ["DE_50hertz"], True)
         assert browser.script(SEARCH, "")
+        browser.wait_for(LISTED, [r["region"] for r in api["regions"]], False)
         browser.wait_for(READY, XSS_REGION)
 
         screenshot = browser.screenshot(shots / "dashboard.png")

@@ -1,9 +1,13 @@
 """Web requests cannot stall the pipeline: a real worker holding 10,000 regions works through a backlog while
 five dashboards poll it and bursts of 200 requests arrive.
 
-The ingestion rate is measured from outside the worker (the group's committed offsets on the raw topics,
-read from the broker), in windows with and without the web load, interleaved (without, with, without, ...)
-so that a drift of the machine's speed falls on both; the rates compared are the medians of the windows.
+How the rate is measured, and why so. At 10,000 regions the pipeline moves in surges: the align step's batch
+writes thousands of table entries at once, Faust holds every stream while their changelog goes out, and the
+worker's counts advance in steps some 15 s apart. Windows with and without the web load in a fixed
+alternation (A B A B ...) of 8 s beat against that cycle: one run of the first version of this test gave
+220 %, another 82 % for the same code. So the windows are short (4 s), many (12 of each), in a random order
+(seeded, so a run can be replayed), and the rate of each phase is the work done in all its windows over all
+its time: a surge falls in either phase by chance, not by the clock, and the machine's drift falls on both.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from random import Random
 
 from confluent_kafka import Consumer, TopicPartition
 from conftest import WorkerFactory
@@ -28,9 +33,10 @@ from worker import Names, Worker
 REGIONS = [f"site-{i:05d}" for i in range(10_000)]
 PARTITIONS = 4  # of each raw topic
 SEED_HOURS = 2  # every region exists before the measurement
-LOAD_HOURS = 10  # the backlog worked through while measuring
-WINDOW_SECONDS = 8.0
-SCHEDULE = "ABABABA"  # A: no web load; B: five dashboards polling, a burst of 200 requests at its start
+LOAD_HOURS = 12  # the backlog worked through while measuring (it must outlast the windows)
+WINDOW_SECONDS = 4.0
+WINDOWS = 12  # of each phase
+SEED = 25
 DASHBOARDS = 5
 BURST = 200
 FIRST_HOUR = datetime(2019, 6, 1, tzinfo=UTC)
@@ -131,19 +137,23 @@ class Sampler:
                 self.progress.append((time.monotonic(), progress["ingested"], progress["rows_written"]))
             self.stop.wait(0.25)
 
-    def rate(self, start: float, end: float, rows: bool = False) -> float:
-        """Raw messages ingested (or rows written) a second in [start, end]: the slope of a least-squares
-        line through the worker's own counts (through the committed offsets where it has none)."""
+    def counts(self, rows: bool = False) -> list[tuple[float, int]]:
+        """The worker's own count of raw messages ingested (or of rows written) over time; the committed
+        offsets where it has none (a version without /healthz)."""
         if rows:
-            counts = [(t, r) for t, _, r in self.progress]
-        else:
-            counts = [(t, n) for t, n, _ in self.progress] or [(t, n) for t, n, _ in self.samples]
-        points = [(t, n) for t, n in counts if start <= t <= end]
-        assert len(points) >= 10, f"{len(points)} samples in {end - start:.1f} s: {points}"
-        mean_t = statistics.fmean(t for t, _ in points)
-        mean_n = statistics.fmean(n for _, n in points)
-        num = sum((t - mean_t) * (n - mean_n) for t, n in points)
-        return num / sum((t - mean_t) ** 2 for t, _ in points)
+            return [(t, r) for t, _, r in self.progress]
+        return [(t, n) for t, n, _ in self.progress] or [(t, n) for t, n, _ in self.samples]
+
+    @staticmethod
+    def done(counts: list[tuple[float, int]], start: float, end: float) -> int:
+        """How much the count grew from ``start`` to ``end`` (its last value at or before each)."""
+
+        def at(moment: float) -> int:
+            before = [n for t, n in counts if t <= moment]
+            assert before, f"no sample before {moment}"
+            return before[-1]
+
+        return at(end) - at(start)
 
     def memory(self, start: float, end: float) -> float:
         return statistics.median(m for t, _, m in self.samples if start <= t <= end)
@@ -188,6 +198,13 @@ class Dashboard(threading.Thread):
             self.stop.wait(max(0.0, 3.0 - (time.monotonic() - started)))
 
 
+def schedule() -> str:
+    """A window without web load first (the memory before) and last (the memory after), the rest shuffled."""
+    middle = list("A" * (WINDOWS - 2) + "B" * WINDOWS)
+    Random(SEED).shuffle(middle)
+    return "A" + "".join(middle) + "A"
+
+
 def burst(worker: Worker) -> list[tuple[int, float, bytes]]:
     """200 requests for the regions at once."""
     with ThreadPoolExecutor(BURST) as pool:
@@ -197,9 +214,9 @@ def burst(worker: Worker) -> list[tuple[int, float, bytes]]:
 def test_web_load_does_not_starve_ingestion(
     kafka: Kafka, names: Names, workers: WorkerFactory, tmp_path: Path
 ) -> None:
-    """At 10,000 regions, with five dashboards polling and bursts of 200 requests, ingestion keeps at least
-    80 % of its rate without them (medians of interleaved windows), and the worker's memory returns within
-    20 % of its level before the first burst."""
+    """At 10,000 regions, with five dashboards polling and a burst of 200 requests at the start of every
+    window with web load, ingestion keeps at least 80 % of its rate without them, and the worker's memory
+    returns within 20 % of its level before the first burst."""
     kafka.create_topics({names.solar: PARTITIONS, names.weather: PARTITIONS})
     seeded = produce_hours(kafka, names, range(SEED_HOURS))
     worker = workers()
@@ -210,11 +227,11 @@ def test_web_load_does_not_starve_ingestion(
         backlog = seeded + produce_hours(kafka, names, range(SEED_HOURS, SEED_HOURS + LOAD_HOURS))
         sampler = Sampler(committed, worker)
         sampler.start()
-        time.sleep(WINDOW_SECONDS / 2)  # under way
+        time.sleep(WINDOW_SECONDS)  # under way
         windows: list[tuple[str, float, float]] = []
         answers: Counter[int] = Counter()
         bursts: list[list[tuple[int, float, bytes]]] = []
-        for phase in SCHEDULE:
+        for phase in schedule():
             start = time.monotonic()
             if phase == "B":
                 stop = threading.Event()
@@ -236,24 +253,26 @@ def test_web_load_does_not_starve_ingestion(
     record = {"windows": windows, "samples": sampler.samples, "progress": sampler.progress}
     (tmp_path / "samples.json").write_text(json.dumps(record))
     print(f"\nsamples: {tmp_path / 'samples.json'}")
-    rates = {phase: [sampler.rate(s + 0.5, e) for p, s, e in windows if p == phase] for phase in "AB"}
-    quiet, loaded = statistics.median(rates["A"]), statistics.median(rates["B"])
-    rows = {
-        phase: [sampler.rate(s + 0.5, e, rows=True) for p, s, e in windows if p == phase] for phase in "AB"
-    }
-    rows_quiet, rows_loaded = statistics.median(rows["A"]), statistics.median(rows["B"])
-    first_burst = windows[1][1]
+    ingested, written = sampler.counts(), sampler.counts(rows=True)
+
+    def rate(phase: str, counts: list[tuple[float, int]]) -> float:
+        mine = [(s, e) for p, s, e in windows if p == phase]
+        return sum(sampler.done(counts, s, e) for s, e in mine) / sum(e - s for s, e in mine)
+
+    quiet, loaded = rate("A", ingested), rate("B", ingested)
+    rows_quiet, rows_loaded = (rate("A", written), rate("B", written)) if written else (0.0, 0.0)
+    first_burst = next(s for p, s, _ in windows if p == "B")
     before = sampler.memory(first_burst - 3.0, first_burst)
     peak = max(m for t, _, m in sampler.samples if t >= first_burst)
     after = sampler.memory(windows[-1][2] - 3.0, windows[-1][2])
     statuses = [Counter(status for status, _, _ in each) for each in bursts]
     slowest = [max(seconds for _, seconds, _ in each) for each in bursts]
     print(
-        f"\nraw messages/s without web load {[round(r) for r in rates['A']]} (median {quiet:,.0f}), with "
-        f"{[round(r) for r in rates['B']]} (median {loaded:,.0f}): {loaded / quiet:.0%}"
-        f"\nrows written/s without {[round(r) for r in rows['A']]} (median {rows_quiet:,.0f}), with "
-        f"{[round(r) for r in rows['B']]} (median {rows_loaded:,.0f}): {rows_loaded / rows_quiet:.0%}"
-        f"\nbursts of {BURST}: {[dict(s) for s in statuses]}, slowest {[round(s, 2) for s in slowest]} s"
+        f"\n{WINDOWS} windows of {WINDOW_SECONDS:g} s each way: {''.join(p for p, _, _ in windows)}"
+        f"\nraw messages ingested/s without web load {quiet:,.0f}, with {loaded:,.0f}: {loaded / quiet:.0%}"
+        f"\nrows written/s without {rows_quiet:,.0f}, with {rows_loaded:,.0f} (in surges; not asserted)"
+        f"\n{len(bursts)} bursts of {BURST}: {dict(sum(statuses, Counter()))}, the slowest answer of each "
+        f"{min(slowest):.2f} to {max(slowest):.2f} s"
         f"\ndashboard answers {dict(answers)}"
         f"\nworker RSS before the first burst {before:.0f} MiB, peak {peak:.0f} MiB, after {after:.0f} MiB"
         f"\n{processed:,} of {backlog:,} raw messages processed by the end of the windows"
@@ -273,7 +292,6 @@ def test_web_load_does_not_starve_ingestion(
     assert loaded >= 0.8 * quiet, f"ingestion with web load at {loaded / quiet:.0%} of its rate without"
     assert after <= 1.2 * before, f"the worker's memory went from {before:.0f} to {after:.0f} MiB"
     assert sampler.progress, "no counts from /healthz"
-    assert rows_loaded >= 0.8 * rows_quiet, f"rows written with web load at {rows_loaded / rows_quiet:.0%}"
     for each in statuses:  # every request answered: served, or refused at once as busy
         assert set(each) <= {200, 503} and each[200] > 0, each
     assert answers[200] > 0 and set(answers) <= {200, 503}, answers
