@@ -268,7 +268,7 @@ class Settings(ConnectionSettings):
 
     @property
     def records_topic(self) -> str:
-        """Internal topic: validated records of both feeds, keyed (so partitioned) by region."""
+        """Internal topic: validated records of both feeds, a region always in the same partition."""
         return f"{self.kafka_consumer_group}-records"
 
     @property

@@ -1,8 +1,8 @@
 """A harness for the three steps in-process, fed fake messages (no broker, no database, no Faust).
 
-It plays the topics: raw messages in partitions, the records topic partitioned by region, tables as dicts,
-rows messages collected, with the same batch functions the worker's helpers run. Rows are checked against
-the reference computed from SPEC.
+It plays the topics: raw messages in partitions, the records topic partitioned as the ingest sends it,
+tables as dicts, rows messages collected, with the same batch functions the worker's helpers run. Rows are
+checked against the reference computed from SPEC.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from solar_agents.core.hours import hour_start
 from solar_agents.core.messages import Message, MessageBatch
 from solar_agents.core.read_progress import Feed, PartitionProgress, ProgressReport
 from solar_agents.core.records import RegionResolver
-from solar_agents.core.wire import table_bytes, table_value
+from solar_agents.core.wire import REGIONS_KEY, table_bytes, table_value
 from solar_agents.settings import Settings
 from solar_agents.steps.align import ROWS_PER_MESSAGE, Aligner, align_messages, load_aligner
 from solar_agents.steps.ingest import RECORDS_PER_MESSAGE, ingest_messages
@@ -77,10 +77,10 @@ class Harness:
         topic = SOLAR if solar else WEATHER
         # The functions the worker's helpers run, on the same plain batches.
         raw = MessageBatch.of(topic, batch)
-        ingested = ingest_messages(RegionResolver({}, "DE"), raw, solar, RECORDS_PER_MESSAGE)
+        ingested = ingest_messages(RegionResolver({}, "DE"), raw, solar, RECORDS_PER_MESSAGE, PARTITIONS)
         self.dead_letters.extend(ingested.rejected)
-        for region, value in ingested.messages:
-            self.send(sum(region.encode()) % PARTITIONS, region.encode(), value)
+        for partition, value in ingested.messages:
+            self.send(partition, REGIONS_KEY, value)
         for partition, hour in ingested.latest_hour.items():
             self.read_hour[topic, partition] = max(hour, self.read_hour.get((topic, partition), hour))
         report = {

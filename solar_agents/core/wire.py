@@ -8,7 +8,10 @@ a new consumer group, which rebuilds every table from the raw topics (docs/DESIG
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
+
+from aiokafka.partitioner import murmur2
 
 from solar_agents.core.features import Row, RowType
 from solar_agents.core.hours import Position, Record, RegionHours, Solar, Weather
@@ -40,21 +43,49 @@ def _weather(hour: int, f: list[Any]) -> Weather:
     return Weather(hour, Position(f[0], f[1], f[2]), f[3], f[4], f[5], f[6], f[7])
 
 
-def encode_records(records: list[Record]) -> bytes:
-    """One message of the records topic: the records of one region, both halves."""
-    return _dumps(
-        {
-            Feed.SOLAR: [[r.hour, *_solar_fields(r)] for r in records if isinstance(r, Solar)],
-            Feed.WEATHER: [[r.hour, *_weather_fields(r)] for r in records if isinstance(r, Weather)],
-        }
-    )
+# A records message keyed by this holds the records of several regions of one records partition (NUL is in
+# no region's name); one keyed by a region holds that region's records alone.
+REGIONS_KEY = b"\x00"
 
 
-def decode_records(value: bytes) -> list[Record]:
-    data = json.loads(value)
+def _records_value(records: list[Record]) -> dict[str, list[list[object]]]:
+    return {
+        Feed.SOLAR: [[r.hour, *_solar_fields(r)] for r in records if isinstance(r, Solar)],
+        Feed.WEATHER: [[r.hour, *_weather_fields(r)] for r in records if isinstance(r, Weather)],
+    }
+
+
+def _records(data: dict[str, list[list[Any]]]) -> list[Record]:
     out: list[Record] = [_solar(f[0], f[1:]) for f in data[Feed.SOLAR]]
     out.extend(_weather(f[0], f[1:]) for f in data[Feed.WEATHER])
     return out
+
+
+def encode_records(records: list[Record]) -> bytes:
+    """A records message of one region (keyed by the region): its records, both halves."""
+    return _dumps(_records_value(records))
+
+
+def decode_records(value: bytes) -> list[Record]:
+    return _records(json.loads(value))
+
+
+def encode_region_records(groups: Iterable[tuple[str, list[Record]]]) -> bytes:
+    """A records message of several regions (keyed by ``REGIONS_KEY``): each region's records, in order."""
+    return _dumps([[region, _records_value(records)] for region, records in groups])
+
+
+def decode_message_records(key: bytes, value: bytes) -> list[tuple[str, list[Record]]]:
+    """The regions' records of a records message, of either form."""
+    if key == REGIONS_KEY:
+        return [(region, _records(data)) for region, data in json.loads(value)]
+    return [(key.decode(), decode_records(value))]
+
+
+def records_partition(region: str, partitions: int) -> int:
+    """A region's records partition: the one Kafka's default partitioner gives its name as a key (as when
+    records messages were keyed by region), so its table entries stay where they are."""
+    return int(murmur2(region.encode()) & 0x7FFFFFFF) % partitions
 
 
 # The hour table holds a region's hours in blocks of two days: one table write per block a batch touches,

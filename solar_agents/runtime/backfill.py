@@ -7,11 +7,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.sensors import Sensor
+from faust.types import TP
 
 from solar_agents.cli.progress import ProgressPrinter
 from solar_agents.observe.lag import partition_offsets
@@ -95,6 +97,22 @@ class Progress:
         return "\n".join(lines)
 
 
+class SentOffsets(Sensor):  # type: ignore[misc]
+    """The highest offset this worker's producer has delivered per partition of its own topics (records,
+    rows): the backfill is done only once its consumer has committed past them."""
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        super().__init__()
+        self.topics = frozenset(topics)
+        self.highest: dict[TP, int] = {}
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        if metadata.topic in self.topics:
+            tp = TP(metadata.topic, metadata.partition)
+            if metadata.offset > self.highest.get(tp, -1):
+                self.highest[tp] = metadata.offset
+
+
 class Backfill:
     """Backfill mode: the progress bar on the real stdout (the worker redirects print() into its log), and
     the exit once caught up."""
@@ -103,14 +121,13 @@ class Backfill:
         self.app = app
         self.progress = progress
         self.flush = flush
-        self.sources = (
-            *progress.raw,
-            progress.settings.records_topic,
-            progress.settings.rows_topic,
-        )
+        settings = progress.settings
+        self.own = (settings.records_topic, settings.rows_topic)
+        self.sources = (*progress.raw, *self.own)
+        self.sent = SentOffsets(self.own)
         self.printer = ProgressPrinter(sys.__stdout__ or sys.stderr)
         self._finished_at: int | None = None
-        self._caught_up_checks = 0
+        self._done = False
 
     async def tick(self) -> None:
         """The bar: raw messages read of all there are (read plus what is left up to the high-water marks of
@@ -124,16 +141,37 @@ class Backfill:
         self._finished_at = read if finished else None
         self.printer.update(read, total, final=finished)
 
+    def caught_up(self, *, committed: bool) -> bool:
+        """Every source partition read (``committed``: and committed) to its end. The raw topics' ends are
+        fixed during a backfill. The records and rows topics are the worker's own: their high-water marks
+        come from fetch responses and may not show yet what was just sent, so they must also be past the
+        highest offset the producer delivered there."""
+        offsets = partition_offsets(self.app.consumer, self.sources)
+        if not offsets:
+            return False
+        sent = self.sent.highest
+        for o in offsets:
+            at = (o.committed if committed else o.position) or 0  # None: nothing read there yet
+            if o.highwater is None or at < o.highwater:
+                return False
+            if at <= sent.get(TP(o.topic, o.partition), -1):
+                return False
+        return True
+
     async def exit_when_caught_up(self) -> None:
-        """Once every source partition is processed to its end and written, say so and stop."""
-        left = [o.uncommitted for o in partition_offsets(self.app.consumer, self.sources)]
-        # "Processed" is committed: the writer commits only after the write.
-        if not left or any(v != 0 for v in left):
-            self._caught_up_checks = 0
+        """Once every source partition is processed to its end and written, say so and stop.
+
+        "Processed" is committed: every agent acks only after its work has landed (the writer after its
+        write), and Faust flushes the producer before it commits. The check runs often and commits at once
+        what is acked, rather than waiting for the commit timer, so the exit follows the last write closely.
+        """
+        if self._done or not self.caught_up(committed=False):
             return
-        self._caught_up_checks += 1
-        if self._caught_up_checks < 3:  # the same answer three times in a row, a second apart
-            return
+        if not self.caught_up(committed=True):
+            await self.app.consumer.commit()
+            if not self.caught_up(committed=True):
+                return
+        self._done = True
         await self.flush()
         out = sys.__stdout__ or sys.stderr
         out.write(self.progress.summary())

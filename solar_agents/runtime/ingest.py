@@ -1,4 +1,5 @@
-"""The ingest agents (one per raw topic): raw messages -> records messages per region, bad ones aside.
+"""The ingest agents (one per raw topic): raw messages -> records messages per records partition, bad ones
+aside.
 
 Each batch is parsed in the ingest helper process (``steps.ingest.ingest_messages``) while the batch before
 is sent on and acked here.
@@ -14,6 +15,7 @@ from faust.types import StreamT
 from solar_agents.core.messages import MessageBatch
 from solar_agents.core.read_progress import Feed
 from solar_agents.core.records import RegionResolver
+from solar_agents.core.wire import REGIONS_KEY
 from solar_agents.observe.stats import Stats
 from solar_agents.runtime.batches import Applying, HoleFiller, Taken, overlapped, retrying
 from solar_agents.runtime.deadletters import DeadLetters
@@ -62,13 +64,14 @@ class IngestAgent:
         )
 
     async def _parse(self, topic: str, feed: Feed, taken: Taken) -> IngestedMessages:
-        """A raw batch validated and encoded per region, in the ingest helper."""
+        """A raw batch validated and encoded per records partition, in the ingest helper."""
         raw = MessageBatch.of(topic, taken.messages)
         parsed: list[IngestedMessages] = []
 
         async def parse() -> None:
             solar = feed is Feed.SOLAR
-            parsed.append(await self.parser.run(ingest_messages, raw, solar, RECORDS_PER_MESSAGE))
+            partitions = self.settings.topic_partitions
+            parsed.append(await self.parser.run(ingest_messages, raw, solar, RECORDS_PER_MESSAGE, partitions))
 
         await retrying("ingest_failed", parse)  # only a helper that died fails: bad input is a dead letter
         return parsed[0]
@@ -76,7 +79,8 @@ class IngestAgent:
     async def _apply(
         self, stream: StreamT[bytes], topic: str, feed: Feed, taken: Taken, batch: IngestedMessages
     ) -> None:
-        """Send a parsed batch's dead letters aside and its records on, one message per region; then ack.
+        """Send a parsed batch's dead letters aside and its records on, a message or a few per records
+        partition; then ack.
 
         Offsets are committed only after the producer has delivered what was sent here (Faust flushes the
         producer before every commit), so a crash re-reads the batch: at least once, never lost.
@@ -89,8 +93,8 @@ class IngestAgent:
         # them under an older report that says "caught up".
         reading = self.reading.reading(topic, batch)
         await self.reading.report(topic, feed, reading=reading)
-        for region, value in batch.messages:
-            send = partial(self.records_topic.send, key=region.encode(), value=value)
+        for partition, value in batch.messages:
+            send = partial(self.records_topic.send, key=REGIONS_KEY, value=value, partition=partition)
             await retrying("records_send_failed", send)  # a raise here would end the agent, the batch unread
         # Progress counts a batch only once its records are on their way (a report may go out meanwhile).
         self.reading.read(topic, batch)

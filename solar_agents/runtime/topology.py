@@ -2,7 +2,7 @@
 
     solar raw ──▶ ingest_solar ──┐                    ┌─▶ hours table (region|block → two days of hours)
                                  ├─▶ records topic ──▶ align ──▶ regions table (region → watermark, horizon)
-    weather raw ─▶ ingest_weather┘   (key = region)       │
+    weather raw ─▶ ingest_weather┘ (region's partition)   │
          │ bad messages ─▶ dead-letter topic              └─▶ rows topic ──▶ write ──▶ RisingWave / PostgreSQL
 
 Each agent is a module of its own (``runtime.ingest``, ``runtime.align``, ``runtime.write``) running its step
@@ -90,7 +90,8 @@ class Pipeline:
             )
 
         # Hour blocks (region|block -> two days of both halves) and regions (watermark, horizon), on the
-        # records topic's partitions, keyed by region; and the replays in progress per records partition.
+        # records topic's partitions (each region in its own), keyed by region; and the replays in progress
+        # per records partition.
         self.tables: dict[str, TableT[str, bytes]] = {
             name: table(name) for name in ("hours", "regions", "replays")
         }
@@ -185,5 +186,7 @@ def topology(app: faust.App, p: Pipeline) -> None:
     )
     if p.settings.exit_when_caught_up:
         app.timer(1.0, name="backfill_progress")(p.backfill.tick)
-        app.timer(1.0, name="exit_when_caught_up")(p.backfill.exit_when_caught_up)
+        app.sensors.add(p.backfill.sent)
+        # Often: the exit should follow the last write within a fraction of a second.
+        app.timer(0.2, name="exit_when_caught_up")(p.backfill.exit_when_caught_up)
     app.on_before_shutdown.connect(p.close)

@@ -31,7 +31,7 @@ from solar_agents.core.wire import (
     block_key,
     block_of,
     block_value,
-    decode_records,
+    decode_message_records,
     encode_rows,
     load_block,
     load_region,
@@ -130,41 +130,53 @@ class Aligner:
         rows: dict[int, dict[tuple[str, int], Row]] = defaultdict(dict)
         for message in messages:
             partition = message.partition
+            assert message.key is not None and message.value is not None
             if message.key == b"":  # a control message, not a region (regions have 1-64 characters)
                 self._control(partition, message.value, out.writes[partition])
                 continue
+            problems: list[str] = []
             try:
-                if self._refused(message, out.refused):
-                    continue
-                region, stored, late, new_rows = self._align(message, committed, out.writes[partition])
-            except Exception as exc:  # a bug must not stop the worker or lose the message: a dead letter
+                groups = decode_message_records(message.key, message.value)
+                lowest = self._lowest_uncommitted(partition, message.offset, groups, committed(partition))
+            except Exception as exc:  # a corrupt message must not stop the worker: a dead letter
                 log.exception("align_failed", partition=partition, offset=message.offset)
-                out.failed.append((partition, message.offset, f"internal error: {type(exc).__name__}: {exc}"))
-                continue
-            out.late += late
-            changed[partition][region].update(block_of(hour) for hour in stored)
-            kept = rows[partition]
-            for row in new_rows:
-                kept.pop(row.key, None)  # the latest computation of a row wins, and goes last
-                kept[row.key] = row
+                groups, lowest = [], None
+                problems.append(f"internal error: {type(exc).__name__}: {exc}")
+            for region, records in groups:
+                try:
+                    if self._refused(region, records, out.refused):
+                        continue
+                    stored, late, new_rows = self._align(
+                        region, records, partition, message.offset, lowest, out.writes[partition]
+                    )
+                except Exception as exc:  # a bug must not stop the worker or lose the records
+                    log.exception("align_failed", partition=partition, offset=message.offset, region=region)
+                    problems.append(f"internal error in region {region!r}: {type(exc).__name__}: {exc}")
+                    continue
+                out.late += late
+                changed[partition][region].update(block_of(hour) for hour in stored)
+                kept = rows[partition]
+                for row in new_rows:
+                    kept.pop(row.key, None)  # the latest computation of a row wins, and goes last
+                    kept[row.key] = row
+            if problems:  # the whole message goes to the dead letters; its other regions are applied
+                out.failed.append((partition, message.offset, "; ".join(problems)))
         for partition, regions in changed.items():
             for region, blocks in regions.items():
                 out.writes[partition].extend(self._region_writes(region, blocks))
         out.rows = {partition: list(by_key.values()) for partition, by_key in rows.items()}
         return out
 
-    def _refused(self, message: MessageLike, refused: list[Refused]) -> bool:
-        """A records message of a new region when ``max_regions`` are held already: each of its raw records
-        is refused with the reason (their originals become dead letters), and nothing of it is applied."""
-        assert message.key is not None and message.value is not None
-        region = message.key.decode()
+    def _refused(self, region: str, records: list[Record], refused: list[Refused]) -> bool:
+        """Records of a new region when ``max_regions`` are held already: each is refused with the reason
+        (their raw originals become dead letters), and none is applied."""
         if self.max_regions is None or region in self.states or len(self.states) < self.max_regions:
             return False
         reason = (
             f"region limit: this worker holds MAX_REGIONS={self.max_regions} regions, and {region!r} would "
             "be one more"
         )
-        for record in decode_records(message.value):
+        for record in records:
             feed = Feed.SOLAR if isinstance(record, Solar) else Feed.WEATHER
             refused.append((feed, record.position.partition, record.position.offset, reason))
         return True
@@ -196,34 +208,40 @@ class Aligner:
         return replay
 
     def _align(
-        self, message: MessageLike, committed: Callable[[int], int | None], writes: list[TableWrite]
-    ) -> tuple[str, set[int], int, list[Row]]:
-        """One region's records: (region, hours stored or pruned, late records, rows)."""
-        assert message.key is not None and message.value is not None
-        region = message.key.decode()
-        partition = message.partition
-        state = self.state(region)
-        records = decode_records(message.value)
+        self,
+        region: str,
+        records: list[Record],
+        partition: int,
+        offset: int,
+        lowest_uncommitted: int | None,
+        writes: list[TableWrite],
+    ) -> tuple[set[int], int, list[Row]]:
+        """One region's records of a records message: (hours stored or pruned, late records, rows)."""
         aligned = align_batch(
-            state,
+            self.state(region),
             records,
             self.rows,
             self.retention,
             self.progress[partition].floor(),
             self._replay(partition, writes),
-            self._lowest_uncommitted(partition, message.offset, records, committed(partition)),
-            message.offset,
+            lowest_uncommitted,
+            offset,
         )
-        return region, aligned.stored_hours | set(aligned.pruned_hours), aligned.late, aligned.rows
+        return aligned.stored_hours | set(aligned.pruned_hours), aligned.late, aligned.rows
 
     def _lowest_uncommitted(
-        self, partition: int, offset: int, records: list[Record], committed: int | None
+        self,
+        partition: int,
+        offset: int,
+        groups: list[tuple[str, list[Record]]],
+        committed: int | None,
     ) -> int | None:
         """The lowest hour a crash could deliver again to this records partition: of its own batches not
-        committed yet, and of the raw records the ingest has not committed."""
+        committed yet (this message included), and of the raw records the ingest has not committed."""
         tracker = self._uncommitted[partition]
-        if records:
-            tracker.add(offset, min(record.hour for record in records))
+        hours = [record.hour for _, records in groups for record in records]
+        if hours:
+            tracker.add(offset, min(hours))
         lows = [tracker.lowest(committed), self.progress[partition].uncommitted()]
         present = [low for low in lows if low is not None]
         return min(present) if present else None

@@ -1,4 +1,5 @@
-"""The ingest step: a batch of one raw feed's messages -> records per region, and dead letters.
+"""The ingest step: a batch of one raw feed's messages -> records messages per records partition, and dead
+letters.
 
 Pure: no Faust, no broker. ``runtime.ingest`` sends what this returns and acks the batch.
 """
@@ -12,13 +13,13 @@ from dataclasses import dataclass, field
 from solar_agents.core.hours import Record
 from solar_agents.core.messages import MessageBatch, MessageLike
 from solar_agents.core.records import InvalidMessage, RegionResolver, parse_solar, parse_weather
-from solar_agents.core.wire import encode_records
+from solar_agents.core.wire import encode_region_records, records_partition
 from solar_agents.observe.log import get_logger
 
 log = get_logger(__name__)
 
 # Records messages stay well below the consumer's fetch size (CONSUMER_MAX_FETCH_BYTES, at least 64 KiB):
-# about 150 bytes a record.
+# about 150 bytes a record, and a region's name with each region.
 RECORDS_PER_MESSAGE = 250
 
 
@@ -71,7 +72,7 @@ def ingest(messages: Iterable[MessageLike], *, solar: bool, regions: RegionResol
 class IngestedMessages:
     """An ingested batch ready to send: the records messages, and the rest of ``Ingested`` but the records."""
 
-    messages: list[tuple[str, bytes]]  # (region, records message), in the order to send
+    messages: list[tuple[int, bytes]]  # (records partition, records message), in the order to send
     rejected: list[tuple[int, int, str]]  # (partition, offset, reason): dead letters
     last_offset: dict[int, int]
     latest_hour: dict[int, int]
@@ -80,15 +81,28 @@ class IngestedMessages:
 
 
 def ingest_messages(
-    regions: RegionResolver, raw: MessageBatch, solar: bool, per_message: int
+    regions: RegionResolver, raw: MessageBatch, solar: bool, per_message: int, partitions: int
 ) -> IngestedMessages:
-    """``ingest``, then the records of each region encoded, at most ``per_message`` a message."""
+    """``ingest``, then the records encoded per records partition (of ``partitions``): all the regions of a
+    partition in one message, at most ``per_message`` records a message. With thousands of regions a batch
+    then sends a few messages, not one per region."""
     batch = ingest(raw.messages(), solar=solar, regions=regions)
-    messages = [
-        (region, encode_records(records[start : start + per_message]))
-        for region, records in batch.records.items()
-        for start in range(0, len(records), per_message)
-    ]
+    by_partition: dict[int, list[tuple[str, list[Record]]]] = defaultdict(list)
+    for region, records in batch.records.items():
+        by_partition[records_partition(region, partitions)].append((region, records))
+    messages: list[tuple[int, bytes]] = []
+    for partition, groups in by_partition.items():
+        chunk: list[tuple[str, list[Record]]] = []
+        size = 0
+        for region, records in groups:
+            for start in range(0, len(records), per_message):  # a region's records may span messages
+                part = records[start : start + per_message]
+                if chunk and size + len(part) > per_message:
+                    messages.append((partition, encode_region_records(chunk)))
+                    chunk, size = [], 0
+                chunk.append((region, part))
+                size += len(part)
+        messages.append((partition, encode_region_records(chunk)))
     return IngestedMessages(
         messages,
         [(m.partition, m.offset, reason) for m, reason in batch.rejected],

@@ -7,8 +7,6 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 from solar_agents.core.feature_set import FeatureSet
 from solar_agents.core.features import RowType, feature_row
 from solar_agents.core.hours import (
@@ -21,6 +19,7 @@ from solar_agents.core.hours import (
     hour_start,
     to_micros,
 )
+from solar_agents.core.wire import records_partition
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.stats import DeadLetter
 
@@ -48,16 +47,6 @@ class NotFound(BadRequest):
 
 
 # --- placement ----------------------------------------------------------------------------------------------
-
-
-def region_partition(region: str, partitions: int) -> int:
-    """The partition of the records topic (and of the tables) that holds ``region``.
-
-    The records topic is keyed by the region's UTF-8 bytes and placed by Kafka's default partitioner
-    (murmur2, sign bit cleared, modulo the partition count). Faust's ``table_route`` would hash the table's
-    JSON-serialized key instead, which lands elsewhere.
-    """
-    return (int(murmur2(region.encode("utf-8"))) & 0x7FFFFFFF) % partitions
 
 
 def owner_of(metadata: Mapping[str, Mapping[str, Iterable[int]]], topic: str, partition: int) -> str | None:
@@ -153,7 +142,7 @@ def region_summary(state: RegionHours, partitions: int, shown: int = INCOMPLETE_
     incomplete = incomplete_hours(state)
     return {
         "region": state.region,
-        "partition": region_partition(state.region, partitions),
+        "partition": records_partition(state.region, partitions),
         "watermark": iso_hour(state.watermark),
         "latest_solar": iso_hour(state.latest_solar),
         "latest_weather": iso_hour(state.latest_weather),

@@ -32,6 +32,7 @@ from yarl import URL
 
 from solar_agents.core.features import row_type
 from solar_agents.core.hours import RegionHours
+from solar_agents.core.wire import records_partition
 from solar_agents.observe.lag import partition_offsets
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.metrics import Metrics, Snapshot
@@ -51,7 +52,6 @@ from solar_agents.web.api import (
     parse_limit,
     parse_page,
     parse_time,
-    region_partition,
     region_summary,
 )
 from solar_agents.web.auth import AccessPolicy
@@ -221,7 +221,7 @@ class Site:
             metadata = self.app.router.table_metadata(table.name)
         except Exception:  # no assignment yet
             return None
-        url = owner_of(metadata, topic, region_partition(region, self.settings.topic_partitions))
+        url = owner_of(metadata, topic, records_partition(region, self.settings.topic_partitions))
         if url is None:
             return None
         owner = URL(url)

@@ -11,13 +11,16 @@ from state_util import through_tables
 from solar_agents.core.features import SPEC_ROWS, FeatureRow
 from solar_agents.core.hours import Position, RegionHours, Solar, Weather
 from solar_agents.core.wire import (
+    REGIONS_KEY,
     block_hours,
     block_key,
     block_of,
     block_value,
+    decode_message_records,
     decode_records,
     decode_rows,
     encode_records,
+    encode_region_records,
     encode_rows,
     load_block,
     load_region,
@@ -108,3 +111,14 @@ def test_table_values_are_compact_json_as_faust_writes_it() -> None:
     assert table_value(codecs.dumps("json", value)) == value
     block = {"solar": [[430_001, 12.5]], "weather": []}
     assert table_value(codecs.dumps("json", block)) == table_value(table_bytes(block)) == block
+
+
+def test_a_records_message_of_several_regions_round_trips_and_the_one_region_form_is_still_read() -> None:
+    weather = Weather(430_001, Position(1, 2, 3), None, 50.0, 0.0, 53.6, 9.9)
+    a = [Solar(430_000, Position(5, 6, 7), 1.5), weather]
+    b = [Solar(430_002, Position(0, 9, 1), 0.0)]
+    assert decode_message_records(REGIONS_KEY, encode_region_records([("R|x", a), ("DE", b)])) == [
+        ("R|x", a),
+        ("DE", b),
+    ]
+    assert decode_message_records(b"DE", encode_records(b)) == [("DE", b)]

@@ -56,7 +56,7 @@ from worker import FAUST, Names, Worker, remove_state, worker_env
 
 from solar_agents.cli.demo.broker import LocalBroker
 from solar_agents.cli.demo.postgres import LocalPostgres
-from solar_agents.web.api import region_partition
+from solar_agents.core.wire import records_partition
 
 SEED = int(os.environ.get("FAULT_SEED", "20240611"))
 REGIONS = ("DE_50hertz", "DE_north")
@@ -395,7 +395,7 @@ def test_two_workers_one_killed(
     partitions and their state, and the end state is exact."""
     rng = random.Random(f"{SEED}-pair")
     regions = ("DE_50hertz", "DE_north", "DE_south", "CH")  # one region per records partition
-    assert {region_partition(r, PARTITIONS) for r in regions} == set(range(PARTITIONS))
+    assert {records_partition(r, PARTITIONS) for r in regions} == set(range(PARTITIONS))
     kafka.create_topics({names.solar: 3, names.weather: 2})
     _, order = make_feed(names, hours=24 * 20, regions=regions)
     pair = [workers(data_dir=tmp_path / "state-a"), workers(data_dir=tmp_path / "state-b")]

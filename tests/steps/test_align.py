@@ -16,7 +16,7 @@ from solar_agents.core.features import SPEC_ROWS
 from solar_agents.core.hours import Position, RegionHours, Retention, Solar, Weather
 from solar_agents.core.messages import Message
 from solar_agents.core.read_progress import Feed
-from solar_agents.core.wire import BLOCK_HOURS
+from solar_agents.core.wire import BLOCK_HOURS, REGIONS_KEY
 from solar_agents.settings import Settings
 from solar_agents.steps.align import Aligner, align_batch
 from solar_agents.steps.write import rows_to_write
@@ -68,6 +68,18 @@ def test_a_records_message_the_align_step_cannot_apply_is_a_dead_letter_and_the_
     run(harness, raw, ingest_batch=50, align_batch=7)
     [(failed_partition, offset, reason)] = harness.align_failed
     assert (failed_partition, offset) == (partition, 0)
+    assert reason.startswith("internal error: IndexError")
+    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
+
+
+def test_a_corrupt_records_message_of_several_regions_is_a_dead_letter_and_the_rest_applied() -> None:
+    raw = raw_feed(hours=120, regions=("DE_a", "DE_b"))
+    harness = Harness()
+    corrupt = json.dumps([["DE_a", {"solar": [[430_000]], "weather": []}], ["DE_b", {"solar": []}]])
+    harness.send(1, REGIONS_KEY, corrupt.encode())
+    run(harness, raw, ingest_batch=50, align_batch=7)
+    [(failed_partition, offset, reason)] = harness.align_failed
+    assert (failed_partition, offset) == (1, 0)
     assert reason.startswith("internal error: IndexError")
     assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from browser import Browser, find_browser
+from dashboard_page import LISTED, PAGE_STATE, READY, SEARCH, SELECT
 from http_util import bad_requests
 from kafka_util import Kafka
 from kafka_util import produce as produce_raw
@@ -33,6 +34,7 @@ from solar_agents.cli.demo.broker import LocalBroker
 from solar_agents.cli.demo.postgres import LocalPostgres
 from solar_agents.core.features import COLUMNS, SPEC_ROWS, FeatureRow
 from solar_agents.core.hours import Position, RegionHours, Retention, Solar, Weather
+from solar_agents.core.wire import decode_message_records, records_partition
 from solar_agents.observe.metrics import pipeline_text
 from solar_agents.observe.stats import Stats
 from solar_agents.steps.align import align_batch
@@ -43,7 +45,6 @@ from solar_agents.web.api import (
     incomplete_hours,
     parse_limit,
     parse_time,
-    region_partition,
     region_summary,
 )
 from solar_agents.web.views import FORWARDED_HEADER
@@ -107,9 +108,9 @@ def test_parse_limit() -> None:
 @pytest.mark.parametrize(
     ("key", "partition"), [("", 681), ("a", 524), ("ab", 434), ("abc", 107), ("123456789", 566)]
 )
-def test_region_partition_matches_the_java_client(key: str, partition: int) -> None:
+def test_records_partition_matches_the_java_client(key: str, partition: int) -> None:
     # The Java client's partitions of these keys among 1000 partitions (its murmur2 compatibility cases).
-    assert region_partition(key, 1000) == partition
+    assert records_partition(key, 1000) == partition
 
 
 def _state() -> RegionHours:
@@ -386,14 +387,14 @@ def loaded(
         worker.terminate(timeout=15)
 
 
-def test_region_partition_is_where_a_kafka_producer_puts_the_key(kafka: Kafka) -> None:
+def test_records_partition_is_where_a_kafka_producer_puts_the_key(kafka: Kafka) -> None:
     """librdkafka's Java-compatible partitioner, an independent implementation, on the real broker."""
     topic = kafka.new_topic(partitions=7)
     keys = [*REGIONS, *(f"zone-{i}" for i in range(40)), "Nord-Ost \u00fc\u2600", "x" * 64]
     placed = produce_raw(
         kafka.bootstrap, topic, [(k.encode(), b"{}") for k in keys], config={"partitioner": "murmur2"}
     )
-    assert [p for p, _ in placed] == [region_partition(k, 7) for k in keys]
+    assert [p for p, _ in placed] == [records_partition(k, 7) for k in keys]
 
 
 def test_api_regions_counts_and_lag(loaded: Loaded) -> None:
@@ -416,13 +417,13 @@ def test_api_regions_counts_and_lag(loaded: Loaded) -> None:
 
     regions = {r["region"]: r for r in answer["regions"]}
     assert sorted(regions) == sorted(REGIONS)
-    # Where the worker placed each region: the records topic, keyed by the region's bytes.
+    # Where the worker placed each region: the records topic's messages name their regions.
     records = loaded.kafka.consume_all(f"{loaded.names.group}-records", min_messages=1)
     placed: dict[str, set[int]] = {}
     for message in records:
-        key = (message.key or b"").decode("utf-8", errors="replace")
-        if key in regions:
-            placed.setdefault(key, set()).add(message.partition)
+        if message.key and message.value is not None:  # not a progress report
+            for region, _ in decode_message_records(message.key, message.value):
+                placed.setdefault(region, set()).add(message.partition)
     for name, region in regions.items():
         assert region["watermark"] == iso(LAST_HOUR)
         assert region["latest_solar"] == region["latest_weather"] == iso(LAST_HOUR)
@@ -430,7 +431,7 @@ def test_api_regions_counts_and_lag(loaded: Loaded) -> None:
         assert region["hours_kept"] == region["complete_hours"]
         assert answer["settings"]["retention_hours"] + 1 <= region["hours_kept"] <= HOURS
         assert region["incomplete_count"] == 0 and region["incomplete"] == []
-        assert placed[name] == {region["partition"]} == {region_partition(name, PARTITIONS)}
+        assert placed[name] == {region["partition"]} == {records_partition(name, PARTITIONS)}
 
 
 def test_api_hours_equal_the_sink(loaded: Loaded, postgres: LocalPostgres) -> None:
@@ -672,59 +673,6 @@ def test_readme_lists_every_metric_as_served(loaded: Loaded) -> None:
 
 # --- the dashboard in a real browser ------------------------------------------------------------------------
 
-PAGE_STATE = """
-const text = (node) => (node ? node.textContent : null);
-const metrics = {};
-for (const node of document.querySelectorAll("[data-metric]")) {
-  metrics[node.dataset.metric] = node.textContent;
-}
-const regions = [...document.querySelectorAll("#regions-body tr[data-region]")].map((tr) => {
-  const fields = { key: tr.dataset.region };
-  for (const td of tr.querySelectorAll("[data-field]")) fields[td.dataset.field] = td.textContent;
-  return fields;
-});
-const lag = [...document.querySelectorAll("#lag-body tr[data-tp]")].map((tr) =>
-  [tr.dataset.tp, text(tr.querySelector("[data-field=lag]"))]);
-return {
-  metrics, regions, lag,
-  title: text(document.getElementById("region-title")),
-  circles: document.querySelectorAll("svg.chart circle.pt").length,
-  average: document.querySelector("svg.chart path.line-average").getAttribute("d"),
-  radiation: document.querySelector("svg.chart path.line-radiation").getAttribute("d"),
-  incomplete: text(document.getElementById("incomplete-count")),
-  deadValues: [...document.querySelectorAll("#dl-body code.val")].map((c) => c.textContent),
-  images: document.querySelectorAll("img, image").length,
-  scripts: document.scripts.length,
-  pwned: window.pwned === undefined ? null : window.pwned,
-};
-"""
-
-READY = """
-return document.body.dataset.loaded === "1"
-  && document.getElementById("region-title").textContent === arguments[0]
-  && document.querySelectorAll("svg.chart circle.pt").length > 0;
-"""
-
-SEARCH = """
-const input = document.getElementById("region-search");
-input.value = arguments[0];
-input.dispatchEvent(new Event("input"));
-return true;
-"""
-
-LISTED = """
-const rows = [...document.querySelectorAll("#regions-body tr[data-region]")].map((tr) => tr.dataset.region);
-return JSON.stringify(rows) === JSON.stringify(arguments[0])
-  && document.getElementById("page-note").textContent.includes("matching") === arguments[1];
-"""
-
-SELECT = """
-for (const tr of document.querySelectorAll("#regions-body tr[data-region]")) {
-  if (tr.dataset.region === arguments[0]) { tr.click(); return true; }
-}
-return false;
-"""
-
 
 def _number(text: str) -> int:
     return int(text.replace(",", ""))
@@ -815,7 +763,7 @@ def test_region_hours_are_answered_by_the_worker_that_holds_the_region(
     broker: LocalBroker, postgres: LocalPostgres, kafka: Kafka, names: Names, tmp_path: Path
 ) -> None:
     regions = tuple(f"zone-{i}" for i in range(8))
-    assert len({region_partition(r, PARTITIONS) for r in regions}) >= 3
+    assert len({records_partition(r, PARTITIONS) for r in regions}) >= 3
     kafka.create_topics({names.solar: 2, names.weather: 2})
     # Both workers first, then the data: the assignment is settled before there is any state to move.
     pair = [
@@ -856,7 +804,7 @@ def test_region_hours_are_answered_by_the_worker_that_holds_the_region(
 
         for region in regions:
             owner = where[region]
-            assert region_partition(region, PARTITIONS) in held[owner]
+            assert records_partition(region, PARTITIONS) in held[owner]
             url_of = [hours_url(w.url, region, "2019-01-01T00:00Z", "2019-01-02T05:00Z") for w in pair]
             local = http(url_of[owner])
             forwarded = http(url_of[1 - owner])
