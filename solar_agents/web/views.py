@@ -8,6 +8,8 @@
     /metrics                            Prometheus metrics (prometheus-client; see observe/metrics.py)
     /healthz, /readyz                   live and ready (``web.server``)
 
+Identical requests for a page of regions share one answer for a second (``web.shared``).
+
 The views only read: the pipeline's counters, the Faust consumer's offsets, and from the tables only the
 regions they show (``observe.regions`` says which regions and blocks there are). Every answer is computed on
 the event loop the agents share, so each is bounded: a page of regions, one region, a budget of per-region
@@ -27,6 +29,7 @@ from typing import Any, cast
 
 import aiohttp
 import faust
+from faust.utils import json as faust_json
 from faust.web import Request, Response, View
 from yarl import URL
 
@@ -56,6 +59,7 @@ from solar_agents.web.api import (
 )
 from solar_agents.web.auth import AccessPolicy
 from solar_agents.web.server import serve
+from solar_agents.web.shared import SharedAnswers
 
 log = get_logger(__name__)
 
@@ -65,6 +69,9 @@ FORWARDED_HEADER = "X-Solar-Agents-Forwarded-By"
 FORWARD_TIMEOUT_SECONDS = 10.0
 # Regions read from the tables between two turns of the event loop: the agents run in between.
 REGIONS_PER_TURN = 20
+# Identical /api/regions requests within this long share one answer (``web.shared``).
+SHARED_ANSWER_SECONDS = 1.0
+SHARED_ANSWERS_MAX = 64
 
 
 def _host_port(url: URL) -> tuple[str, int]:
@@ -112,6 +119,7 @@ class Site:
         self.settings = pipeline.settings
         self.prometheus = Metrics(self._snapshot)
         self._prepared: Snapshot | None = None
+        self.shared = SharedAnswers(SHARED_ANSWER_SECONDS, SHARED_ANSWERS_MAX)
 
     @property
     def raw_topics(self) -> tuple[str, str]:
@@ -145,8 +153,17 @@ class Site:
             return []
         return sorted(tp.partition for tp in assignment if tp.topic == self.settings.records_topic)
 
-    async def regions(self, query: Mapping[str, str]) -> dict[str, Any]:
-        after, limit, search = parse_page(query)
+    async def regions_json(self, query: Mapping[str, str]) -> bytes:
+        """``regions`` as JSON, shared by identical requests for a second (``web.shared``)."""
+        after, limit, search = parse_page(query)  # bad input fails here, never shared
+
+        async def build() -> bytes:
+            encoded = faust_json.dumps(await self.regions(after, limit, search))  # as the other answers
+            return encoded if isinstance(encoded, bytes) else encoded.encode()
+
+        return await self.shared.get((after, limit, search), build)
+
+    async def regions(self, after: str | None, limit: int, search: str | None) -> dict[str, Any]:
         page = self.pipeline.regions().page(after, limit, search)
         partitions = self.settings.topic_partitions
         states = await self.states(page.regions)
@@ -269,7 +286,8 @@ def register_views(app: faust.App, pipeline: Pipeline) -> Site:
     @app.page("/api/regions", name="solar_agents_regions")
     class Regions(_View):
         async def get(self, request: Request) -> Response:
-            return self.answer(await site.regions(request.query))
+            body = await site.regions_json(request.query)
+            return self.bytes(body, content_type="application/json", headers=dict(_API_HEADERS))
 
     @app.page("/api/regions/{region}", name="solar_agents_region")
     class Region(_View):
