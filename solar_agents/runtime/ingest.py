@@ -7,6 +7,7 @@ is sent on and acked here.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import faust
@@ -16,6 +17,7 @@ from solar_agents.core.messages import MessageBatch
 from solar_agents.core.read_progress import Feed
 from solar_agents.core.records import RegionResolver
 from solar_agents.core.wire import REGIONS_KEY
+from solar_agents.observe.log import get_logger
 from solar_agents.observe.stats import Stats
 from solar_agents.runtime.batches import Applying, HoleFiller, Taken, overlapped, retrying
 from solar_agents.runtime.deadletters import DeadLetters
@@ -23,6 +25,8 @@ from solar_agents.runtime.helpers import step_helper
 from solar_agents.runtime.reading import ReadTracker
 from solar_agents.settings import Settings
 from solar_agents.steps.ingest import RECORDS_PER_MESSAGE, IngestedMessages, ingest_messages
+
+log = get_logger(__name__)
 
 
 class IngestAgent:
@@ -45,6 +49,7 @@ class IngestAgent:
         self.stats = stats
         resolver_args = (dict(settings.region_locations), settings.default_region)
         self.parser = step_helper("ingest", RegionResolver, resolver_args, settings)
+        self._first_seen: set[str] = set()
 
     async def solar(self, stream: StreamT[bytes]) -> None:
         await self._run(stream, self.settings.kafka_topic_solar, Feed.SOLAR)
@@ -65,6 +70,9 @@ class IngestAgent:
 
     async def _parse(self, topic: str, feed: Feed, taken: Taken) -> IngestedMessages:
         """A raw batch validated and encoded per records partition, in the ingest helper."""
+        if topic not in self._first_seen:  # how long the worker took to start reading: one line per topic
+            self._first_seen.add(topic)
+            log.info("first_raw_message", topic=topic, at=round(time.time(), 3))
         raw = MessageBatch.of(topic, taken.messages)
         parsed: list[IngestedMessages] = []
 
