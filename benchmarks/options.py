@@ -13,7 +13,7 @@ PARTITIONS = 8
 # 16 regions x 365 days x 24 hours x 2 feeds; --quick: a budget that runs in a few minutes).
 SCALING_REGIONS = (16, 1000, 5000)
 SCALING_MESSAGES = FULL_REGIONS * FULL_DAYS * 24 * 2
-QUICK_SCALING_MESSAGES = 24_000
+QUICK_SCALING_MESSAGES = 30_000
 
 
 @dataclass
