@@ -16,7 +16,6 @@ from benchmarks.context import Run
 from benchmarks.first_message import start_to_first_message
 from benchmarks.phases import profiling
 from benchmarks.phases.data import produce_history
-from benchmarks.phases.floor import per_message_ms
 from benchmarks.worker import LogEvent, WorkerProcess, remove_state
 
 
@@ -35,7 +34,7 @@ def backfill(run: Run) -> None:
     cpu = run.cpu_snapshot(worker)
     expected = run.history_rows
     result = wait_backfill(run, worker, ready, expected_rows=expected, messages=run.messages_1x)
-    cpu_used = run.cpu_used(worker, cpu)
+    cpu_used, cpu_per_message = run.cpu_per_message(worker, cpu, run.messages_1x)
     cpu_from_start = worker.cpu_seconds() + worker.helpers_cpu_seconds()
     run.compare["backfill_1x"] = result["compare"]
     memory = worker.memory_kib()
@@ -44,7 +43,7 @@ def backfill(run: Run) -> None:
         **start_to_first_message(run.bootstrap, worker, run.g1.name),
         "cpu_seconds": cpu_used,
         # The worker and its helper processes, from Ready to the end of the backfill, per raw message.
-        "cpu_per_message_ms": per_message_ms(cpu_used["worker"] + cpu_used["helpers"], run.messages_1x),
+        "cpu_per_message_ms": cpu_per_message,
         "cpu_seconds_from_start": round(cpu_from_start, 2),
         "profiled": False,
     }

@@ -19,7 +19,6 @@ from benchmarks import kafka_io, sqlpeer
 from benchmarks.context import Group, Run
 from benchmarks.first_message import start_to_first_message
 from benchmarks.phases.backfill import prepare_table
-from benchmarks.phases.floor import per_message_ms
 from benchmarks.worker import WorkerProcess, remove_state
 
 
@@ -96,7 +95,9 @@ def run_backfill_command(
             None if worker.exit_cpu_seconds is None else round(worker.exit_cpu_seconds, 2)
         ),
         "cpu_per_message_ms_start_to_exit": (
-            None if worker.exit_cpu_seconds is None else per_message_ms(worker.exit_cpu_seconds, messages)
+            None
+            if worker.exit_cpu_seconds is None
+            else cpu_module.per_message_ms(worker.exit_cpu_seconds, messages)
         ),
         "log_warnings": worker.log_warnings(),
     }

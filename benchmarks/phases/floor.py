@@ -93,7 +93,7 @@ def run_floor(
     ready = worker.wait_ready()
     cpu = run.cpu_snapshot(worker)
     done = _wait_floor(run, worker, ready, messages)
-    cpu_used = run.cpu_used(worker, cpu)
+    cpu_used, cpu_per_message = run.cpu_per_message(worker, cpu, messages)
     cpu_from_start = worker.cpu_seconds() + worker.helpers_cpu_seconds()
     stop_seconds = worker.stop()
     last_ack = float(done.fields.get("last_ack_at") or done.at)
@@ -120,17 +120,12 @@ def run_floor(
         "loop_seen": worker.loop_seen(),
         "cpu_seconds": cpu_used,
         # The process's CPU (it has no helpers) from Ready to its last ack, per raw message.
-        "cpu_per_message_ms": per_message_ms(cpu_used["worker"] + cpu_used["helpers"], messages),
+        "cpu_per_message_ms": cpu_per_message,
         "cpu_seconds_from_start": round(cpu_from_start, 2),
         "stop_seconds": round(stop_seconds, 2),
         "log_warnings": worker.log_warnings(),
         "what": WHAT[defaults],
     }
-
-
-def per_message_ms(cpu_seconds: float, messages: int) -> float | None:
-    """CPU milliseconds per raw message."""
-    return round(1000 * cpu_seconds / messages, 4) if messages else None
 
 
 def _wait_floor(

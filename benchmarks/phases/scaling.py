@@ -21,7 +21,6 @@ from benchmarks.context import Group, Run
 from benchmarks.first_message import start_to_first_message
 from benchmarks.phases.backfill import prepare_table, wait_backfill
 from benchmarks.phases.data import produce_history
-from benchmarks.phases.floor import per_message_ms
 from benchmarks.results import ratio
 from benchmarks.worker import remove_state
 
@@ -103,7 +102,7 @@ def _backfill(run: Run, size: Size, suffix: str) -> dict[str, Any]:
             table=table,
             peer_table=size.peer_table,
         )
-        cpu_used = run.cpu_used(worker, cpu)
+        cpu_used, cpu_per_message = run.cpu_per_message(worker, cpu, size.messages)
         cpu_from_start = worker.cpu_seconds() + worker.helpers_cpu_seconds()
         memory = worker.memory_kib()
     finally:
@@ -122,7 +121,7 @@ def _backfill(run: Run, size: Size, suffix: str) -> dict[str, Any]:
         **result["figure"],
         **start_to_first_message(run.bootstrap, worker, group.name),
         "cpu_seconds": cpu_used,
-        "cpu_per_message_ms": per_message_ms(cpu_used["worker"] + cpu_used["helpers"], size.messages),
+        "cpu_per_message_ms": cpu_per_message,
         "cpu_seconds_from_start": round(cpu_from_start, 2),
         "changelog_records": read.messages,
         "changelog_records_per_raw_message": round(read.messages / size.messages, 5)

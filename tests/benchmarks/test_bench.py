@@ -115,7 +115,9 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert figures["restore"]["changelog_records"] > 0 and "rate" in figures["restore"]
     assert figures["backfill_4x"]["rate"] > 0
     assert {t["name"] for t in results["targets"]} == TARGETS
-    assert all(t["pass"] in (True, False) for t in results["targets"]), results["targets"]
+    # Every target has a verdict; only the CPU ratio may not, when the floor's CPU rounded to 0 ticks.
+    undecided = {t["name"] for t in results["targets"] if t["pass"] not in (True, False)}
+    assert undecided <= {"CPU per raw message, worker and helpers / floor with Faust's defaults"}, undecided
     assert results["machine"]["cores"] and results["machine"]["python"]
 
     # The comparison is honest: the SQL peer computed the same rows as the pipeline.
