@@ -23,11 +23,17 @@ def key_figures(results: dict[str, Any]) -> dict[str, Any]:
     f = results.get("figures") or {}
     bf, fl, cl = f.get("backfill") or {}, f.get("floor") or {}, f.get("changelog") or {}
     rs, lv, mem = f.get("restore") or {}, f.get("live") or {}, f.get("memory") or {}
+    fd, bc = f.get("floor_defaults") or {}, f.get("backfill_command") or {}
     prof = results.get("profile") or {}
     return {
         "backfill_rate": bf.get("rate"),
         "floor_rate": fl.get("rate"),
         "backfill_to_floor": (results.get("ratios") or {}).get("backfill_to_floor"),
+        "floor_defaults_rate": fd.get("rate"),
+        "backfill_to_floor_defaults": (results.get("ratios") or {}).get("backfill_to_floor_defaults"),
+        "backfill_cpu_per_message_ms": bf.get("cpu_per_message_ms"),
+        "command_start_to_first_message_seconds": bc.get("start_to_first_message_seconds"),
+        "command_last_write_to_exit_seconds": bc.get("last_write_to_exit_seconds"),
         "changelog_records_per_raw_message": cl.get("records_per_raw_message"),
         "changelog_records_after_backfill": cl.get("records"),
         # Counted at the restore in every version (after the live phase too): the one count old files have.

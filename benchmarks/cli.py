@@ -20,14 +20,26 @@ from benchmarks import services
 from benchmarks.before_after import before_figures
 from benchmarks.context import Run
 from benchmarks.machine import machine_info
-from benchmarks.options import FULL_DAYS, FULL_REGIONS, QUICK_DAYS, QUICK_REGIONS, Options
+from benchmarks.options import (
+    FULL_DAYS,
+    FULL_REGIONS,
+    QUICK_DAYS,
+    QUICK_REGIONS,
+    QUICK_SCALING_MESSAGES,
+    SCALING_MESSAGES,
+    SCALING_REGIONS,
+    Options,
+)
 from benchmarks.phases.backfill import backfill, backfill_4x
+from benchmarks.phases.backfill_command import backfill_command
 from benchmarks.phases.ceiling import ceiling
 from benchmarks.phases.data import data
 from benchmarks.phases.floor import floor
 from benchmarks.phases.live import live_latency
 from benchmarks.phases.restore import restore
+from benchmarks.phases.scaling import regions_scaling
 from benchmarks.phases.sql_peer import sql_peer
+from benchmarks.phases.uvloop import uvloop_pairs
 from benchmarks.progress import Progress
 from benchmarks.report import render
 from benchmarks.source import ROOT
@@ -78,6 +90,34 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="a worker setting for every worker of the run (repeatable), e.g. BATCH_MAX_WAIT_SECONDS=0.5",
     )
     parser.add_argument(
+        "--regions-scaling",
+        action="store_true",
+        help="instead of the full run: the backfill at 16, 1,000 and 5,000 regions with about the same "
+        "number of raw messages each (results to benchmarks/results-scaling.json at the default size)",
+    )
+    parser.add_argument(
+        "--scaling-regions",
+        default=",".join(map(str, SCALING_REGIONS)),
+        metavar="N,N,...",
+        help="the sizes of --regions-scaling, in regions; the first is the base of the ratios "
+        f"(default {','.join(map(str, SCALING_REGIONS))})",
+    )
+    parser.add_argument(
+        "--scaling-messages",
+        type=int,
+        metavar="N",
+        help=f"raw messages of each size of --regions-scaling, about (default {SCALING_MESSAGES:,}; "
+        f"--quick {QUICK_SCALING_MESSAGES:,})",
+    )
+    parser.add_argument(
+        "--uvloop-pairs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="at the end of the run: N interleaved pairs of the floor and of the backfill command on "
+        "asyncio's loop and on uvloop (default 0: none)",
+    )
+    parser.add_argument(
         "--render", type=Path, metavar="JSON", help="print the table of a results file and exit"
     )
     parser.add_argument(
@@ -112,13 +152,30 @@ def parse_args(argv: list[str] | None = None) -> Options:
             parser.error(f"--setting {item!r}: expected NAME=VALUE with a setting name of solar_agents")
         # Workers run in the run's directory: a file setting is given as the caller meant it.
         settings[name.upper()] = str(Path(value).resolve()) if name.upper() == "FEATURES_FILE" else value
+    try:
+        scaling_regions = tuple(int(n) for n in args.scaling_regions.split(","))
+    except ValueError:
+        parser.error(f"--scaling-regions {args.scaling_regions!r}: expected regions, comma-separated")
+    if len(scaling_regions) < 2 or min(scaling_regions) < 1:
+        parser.error("--scaling-regions: at least two sizes of at least 1 region")
+    scaling_messages = args.scaling_messages or (QUICK_SCALING_MESSAGES if args.quick else SCALING_MESSAGES)
+    if args.uvloop_pairs < 0:
+        parser.error("--uvloop-pairs: 0 or more")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     full = (regions, days) == (FULL_REGIONS, FULL_DAYS) and not args.quick
-    output = args.output or (
-        ROOT / "benchmarks" / "results.json"
-        if full
-        else ROOT / "benchmarks" / "out" / f"results-{regions}x{days}.json"
-    )
+    if args.regions_scaling:
+        default_scaling = (scaling_regions, scaling_messages) == (SCALING_REGIONS, SCALING_MESSAGES)
+        output = args.output or (
+            ROOT / "benchmarks" / "results-scaling.json"
+            if default_scaling
+            else ROOT / "benchmarks" / "out" / f"results-scaling-{scaling_messages}.json"
+        )
+    else:
+        output = args.output or (
+            ROOT / "benchmarks" / "results.json"
+            if full
+            else ROOT / "benchmarks" / "out" / f"results-{regions}x{days}.json"
+        )
     workdir = args.workdir or ROOT / "benchmarks" / "out" / f"run-{stamp}"
     return Options(
         regions=regions,
@@ -135,21 +192,41 @@ def parse_args(argv: list[str] | None = None) -> Options:
         settings=settings,
         before=before,
         before_path=args.before,
+        regions_scaling=args.regions_scaling,
+        scaling_regions=scaling_regions,
+        scaling_messages=scaling_messages,
+        uvloop_pairs=args.uvloop_pairs,
     )
 
 
-# The phases in the order they run, under their names in ``phases_seconds`` and ``errors``.
-PHASES: tuple[tuple[str, Callable[[Run], None]], ...] = (
+Phase = tuple[str, Callable[[Run], None]]
+
+# The phases in the order they run, under their names in ``phases_seconds`` and ``errors``. The floors
+# bracket the 1x backfill, the one with Faust's defaults (issue 24's floor) nearest to it.
+PHASES: tuple[Phase, ...] = (
     ("data", data),
     ("ceiling", ceiling),
     ("sql_peer", sql_peer),
     ("floor", floor),
+    ("floor_defaults", lambda run: floor(run, defaults=True)),
     ("backfill_1x", backfill),
+    ("floor_defaults_after", lambda run: floor(run, "after", defaults=True)),
     ("floor_after", lambda run: floor(run, "after")),
+    # Before the live phase adds hours to the 1x topics: it reads the history alone, as the floors do.
+    ("backfill_command", backfill_command),
     ("live", live_latency),
     ("restore", restore),
     ("backfill_4x", backfill_4x),
 )
+UVLOOP_PHASE: Phase = ("uvloop_pairs", uvloop_pairs)  # with --uvloop-pairs N, after the others
+# --regions-scaling: a run of its own.
+SCALING_PHASES: tuple[Phase, ...] = (("regions_scaling", regions_scaling),)
+
+
+def phases_of(options: Options) -> tuple[Phase, ...]:
+    if options.regions_scaling:
+        return SCALING_PHASES
+    return (*PHASES, UVLOOP_PHASE) if options.uvloop_pairs else PHASES
 
 
 def _stop_on_signal(signum: int, _frame: object) -> None:
@@ -164,21 +241,25 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress()
     options.workdir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    progress(
-        f"benchmark: {options.regions} regions x {options.days} days; logs in {options.workdir}; "
-        f"results to {options.output}"
+    size = (
+        f"regions scaling, {', '.join(map(str, options.scaling_regions))} regions, about "
+        f"{options.scaling_messages:,} raw messages each"
+        if options.regions_scaling
+        else f"{options.regions} regions x {options.days} days"
     )
+    progress(f"benchmark: {size}; logs in {options.workdir}; results to {options.output}")
     with services.started(options.workdir) as (broker, pg):
         progress(f"services: tansu on {broker.bootstrap_servers}, PostgreSQL on port {pg.port}")
         run: Run | None = None
         try:
             machine = machine_info(pg)
             run = Run(options, broker, pg, progress)
-            for name, step in PHASES:
+            for name, step in phases_of(options):
                 with run.phase(name):
                     step(run)
-            results = results_file.build(run, machine, started)
-            if options.before is not None:
+            build = results_file.build_scaling if options.regions_scaling else results_file.build
+            results = build(run, machine, started)
+            if options.before is not None and not options.regions_scaling:
                 results["before"] = before_figures(options.before, options.before_path, results)
         finally:
             if run is not None:

@@ -139,3 +139,11 @@ class Run:
 
     def cpu_used(self, worker: WorkerProcess, before: dict[str, float]) -> dict[str, float]:
         return cpu.used(before, self.cpu_snapshot(worker))
+
+    def cpu_per_message(
+        self, worker: WorkerProcess, before: dict[str, float], messages: int
+    ) -> tuple[dict[str, float], float | None]:
+        """``cpu_used``, and the CPU milliseconds of the worker and its helpers per raw message since
+        ``before`` (from the same snapshot, unrounded)."""
+        after = self.cpu_snapshot(worker)
+        return cpu.used(before, after), cpu.per_message_ms(cpu.process_seconds(before, after), messages)

@@ -58,6 +58,17 @@ def snapshot(
     }
 
 
+def process_seconds(before: dict[str, float], after: dict[str, float]) -> float:
+    """CPU seconds of the worker and its helpers between two snapshots, unrounded (``used`` rounds to a
+    tenth: too coarse for a short run's CPU per message)."""
+    return (after["worker"] + after["helpers"]) - (before["worker"] + before["helpers"])
+
+
+def per_message_ms(cpu_seconds: float, messages: int) -> float | None:
+    """CPU milliseconds per raw message."""
+    return round(1000 * cpu_seconds / messages, 4) if messages else None
+
+
 def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds used between two snapshots by the worker, the broker, PostgreSQL, this process, and
     everything else on the machine (``other``: anything above a few tenths means the figures were

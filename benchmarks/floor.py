@@ -1,13 +1,24 @@
 """The bare-Faust floor (``faust -A benchmarks.floor:app worker``): the least a Faust pipeline does here.
 
 One agent per raw topic takes batches with ``noack_take`` (the pipeline's ingest batch size and wait) and
-acks every event, nothing else: no parsing, no tables, no producing. Same settings as the pipeline's app
-where the broker sees them (group timeouts, commit interval, fetch wait, the broker workarounds of
-``faust_compat``), so that the end-to-end backfill can be set against what Faust itself costs here.
+acks every event, nothing else: no parsing, no tables, no producing. Two ways to meet the broker:
+
+- tuned (the default): the pipeline app's consumer settings (group timeouts, commit interval, fetch and poll
+  sizes, fetch wait) and the broker workarounds of ``faust_compat``, so that the end-to-end backfill can be
+  set against what Faust itself costs here with the same settings;
+- ``FLOOR_FAUST_DEFAULTS=1``: Faust's (and aiokafka's) own consumer defaults, as a Faust user gets them: the
+  app is given where the broker is (``broker``, ``broker_credentials``) and the pipeline's group session
+  timeout and heartbeat interval, nothing else; ``faust_compat`` is not installed (its end-offset fix
+  matters only to a table's restore, and the floor has no tables; its fetch wait and fetch response bound
+  are Faust's 1.5 s and aiokafka's 50 MiB when not set). The session timeout is there for the local broker:
+  it holds a fresh group's first join for about half the session timeout (Faust's 60 s: 30 s before the
+  first message; Apache Kafka waits its 3 s initial rebalance delay), and the heartbeat interval with it
+  (Faust's 3 s would equal that timeout).
 
 Settings come from the environment like the pipeline's (``KAFKA_CONSUMER_GROUP`` should be a fresh group);
 ``FLOOR_MESSAGES`` is how many raw messages the topics hold: when that many distinct messages are acked,
-the worker logs ``floor_done`` (the benchmark stops it then). ``floor_progress`` is logged every 2 s.
+the worker logs ``floor_done`` (the benchmark stops it then). ``floor_first_message`` is logged when the
+first raw message reaches an agent, ``floor_progress`` every 2 s.
 """
 
 from __future__ import annotations
@@ -39,11 +50,17 @@ class Tally:
         self.distinct = 0
         self.events = 0
         self.by_topic: Counter[str] = Counter()
+        self.first_message_at: float | None = None
         self.first_at: float | None = None
         self.done = False
 
     def add(self, event: EventT[bytes]) -> None:
         tp, offset = event.message.tp, event.message.offset
+        if self.first_message_at is None:
+            # Process start to here is the floor's start-to-first-message (the pipeline's first raw batch
+            # reaches its ingest agent the same way).
+            self.first_message_at = time.time()
+            logger.info("floor_first_message", topic=tp.topic, at=self.first_message_at)
         self.events += 1
         if offset > self.highest.get(tp, -1):
             self.highest[tp] = offset
@@ -61,6 +78,7 @@ class Tally:
                 messages=self.distinct,
                 events=self.events,
                 by_topic=dict(sorted(self.by_topic.items())),
+                first_message_at=self.first_message_at,
                 first_batch_at=self.first_at,
                 last_ack_at=now,
             )
@@ -71,15 +89,25 @@ class Tally:
 
 settings = settings_or_exit()
 log.configure(settings.log_level)
-compat.install_broker(
-    settings.kafka, settings.broker_fetch_max_wait_seconds, settings.consumer_max_fetch_response_bytes
-)
+FAUST_DEFAULTS = os.environ.get("FLOOR_FAUST_DEFAULTS", "") not in ("", "0", "false")
+if FAUST_DEFAULTS:
+    # Where the broker is, and the group timeouts this broker needs to let a fresh group start at once.
+    consumer_options = {
+        **settings.kafka.faust(),
+        "broker_session_timeout": settings.broker_session_timeout_seconds,
+        "broker_heartbeat_interval": settings.broker_heartbeat_interval_seconds,
+    }
+else:
+    compat.install_broker(
+        settings.kafka, settings.broker_fetch_max_wait_seconds, settings.consumer_max_fetch_response_bytes
+    )
+    consumer_options = settings.faust_consumer_options()
 tally = Tally(int(os.environ.get("FLOOR_MESSAGES", "0")))
 
 # As solar_agents.runtime.app builds its app, minus what the floor has no use for (tables, web, producer).
 app = faust.App(
     settings.kafka_consumer_group,
-    **settings.faust_consumer_options(),
+    **consumer_options,
     store="memory://",
     datadir=str(settings.data_dir),
     web_enabled=False,

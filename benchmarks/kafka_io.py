@@ -13,7 +13,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -186,3 +194,60 @@ def read_topics(
     finally:
         consumer.close()
     return ReadResult(count, size, last - first)
+
+
+def first_keyed_timestamp(
+    bootstrap: str, topic: str, timeout: float = 30.0, scan: int = 1000
+) -> float | None:
+    """The earliest CreateTime (epoch seconds) of the first message with a non-empty key in each partition
+    of ``topic`` (at most ``scan`` messages read per partition); None if there is none."""
+    assignment = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions_of(bootstrap, topic)]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    pending = {tp.partition for tp in assignment}
+    read: dict[int, int] = {}
+    first: list[float] = []
+    try:
+        consumer.assign(assignment)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.2):
+                partition = msg.partition()
+                if partition not in pending:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(partition)
+                        continue
+                    raise KafkaException(err)
+                read[partition] = read.get(partition, 0) + 1
+                if msg.key():
+                    kind, ms = msg.timestamp()
+                    if kind != TIMESTAMP_NOT_AVAILABLE:
+                        first.append(ms / 1000)
+                    pending.discard(partition)
+                elif read[partition] >= scan:
+                    pending.discard(partition)
+    finally:
+        consumer.close()
+    return min(first, default=None)
+
+
+def committed_total(bootstrap: str, group: str, topics: Iterable[str], timeout: float = 10.0) -> int:
+    """The sum over every partition of ``topics`` of ``group``'s committed offset (0 where none): with
+    offsets from 0 on, the messages the group has committed as processed."""
+    tps = [TopicPartition(topic, p) for topic in topics for p in partitions_of(bootstrap, topic)]
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        committed = consumer.committed(tps, timeout=timeout)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in committed)

@@ -50,6 +50,12 @@ def render_before(results: dict[str, Any]) -> list[str]:
 
     add("end-to-end backfill 1x, msg/s", "backfill_rate", _n)
     add("bare-Faust floor, msg/s", "floor_rate", _n)
+    add("floor with Faust's defaults, msg/s", "floor_defaults_rate", _n)
+    add("backfill / floor with Faust's defaults", "backfill_to_floor_defaults", lambda v: _n(v, 3))
+    add("CPU per raw message, worker and helpers, ms", "backfill_cpu_per_message_ms", lambda v: _n(v, 4))
+    add("backfill command: start to first message, s", "command_start_to_first_message_seconds",
+        lambda v: _n(v, 2))  # fmt: skip
+    add("backfill command: last write to exit, s", "command_last_write_to_exit_seconds", lambda v: _n(v, 2))
     add("changelog records per raw message", "changelog_records_per_raw_message", lambda v: _n(v, 4))
     add("changelog records at the restore", "changelog_records_at_restore", _n)
     add("cold restore of the 1x state, s", "restore_seconds", lambda v: _n(v, 2))
@@ -98,15 +104,120 @@ def render_before(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _machine_lines(m: dict[str, Any]) -> list[str]:
+    return [
+        f"machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}; "
+        f"PostgreSQL {m['postgresql']}; {m['broker']}",
+        "versions: "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+        + f", librdkafka {m['librdkafka']}",
+    ]
+
+
+def _verdict_text(t: dict[str, Any]) -> str:
+    mark = {True: "PASS", False: "MISS", None: "n/a"}[t["pass"]]
+    if t.get("why"):
+        mark += f", {t['why']}"
+    limit = _n(t["target"], 2 if 0 < t["target"] < 100 else 0)
+    return f"{mark}  ({t['op']} {limit} {t['unit']})".replace(" )", ")")
+
+
+def render_scaling(results: dict[str, Any]) -> str:
+    """The table of a ``--regions-scaling`` run: one row per size, its ratios to the base, the targets."""
+    scaling = (results.get("figures") or {}).get("scaling") or {}
+    base, sizes = scaling.get("base") or {}, scaling.get("sizes") or []
+    head = (
+        "regions", "hours", "raw msgs", "msg/s", "/ base", "CPU ms/msg", "/ base", "changelog/msg",
+        "peak RSS", "/ base", "helpers RSS", "first msg", "rows = peer",
+    )  # fmt: skip
+    rows = [
+        (
+            _n(z.get("regions")), _n(z.get("hours")), _n(z.get("messages")), _n(z.get("rate")),
+            _n(z.get("rate_to_base"), 3), _n(z.get("cpu_per_message_ms"), 4),
+            _n(z.get("cpu_per_message_to_base"), 3), _n(z.get("changelog_records_per_raw_message"), 4),
+            _mib(z.get("hwm_kib")), _n(z.get("hwm_to_base"), 3), _mib(z.get("helpers_hwm_kib")),
+            _u(z.get("start_to_first_message_seconds"), "s", 2),
+            {True: "MATCH", False: "MISMATCH", None: "n/a"}[z.get("rows_match")],
+        )
+        for z in sizes
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    size = results.get("size") or {}
+    lines = [
+        f"solar_agents benchmark, regions scaling: {', '.join(_n(r) for r in size.get('regions') or [])} "
+        f"regions, about {_n(size.get('raw_messages_each_about'))} raw messages each "
+        f"({(results.get('benchmark') or {}).get('started', 'n/a')})",
+        *_machine_lines(results["machine"]),
+        "",
+        "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+        *("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows),
+        "",
+        f"base: {_n(base.get('regions'))} regions, its runs first and last: "
+        + " / ".join(_u(v, "msg/s") for v in base.get("rates") or [])
+        + f"; ratios are to their mean ({_u(base.get('rate'), 'msg/s')}, "
+        f"{_u(base.get('cpu_per_message_ms'), 'ms CPU per message', 4)})",
+    ]
+    targets = results.get("targets") or []
+    if targets:
+        width = max(len(t["name"]) for t in targets)
+        lines.append("")
+        lines += [
+            f"{t['name']:<{width}}  {_n(t['value'], 3):>8}  {_verdict_text(t)}".rstrip() for t in targets
+        ]
+    for run in scaling.get("runs") or []:
+        c = run.get("cpu_seconds") or {}
+        lines.append(
+            f"run {run.get('label')}: {_n(run.get('messages'))} messages in {_n(run.get('seconds'), 1)} "
+            f"s; CPU worker {c.get('worker', 'n/a')} s, helpers {c.get('helpers', 'n/a')} s, broker "
+            f"{c.get('broker', 'n/a')} s, PostgreSQL {c.get('postgres', 'n/a')} s, other "
+            f"{c.get('other', 'n/a')} s; changelog {_n(run.get('changelog_records'))} records"
+        )
+    if results.get("errors"):
+        lines.append("errors: " + "; ".join(f"{k}: {v[:300]}" for k, v in results["errors"].items()))
+    lines += [f"note: {note}" for note in results.get("notes") or []]
+    return "\n".join(lines)
+
+
+def render_uvloop(uv: dict[str, Any]) -> list[str]:
+    """The lines of ``--uvloop-pairs``: each pair, the medians and the decision rule."""
+    if not uv.get("pairs"):
+        return []
+    lines = [f"uvloop pairs ({uv.get('what', '')}):"]
+    for i, pair in enumerate(uv["pairs"], 1):
+        parts = []
+        for kind in ("floor", "backfill"):
+            rates = pair.get(kind) or {}
+            parts.append(
+                f"{kind} asyncio {_n((rates.get('asyncio') or {}).get('rate'))} / uvloop "
+                f"{_n((rates.get('uvloop') or {}).get('rate'))} msg/s = {_n(pair.get(f'{kind}_ratio'), 3)}"
+            )
+        lines.append(f"  pair {i} ({' first, '.join(pair.get('order', []))} second): " + "; ".join(parts))
+    for kind in ("floor", "backfill"):
+        k = uv.get(kind) or {}
+        lines.append(
+            f"  {kind}: median asyncio {_u(k.get('asyncio_median'), 'msg/s')}, uvloop "
+            f"{_u(k.get('uvloop_median'), 'msg/s')}; median ratio uvloop / asyncio "
+            f"{_n(k.get('median_ratio'), 3)}"
+        )
+    pays = {True: "uvloop pays: make it the default", False: "below: keep asyncio's loop", None: "n/a"}
+    lines.append(f"  backfill gain at or above {uv.get('default_gain')}: {pays[uv.get('uvloop_pays')]}")
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     """The table of figures, ratios and targets, with the machine above it and the checks below it.
 
     Reads files of earlier versions too: a figure they lack shows as n/a, and their own targets are shown.
+    A ``--regions-scaling`` file has a table of its own (``render_scaling``).
     """
+    if (results.get("benchmark") or {}).get("kind") == "regions_scaling":
+        return render_scaling(results)
     f, r, size, m = results["figures"], results.get("ratios") or {}, results["size"], results["machine"]
     bf, ce, sp, lv = (f.get(k) or {} for k in ("backfill", "ceiling", "sql_peer", "live"))
     mem, rs, b4 = (f.get(k) or {} for k in ("memory", "restore", "backfill_4x"))
     fl, cl = f.get("floor") or {}, f.get("changelog") or {}
+    fd, bc, uv = f.get("floor_defaults") or {}, f.get("backfill_command") or {}, f.get("uvloop") or {}
     targets = {t["name"]: t for t in results.get("targets") or []}
     shown_targets: set[str] = set()
 
@@ -136,6 +247,25 @@ def render(results: dict[str, Any]) -> str:
          " / ".join(_u(v, "msg/s") for v in fl.get("rates") or []) or "n/a", ""),
         ("  ratio end-to-end / floor", _n(r.get("backfill_to_floor"), 3),
          verdict("end-to-end backfill / floor")),
+        ("bare-Faust floor, Faust's default consumer settings",
+         _u(fd.get("rate"), "msg/s"), ""),
+        ("  floor runs right before / right after the backfill",
+         " / ".join(_u(v, "msg/s") for v in fd.get("rates") or []) or "n/a", ""),
+        ("  ratio end-to-end / floor with Faust's defaults", _n(r.get("backfill_to_floor_defaults"), 3),
+         verdict("end-to-end backfill / floor with Faust's defaults")),
+        ("CPU per raw message, 1x backfill: worker and helpers",
+         _u(bf.get("cpu_per_message_ms"), "ms", 4), ""),
+        ("CPU per raw message, floor with Faust's defaults",
+         _u(fd.get("cpu_per_message_ms"), "ms", 4), ""),
+        ("  ratio backfill / floor", _n(r.get("cpu_per_message_to_floor_defaults"), 3),
+         verdict("CPU per raw message, worker and helpers / floor with Faust's defaults")),
+        ("start to first raw message: backfill command / floor (defaults)",
+         f"{_u(bc.get('start_to_first_message_seconds'), 's', 2)} / "
+         f"{_u(fd.get('start_to_first_message_seconds'), 's', 2)}", ""),
+        ("  backfill command later by", _u(r.get("first_message_after_floor_defaults_seconds"), "s", 2),
+         verdict("first raw message, backfill command after floor with Faust's defaults")),
+        (f"backfill command: last write to exit (exit code {bc.get('exit_code', 'n/a')})",
+         _u(bc.get("last_write_to_exit_seconds"), "s", 2), verdict("backfill command: last write to exit")),
         ("broker raw read ceiling, confluent-kafka, median",
          _u(ce.get("rate"), "msg/s"), ""),
         ("SQL peer, PostgreSQL window functions, median",
@@ -173,11 +303,7 @@ def render(results: dict[str, Any]) -> str:
         f"solar_agents benchmark: {size['regions']} regions x {size['days']} days = "
         f"{_n(size['raw_messages_1x'])} raw messages, {_n(size['feature_rows_1x'])} feature rows "
         f"({results['benchmark']['started']})",
-        f"machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}; "
-        f"PostgreSQL {m['postgresql']}; {m['broker']}",
-        "versions: "
-        + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
-        + f", librdkafka {m['librdkafka']}",
+        *_machine_lines(m),
         "",
         f"{'figure':<{widths[0]}}  {'value':>{widths[1]}}  target",
         f"{'-' * widths[0]}  {'-' * widths[1]}  {'-' * max(6, widths[2])}",
@@ -198,6 +324,34 @@ def render(results: dict[str, Any]) -> str:
             f"CPU: worker {fc.get('worker', 'n/a')} s, broker {fc.get('broker', 'n/a')} s, "
             f"other {fc.get('other', 'n/a')} s"
         )
+    if fd:
+        fc = fd.get("cpu_seconds") or {}
+        lines.append(
+            f"floor with Faust's defaults: {_n(fd.get('messages'))} messages in {_n(fd.get('seconds'), 2)} "
+            f"s, first message {_n(fd.get('start_to_first_message_seconds'), 2)} s after the start (Ready "
+            f"{_n(fd.get('start_to_ready_seconds'), 2)} s), {_n(fd.get('events'))} events; CPU: process "
+            f"{fc.get('worker', 'n/a')} s, broker {fc.get('broker', 'n/a')} s, other "
+            f"{fc.get('other', 'n/a')} s"
+        )
+    if bc:
+        lines.append(
+            f"backfill command ({bc.get('command', 'n/a')}): {_u(bc.get('rate'), 'msg/s')}, Ready "
+            f"{_n(bc.get('start_to_ready_seconds'), 2)} s and first raw message "
+            f"{_n(bc.get('start_to_first_message_seconds'), 2)} s after the start "
+            f"({bc.get('first_message_source') or 'n/a'}); last write to backfill_done "
+            f"{_n(bc.get('last_write_to_backfill_done_seconds'), 2)} s, to exit "
+            f"{_n(bc.get('last_write_to_exit_seconds'), 2)} s; exit code {bc.get('exit_code', 'n/a')}; rows "
+            f"{'= SQL peer' if bc.get('rows_match') else 'DIFFER from the SQL peer'}; committed "
+            f"{_n(bc.get('committed_messages'))} of {_n(bc.get('messages'))} raw messages; CPU start to exit "
+            f"{_u(bc.get('cpu_seconds_start_to_exit'), 's', 1)}"
+        )
+    if bf.get("start_to_first_message_seconds") is not None:
+        lines.append(
+            f"1x backfill worker: first raw message {_n(bf.get('start_to_first_message_seconds'), 2)} s "
+            f"after its start ({bf.get('first_message_source')}), Ready "
+            f"{_n(bf.get('start_to_ready_seconds'), 2)} s"
+        )
+    lines += render_uvloop(uv)
     if cl:
         sizes = cl.get("max_value_bytes_by_topic") or {}
         per_topic = "; ".join(

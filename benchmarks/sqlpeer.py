@@ -209,8 +209,12 @@ def compare(conn: Any, pipeline_table: str, peer_table: str, samples: int = 5) -
     try:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            # This table's writes only: other runs' workers may write to theirs meanwhile.
             cur.execute(
-                sql.SQL("SELECT extract(epoch FROM max(at)), count(*) FROM {}").format(sql.Identifier(WRITES))
+                sql.SQL("SELECT extract(epoch FROM max(at)), count(*) FROM {} WHERE tbl = %s").format(
+                    sql.Identifier(WRITES)
+                ),
+                (pipeline_table,),
             )
             last_write, writes = cur.fetchone()
             cur.execute(summary)

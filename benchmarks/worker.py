@@ -30,17 +30,32 @@ class LogEvent:
 
 class WorkerProcess:
     """One worker of ``app`` (a module Faust finds the app in); stdout and stderr go to ``log_path``.
-    Settings come from ``env`` only."""
+    Settings come from ``env`` only.
+
+    ``command`` is the Faust command: ``worker``, or the pipeline's ``backfill`` (a worker that exits once
+    caught up; the same process, its log level from ``LOG_LEVEL``). ``loop`` is Faust's event loop
+    option (``-L``: ``uvloop``); None is asyncio's own loop.
+    """
 
     def __init__(
-        self, env: Mapping[str, str], log_path: Path, cwd: Path | None = None, app: str = "solar_agents"
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
+        app: str = "solar_agents",
+        command: str = "worker",
+        loop: str | None = None,
     ) -> None:
         self.env = dict(env)
         self.app = app
+        self.command = command
+        self.loop = loop
         self.log_path = log_path
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        self.exited_at: float | None = None
+        self.exit_cpu_seconds: float | None = None
 
     @property
     def pid(self) -> int:
@@ -56,7 +71,7 @@ class WorkerProcess:
         with self.log_path.open("ab") as log:
             self.started_at = time.time()
             self.proc = subprocess.Popen(
-                [FAUST, "-A", self.app, "worker", "-l", "info"],
+                self.argv(),
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -64,6 +79,41 @@ class WorkerProcess:
                 cwd=self.cwd,
             )
         return self
+
+    def argv(self) -> list[str]:
+        # -L is Faust's global option (it must come before the command); the backfill command passes it on
+        # to the worker it becomes through the environment (FAUST_LOOP).
+        loop = ["-L", self.loop] if self.loop else []
+        level = ["-l", "info"] if self.command == "worker" else []
+        return [FAUST, *loop, "-A", self.app, self.command, *level]
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the process to end by itself; its exit code. Raises
+        TimeoutError if it is still running.
+
+        Reaps it with ``wait4`` to keep its resource usage: ``exit_cpu_seconds`` is the CPU time of the
+        process and of the children it waited for (its helper processes), from its start to its exit;
+        ``exited_at`` when it was seen to end (within 20 ms).
+        """
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.returncode is None:
+            try:
+                pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere (poll): no resource usage then
+                self.proc.poll()
+                break
+            if pid:
+                self.exited_at = time.time()
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self.exit_cpu_seconds = usage.ru_utime + usage.ru_stime
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"still running after {timeout} s")
+            time.sleep(0.02)
+        if self.exited_at is None:
+            self.exited_at = time.time()
+        return self.proc.returncode if self.proc.returncode is not None else -1
 
     def wait_event(
         self, predicate: Callable[[LogEvent], bool], timeout: float, after: float = 0.0
@@ -153,6 +203,16 @@ class WorkerProcess:
             if event.fields.get("level") in ("warning", "error", "critical"):
                 counts[re.sub(r"\d+(\.\d+)?", "N", event.event)[:80]] += 1
         return dict(counts.most_common(10))
+
+    def loop_seen(self) -> str | None:
+        """The event loop the worker's banner names: Faust marks uvloop on its transport line."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return None
+        if "+uvloop" in text:
+            return "uvloop"
+        return "asyncio" if "transport" in text else None
 
     def tail(self, lines: int = 40) -> str:
         try:

@@ -13,6 +13,7 @@ from typing import Any
 from benchmarks import kafka_io, sqlpeer
 from benchmarks.changelog import ChangelogTally
 from benchmarks.context import Run
+from benchmarks.first_message import start_to_first_message
 from benchmarks.phases import profiling
 from benchmarks.phases.data import produce_history
 from benchmarks.worker import LogEvent, WorkerProcess, remove_state
@@ -33,10 +34,19 @@ def backfill(run: Run) -> None:
     cpu = run.cpu_snapshot(worker)
     expected = run.history_rows
     result = wait_backfill(run, worker, ready, expected_rows=expected, messages=run.messages_1x)
-    cpu_used = run.cpu_used(worker, cpu)
+    cpu_used, cpu_per_message = run.cpu_per_message(worker, cpu, run.messages_1x)
+    cpu_from_start = worker.cpu_seconds() + worker.helpers_cpu_seconds()
     run.compare["backfill_1x"] = result["compare"]
     memory = worker.memory_kib()
-    run.figures["backfill"] = {**result["figure"], "cpu_seconds": cpu_used, "profiled": False}
+    run.figures["backfill"] = {
+        **result["figure"],
+        **start_to_first_message(run.bootstrap, worker, run.g1.name),
+        "cpu_seconds": cpu_used,
+        # The worker and its helper processes, from Ready to the end of the backfill, per raw message.
+        "cpu_per_message_ms": cpu_per_message,
+        "cpu_seconds_from_start": round(cpu_from_start, 2),
+        "profiled": False,
+    }
     run.figures["memory"]["hwm_1x_kib"] = memory["VmHWM"]
     run.figures["memory"]["rss_1x_kib"] = memory["VmRSS"]
     run.figures["memory"]["helpers_hwm_1x_kib"] = memory["helpers_VmHWM"]
@@ -78,6 +88,7 @@ def wait_backfill(
     table: str | None = None,
     stall_seconds: float = 90.0,
     budget_seconds: float = 0.0,
+    peer_table: str | None = None,
 ) -> dict[str, Any]:
     """Wait until the table holds the expected rows (the peer's, when comparing); then measure.
 
@@ -85,6 +96,7 @@ def wait_backfill(
     budget); the figure then says ``complete: false`` and has a rate estimate instead of a rate.
     """
     table = table or run.g1.table
+    peer_table = peer_table or run.peer_table
     last_count, last_change = -1, time.monotonic()
     last_compare = 0.0
     comparison: dict[str, Any] = {}
@@ -100,7 +112,7 @@ def wait_backfill(
         if count >= expected_rows:
             if compare_with_peer:
                 if now - last_compare >= 2.0:
-                    comparison = sqlpeer.compare(run.conn, table, run.peer_table)
+                    comparison = sqlpeer.compare(run.conn, table, peer_table)
                     last_compare = time.monotonic()
                     if comparison["match"]:
                         end, complete = comparison["last_write_at"], True
@@ -116,7 +128,7 @@ def wait_backfill(
             why = f"no new rows for {stall_seconds:.0f} s" if stalled else f"budget of {budget_seconds:.0f} s"
             run.notes.append(f"{table}: stopped waiting ({why}) at {count:,}/{expected_rows:,} rows")
             if compare_with_peer:
-                comparison = sqlpeer.compare(run.conn, table, run.peer_table)
+                comparison = sqlpeer.compare(run.conn, table, peer_table)
             end = time.time()
             break
         done = min(1.0, count / expected_rows) if expected_rows else 1.0

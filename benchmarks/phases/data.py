@@ -9,11 +9,21 @@ from benchmarks.context import Group, Run
 from benchmarks.options import PARTITIONS
 
 
-def produce_history(run: Run, group: Group, copies: int) -> int:
-    """The history, ``copies`` times with later years, into fresh topics of ``group``; the message count."""
+def produce_history(
+    run: Run,
+    group: Group,
+    copies: int,
+    history: list[synth.Obs] | None = None,
+    regions: list[synth.Region] | None = None,
+) -> int:
+    """The history (the run's, unless another is given with its regions), ``copies`` times with later
+    years (each copy shifted by the run's history length), into fresh topics of ``group``; the message
+    count."""
+    history = run.history if history is None else history
+    regions = run.regions if regions is None else regions
     kafka_io.create_topics(run.bootstrap, {group.solar: PARTITIONS, group.weather: PARTITIONS})
     producer = kafka_io.bulk_producer(run.bootstrap, partitioner="murmur2_random")
-    expected = len(run.history) * copies
+    expected = len(history) * copies
     run.progress.reset()
     started = time.perf_counter()
 
@@ -23,7 +33,7 @@ def produce_history(run: Run, group: Group, copies: int) -> int:
     messages = (
         (run.topic(group, feed), key, value)
         for feed, key, value in synth.encode_all(
-            run.history, run.regions, copies=copies, copy_hours=run.history_hours
+            history, regions, copies=copies, copy_hours=run.history_hours
         )
     )
     count = kafka_io.produce_all(producer, messages, progress=tick)
