@@ -67,6 +67,10 @@
 8. A stop that waits for the streams a bounded time (``install_consumer``). Faust waits until every message
    taken by a stream is acked (``Consumer.wait_empty``), without bound: a batch whose database write is being
    retried is never acked, and the stop never ended. What is not acked by the deadline is not committed.
+
+9. No fixed second at start (``install_table_start``). Faust's table manager sleeps 1 s before it registers
+   the tables' changelogs, so that tables declared late still make it; this app declares every table before
+   the worker starts, and the second delayed every start, every backfill's first message included.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ from typing import Any, cast
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust import streams as faust_streams
+from faust.tables.manager import TableManager as _TableManager
 from faust.transport import consumer as faust_consumer
 from faust.transport import producer as faust_producer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -293,6 +298,18 @@ async def _wait_empty_bounded(self: Any, seconds: float) -> None:
     await self.commit_and_end_transactions()
 
 
+def install_table_start() -> None:
+    """Start Faust's table manager without its fixed one-second sleep. Idempotent."""
+    _TableManager.on_start = _table_manager_start  # type: ignore[method-assign]
+
+
+async def _table_manager_start(self: Any) -> None:
+    """``TableManager.on_start`` less its ``sleep(1.0)``: the tables are all declared before the start."""
+    if not self.should_stop:
+        await self._update_channels()
+        await self.recovery.start()
+
+
 def install(
     connection: KafkaConnection,
     fetch_max_wait_seconds: float = FAUST_FETCH_MAX_WAIT_SECONDS,
@@ -304,6 +321,7 @@ def install(
     install_broker(connection, fetch_max_wait_seconds, fetch_max_bytes)
     install_producer(producer_buffer_messages)
     install_consumer(wait_empty_seconds)
+    install_table_start()
 
 
 # --- 3. offsets and the current event -------------------------------------------------------------------
