@@ -173,6 +173,7 @@ class Backfill:
                 return
         self._done = True
         await self.flush()
+        await self.tick()  # the bar at its end: the exit may come before the bar's own timer
         out = sys.__stdout__ or sys.stderr
         out.write(self.progress.summary())
         out.flush()
