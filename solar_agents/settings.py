@@ -168,13 +168,19 @@ class Settings(ConnectionSettings):
     data_dir: Path = Path("./data")
 
     # Beyond SPEC: tuning knobs with safe defaults.
-    exit_when_caught_up: bool = False  # set by the backfill command
+    exit_when_caught_up: bool = False  # a worker that exits once caught up: what `backfill` runs
     log_level: str = "info"
     ingest_batch_size: int = Field(2000, ge=1)
     ingest_batch_max_wait_seconds: float = Field(0.25, gt=0)
     # How far in event time one raw partition with a backlog may be read ahead of the slowest (docs/SPEC.md,
     # "Batches and hops"): what the align step keeps in memory grows with it.
     max_read_skew_hours: int = Field(48, ge=0)
+    # The align step's table writes are held and flushed together: once the records applied since the last
+    # flush number this many per table entry to write (so at most one changelog record per that many), when
+    # the input pauses, at a rebalance, and at least this often. A batch commits only after its flush: a
+    # crash reads again what came since (docs/DESIGN.md, "Table writes held until a flush").
+    table_flush_records_per_write: int = Field(100, ge=1)
+    table_flush_max_seconds: float = Field(60.0, gt=0)
     # Run the steps (parse, align, write) in helper processes beside the worker's event loop (a second
     # core); off, they run in the worker's own process (docs/DESIGN.md, "Helper processes").
     step_processes: bool = True

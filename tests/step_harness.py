@@ -23,7 +23,7 @@ from solar_agents.core.read_progress import Feed, PartitionProgress, ProgressRep
 from solar_agents.core.records import RegionResolver
 from solar_agents.core.wire import REGIONS_KEY, table_bytes, table_value
 from solar_agents.settings import Settings
-from solar_agents.steps.align import ROWS_PER_MESSAGE, Aligner, align_messages, load_aligner
+from solar_agents.steps.align import ROWS_PER_MESSAGE, Aligner, align_messages, flush_writes, load_aligner
 from solar_agents.steps.ingest import RECORDS_PER_MESSAGE, ingest_messages
 
 SOLAR, WEATHER = "solar_production_raw", "weather_raw"
@@ -64,6 +64,10 @@ class Harness:
     )  # (feed, partition, offset, reason)
     table_writes: int = 0
     aligned: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # per records partition
+    # The align step's flush policy (None: after every batch), and per records partition how far the
+    # tables hold its state: where a crash reads again from (the worker acks a batch after its flush).
+    records_per_write: int | None = None
+    flushed: dict[int, int] = field(default_factory=lambda: defaultdict(int))
 
     ends: dict[tuple[str, int], int] = field(default_factory=dict)  # raw (topic, partition) -> end offset
     read_hour: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -97,20 +101,44 @@ class Harness:
             self.send(partition, b"", value)
 
     def align(self, messages: list[Message]) -> None:
-        batch = align_messages(self.aligner, MessageBatch.of("records", messages), {}, ROWS_PER_MESSAGE)
+        batch = align_messages(
+            self.aligner,
+            MessageBatch.of("records", messages),
+            {},
+            ROWS_PER_MESSAGE,
+            self.records_per_write,
+        )
         self.align_failed.extend(batch.failed)
         self.refused.extend(batch.refused)
-        for writes in batch.writes.values():
-            for name, key, value in writes:
+        self.write_tables(batch.writes)
+        for message in messages:  # the log's offsets are its indexes
+            self.aligned[message.partition] = max(self.aligned[message.partition], message.offset + 1)
+        if batch.flushed:
+            self.flushed.update(self.aligned)
+        for values in batch.rows.values():
+            for value in values:
+                self.rows_messages.append(Message("rows", 0, len(self.rows_messages), None, value))
+
+    def flush(self) -> None:
+        """The worker's flush on a timer (the input paused): every held table write made."""
+        self.write_tables(flush_writes(self.aligner))
+        self.flushed.update(self.aligned)
+
+    def crash(self) -> None:
+        """The process dies with the table writes it held: the aligner starts from the tables, and every
+        records partition is read again from where its tables' state ends."""
+        self.restart()
+        self.aligned.update(self.flushed)
+
+    def write_tables(self, writes: dict[int, list[tuple[str, str, bytes | None]]]) -> None:
+        for partition_writes in writes.values():
+            for name, key, value in partition_writes:
                 self.table_writes += 1
                 table = self.tables[name]
                 if value is None:
                     table.pop(key, None)
                 else:
                     table[key] = table_value(value)  # decoded here, for the tests to read
-        for values in batch.rows.values():
-            for value in values:
-                self.rows_messages.append(Message("rows", 0, len(self.rows_messages), None, value))
 
     def restart(self) -> None:
         """A new process: the aligner starts from the tables alone."""
@@ -130,7 +158,6 @@ def run(harness: Harness, raw: list[Message], ingest_batch: int, align_batch: in
     for partition, log in harness.records.items():
         for start in range(harness.aligned[partition], len(log), align_batch):
             harness.align(log[start : start + align_batch])
-        harness.aligned[partition] = len(log)
 
 
 def as_rows(rows: Iterable[FeatureRow]) -> Rows:

@@ -1,5 +1,5 @@
-"""The ``backfill`` command (``faust -A solar_agents backfill``: a worker with ``EXIT_WHEN_CAUGHT_UP=true``
-that exits by itself once every input is processed, written and committed), in a fresh group over the 1x
+"""The ``backfill`` command (``faust -A solar_agents backfill``: a worker, in the command's own process, that
+exits by itself once every input is processed, written and committed), in a fresh group over the 1x
 history: how fast it starts and how fast it finishes.
 
 Not the 1x backfill: that one is a long-running worker (``worker``) that the live phase and the restore go

@@ -11,6 +11,7 @@ Each is registered here and runs from the module of its name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import faust
@@ -21,11 +22,11 @@ from solar_agents.cli.errors import exit_on_error
 from solar_agents.cli.rebuild import run_rebuild
 from solar_agents.cli.replay import run_replay
 from solar_agents.cli.rows import print_rows
-from solar_agents.cli.worker_process import run_backfill
+from solar_agents.cli.worker_process import BackfillCommand, backfill_command
 from solar_agents.settings import Settings
 
 
-def register_commands(app: faust.App, settings: Settings) -> None:
+def register_commands(app: faust.App, settings: Settings, enable_backfill: Callable[[], None]) -> None:
 
     @app.command(
         option("--rate", type=float, default=100.0, help="Hours of the data set produced per second."),
@@ -36,10 +37,10 @@ def register_commands(app: faust.App, settings: Settings) -> None:
         """Run it all locally: broker, PostgreSQL, the real data set flowing in, a worker, the web view."""
         await demo_until_stopped(settings, rate, Path(workdir))
 
-    @app.command()
+    # A worker command: Faust runs the app, not this function (``BackfillCommand``).
+    @app.command(*BackfillCommand.options, base=backfill_command(settings, enable_backfill))
     async def backfill(self: AppCommand) -> None:
         """Process everything in the topics, write it, and exit 0 with a summary once caught up."""
-        run_backfill(settings, self.app.conf.tabledir)
 
     @app.command(
         option(

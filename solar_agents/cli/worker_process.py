@@ -1,12 +1,17 @@
-"""How commands run a worker: the ``faust`` script of this environment, with a worker's arguments."""
+"""How commands run a worker: the ``faust`` script of this environment with a worker's arguments (the demo),
+and the ``backfill`` command, a worker in its own process."""
 
 from __future__ import annotations
 
-import os
+import asyncio
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any
+
+from faust.cli.worker import worker as WorkerCommand
+from mode import ServiceT
 
 from solar_agents.cli.checks import check_broker
 from solar_agents.cli.errors import exit_on_error
@@ -25,13 +30,26 @@ def worker_argv(level: str) -> list[str]:
     return [faust_executable(), "-A", "solar_agents", "worker", "-l", level]
 
 
-def run_backfill(settings: Settings, tabledir: Path) -> NoReturn:
-    """The ``backfill`` command: this process becomes a worker that exits once caught up."""
-    # Its worker would open the same RocksDB stores and crash on their lock only after its start-up.
-    if refused_while_running(tabledir):
-        raise SystemExit(2)
-    exit_on_error(lambda: check_broker(settings))
-    env = {**os.environ, "EXIT_WHEN_CAUGHT_UP": "true"}
-    argv = worker_argv(os.environ.get("LOG_LEVEL", settings.log_level))
-    # A worker of its own, in this process: the same code path as the long-running one.
-    os.execve(argv[0], argv, env)
+class BackfillCommand(WorkerCommand):  # type: ignore[misc]
+    """Faust's ``worker`` command with the backfill on: this process runs the worker and exits once caught up.
+
+    Not a second process: a worker ``exec``ed from here started a second interpreter (about 1.5 s here)
+    before its first message (docs/DESIGN.md, "The backfill's start").
+    """
+
+    # Set by ``backfill_command``: the settings, and what turns the app's backfill on.
+    settings: Settings
+    enable: Callable[[], None]
+
+    def as_service(self, loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> ServiceT:
+        # Its worker would open the same RocksDB stores and crash on their lock only after its start-up.
+        if refused_while_running(Path(self.app.conf.tabledir)):
+            raise SystemExit(2)
+        exit_on_error(lambda: check_broker(self.settings))
+        self.enable()
+        return super().as_service(loop, *args, **kwargs)
+
+
+def backfill_command(settings: Settings, enable: Callable[[], None]) -> type[BackfillCommand]:
+    """The ``backfill`` command's class for one app."""
+    return type("BackfillCommand", (BackfillCommand,), {"settings": settings, "enable": staticmethod(enable)})

@@ -1,8 +1,12 @@
 """The align agent: records messages -> the hour tables and rows messages.
 
 The align step and its state (``steps.align.Aligner``) live in a helper process of their own, loaded from the
-tables after every rebalance; each batch is computed there while the batch before is applied here: its table
-writes, its rows sent on, its records messages that failed sent to the dead letters, then its acks.
+tables after every rebalance; each batch is computed there while the batch before is applied here: its rows
+sent on, its records messages that failed sent to the dead letters.
+
+Its table writes are held in the helper and flushed together, when enough records have come since the last
+flush, when the input pauses, at a rebalance, and at least every ``TABLE_FLUSH_MAX_SECONDS``. A batch is acked
+only once a flush has written its state: until then a crash reads it again, like any batch not acked.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import time
 from functools import partial
 
 import faust
-from faust.types import TP, StreamT, TableT
+from faust.types import TP, EventT, StreamT, TableT
 
 from solar_agents.core.messages import MessageBatch
 from solar_agents.core.read_progress import Feed
@@ -24,12 +28,24 @@ from solar_agents.runtime.deadletters import DeadLetters
 from solar_agents.runtime.faust_compat import committed_offsets, writing_in
 from solar_agents.runtime.helpers import step_helper
 from solar_agents.settings import Settings
-from solar_agents.steps.align import ROWS_PER_MESSAGE, AlignedMessages, Aligner, align_messages, load_aligner
+from solar_agents.steps.align import (
+    ROWS_PER_MESSAGE,
+    AlignedMessages,
+    Aligner,
+    EncodedWrites,
+    align_messages,
+    flush_writes,
+    load_aligner,
+    reapply,
+)
 
 log = get_logger(__name__)
+Event = EventT[bytes]
 
 # Table writes of a batch between two turns of the event loop (other agents, the web view, health probes).
 WRITES_PER_TURN = 500
+# The input paused this long: what is held is flushed, so a caught-up worker commits what it has done.
+IDLE_FLUSH_SECONDS = 0.5
 
 
 class AlignAgent:
@@ -59,12 +75,23 @@ class AlignAgent:
         self.records_kept = 0  # what the aligner holds in memory, as of its latest batch
         self._loaded_generation: int | None = None
         self._applying = Applying()  # the batch before, being written and sent
+        # Helper calls and flushes one at a time, in order: a flush writes what every batch computed so far
+        # changed, so it must not overtake one.
+        self._lock = asyncio.Lock()
+        self._stream: StreamT[bytes] | None = None
+        self._unwritten: list[MessageBatch] = []  # computed, their table state only in the helper
+        self._held: list[Taken] = []  # applied, not acked: waiting for a flush to write their state
+        self._held_since: float | None = None
+        self._last_batch_at = time.monotonic()
+        self._last_events: dict[int, Event] = {}  # per records partition: where its table writes go
+        self._generation: int | None = None  # of the batches held
         self._started = time.monotonic()
         self._recovered_once = False
         tables["hours"].on_recover(self._on_recovered)
 
     async def run(self, stream: StreamT[bytes]) -> None:
         """One batch computed and one applied at a time, in order."""
+        self._stream = stream
         await overlapped(
             stream,
             self.settings.ingest_batch_size,
@@ -92,6 +119,13 @@ class AlignAgent:
         if generation == self._loaded_generation:
             return
         await self._applying.settled()  # the tables must hold the batch before first
+        if generation != self._generation:
+            # A rebalance: the consumer has sought every partition back to its committed offset, so the
+            # batches held (not flushed, not acked) come again. They are never acked from here.
+            self._unwritten.clear()
+            self._held.clear()
+            self._held_since = None
+            self._generation = generation
         started = time.perf_counter()
         hour_items = list(self.tables["hours"].items())
         region_items = list(self.tables["regions"].items())
@@ -99,9 +133,19 @@ class AlignAgent:
             load_aligner, hour_items, region_items, list(self.tables["replays"].items())
         )
         self.index.rebuild((k for k, _ in hour_items), (k for k, _ in region_items), generation)
+        # The helper died with the table writes it held: the batches behind them are applied again.
+        records_topic = self.settings.records_topic
+        committed = committed_offsets(self.app.consumer)
+        for batch in self._unwritten:
+            at = {p: committed.get(TP(records_topic, p)) for p in set(batch.partitions)}
+            await self.aligner.run(reapply, batch, at)
         self._loaded_generation = generation
         log.info(
-            "state_loaded", regions=regions, hours=hours, seconds=round(time.perf_counter() - started, 3)
+            "state_loaded",
+            regions=regions,
+            hours=hours,
+            batches_applied_again=len(self._unwritten),
+            seconds=round(time.perf_counter() - started, 3),
         )
 
     async def _compute(self, taken: Taken) -> AlignedMessages:
@@ -112,38 +156,34 @@ class AlignAgent:
         committed = committed_offsets(self.app.consumer)
         aligned: list[AlignedMessages] = []
 
+        per_write = self.settings.table_flush_records_per_write
+
         async def attempt() -> None:
             await self._ensure_loaded()
             at = {p: committed.get(TP(records_topic, p)) for p in set(batch.partitions)}
             try:
-                aligned.append(await self.aligner.run(align_messages, batch, at, ROWS_PER_MESSAGE))
+                aligned.append(await self.aligner.run(align_messages, batch, at, ROWS_PER_MESSAGE, per_write))
             except Exception:
                 self._loaded_generation = None  # its state is gone with it: load again from the tables
                 raise
 
-        await retrying("align_step_failed", attempt)
+        self._last_batch_at = time.monotonic()
+        async with self._lock:
+            await retrying("align_step_failed", attempt)
+            if aligned[0].flushed:
+                self._unwritten.clear()  # the batch's writes hold them all
+            else:
+                self._unwritten.append(batch)
         return aligned[0]
 
     async def _apply(self, stream: StreamT[bytes], taken: Taken, batch: AlignedMessages) -> None:
-        """An aligned batch's table writes, rows messages and dead letters, then its acks."""
+        """An aligned batch's table writes (when it flushed), rows messages and dead letters, then the acks
+        of every batch the writes cover; or the batch is held for the next flush."""
         self.stats.late += batch.late
         self.stats.rows_emitted += batch.rows_count
         self.records_kept = batch.records_kept
-        last_event = taken.last_events()
-        written = 0
-        for partition, writes in batch.writes.items():
-            # Table writes go to the changelog partition of the current event: here, this partition's.
-            with writing_in(last_event[partition]):
-                for name, key, value in writes:
-                    table = self.tables[name]
-                    if value is None:
-                        table.pop(key, None)
-                    else:
-                        table[key] = value
-                    self.index.write(name, key, value is not None)
-                    written += 1
-                    if not written % WRITES_PER_TURN:  # thousands with many regions: let the loop turn
-                        await asyncio.sleep(0)
+        self._last_events.update(taken.last_events())
+        await self._write_tables(batch.writes)
         for partition, messages in batch.rows.items():
             for value in messages:
                 await retrying(
@@ -162,5 +202,81 @@ class AlignAgent:
             await self.dead_letters.send_originals(
                 (topics[feed], partition, offset, reason) for feed, partition, offset, reason in batch.refused
             )
-        # Only now, with the tables, rows and dead letters of the whole batch on their way, may it commit.
-        await taken.ack(stream)
+        self._held.append(taken)
+        if self._held_since is None:
+            self._held_since = time.monotonic()
+        if batch.flushed:
+            await self._ack_held(stream)
+
+    async def _write_tables(self, writes: EncodedWrites) -> None:
+        written = 0
+        for partition, partition_writes in writes.items():
+            # Table writes go to the changelog partition of the current event: here, this partition's.
+            with writing_in(self._last_events[partition]):
+                for name, key, value in partition_writes:
+                    table = self.tables[name]
+                    if value is None:
+                        table.pop(key, None)
+                    else:
+                        table[key] = value
+                    self.index.write(name, key, value is not None)
+                    written += 1
+                    if not written % WRITES_PER_TURN:  # thousands with many regions: let the loop turn
+                        await asyncio.sleep(0)
+
+    async def _ack_held(self, stream: StreamT[bytes]) -> None:
+        """Only now, with the tables, rows and dead letters of the batches on their way, may they commit."""
+        held, self._held, self._held_since = self._held, [], None
+        for taken in held:
+            await taken.ack(stream)
+
+    def flush_due(self) -> bool:
+        """Held batches wait for no more: the input paused, a rebalance or stop has suspended the flow, or
+        the oldest has waited ``TABLE_FLUSH_MAX_SECONDS``."""
+        if self._held_since is None:
+            return False
+        now = time.monotonic()
+        return (
+            not self.app.flow_control.is_active()
+            or now - self._last_batch_at >= IDLE_FLUSH_SECONDS
+            or now - self._held_since >= self.settings.table_flush_max_seconds
+        )
+
+    async def flush_when_due(self) -> None:
+        """On a timer: flush once ``flush_due``."""
+        if self.flush_due():
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every table write held, then ack the batches they cover."""
+        stream = self._stream
+        if stream is None or self._held_since is None:
+            return
+        async with self._lock:
+            await self._applying.finished()  # every batch computed is applied: the writes cover them all
+            if self._applying.failure() is not None:
+                return  # the agent fails with it, and its batches are read again
+            if self.app.consumer_generation_id != self._generation:
+                # A rebalance: the batches held come again; Faust must not wait for their acks.
+                self._held.clear()
+                self._unwritten.clear()
+                self._held_since = None
+                return
+            writes: list[EncodedWrites] = []
+
+            async def attempt() -> None:
+                await self._ensure_loaded()
+                try:
+                    writes.append(await self.aligner.run(flush_writes))
+                except Exception:
+                    self._loaded_generation = None
+                    raise
+
+            await retrying("align_flush_failed", attempt)
+            self._unwritten.clear()
+            try:
+                await self._write_tables(writes[0])
+                await self._ack_held(stream)
+            except Exception as exc:  # a full DATA_DIR: the agent fails with it, as when it writes itself
+                log.error("align_flush_failed", error=f"{type(exc).__name__}: {exc}")
+                self._applying.fail(exc)

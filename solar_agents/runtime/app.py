@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     pipeline = Pipeline(app, settings, health)
     topology(app, pipeline)
     register_views(app, pipeline)
-    register_commands(app, settings)
+    register_commands(app, settings, pipeline.backfill.enable)
     return app, pipeline
 
 

@@ -117,10 +117,17 @@ class Backfill:
     """Backfill mode: the progress bar on the real stdout (the worker redirects print() into its log), and
     the exit once caught up."""
 
-    def __init__(self, app: faust.App, progress: Progress, flush: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        progress: Progress,
+        flush: Callable[[], Awaitable[None]],
+        flush_tables: Callable[[], Awaitable[None]],
+    ) -> None:
         self.app = app
         self.progress = progress
         self.flush = flush
+        self.flush_tables = flush_tables
         settings = progress.settings
         self.own = (settings.records_topic, settings.rows_topic)
         self.sources = (*progress.raw, *self.own)
@@ -128,10 +135,19 @@ class Backfill:
         self.printer = ProgressPrinter(sys.__stdout__ or sys.stderr)
         self._finished_at: int | None = None
         self._done = False
+        self.enabled = False
+
+    def enable(self) -> None:
+        """Backfill mode, before the worker starts: the bar, and the exit once caught up."""
+        if not self.enabled:
+            self.enabled = True
+            self.app.sensors.add(self.sent)
 
     async def tick(self) -> None:
         """The bar: raw messages read of all there are (read plus what is left up to the high-water marks of
         fetch responses), rate and ETA."""
+        if not self.enabled:
+            return
         read = self.progress.read()
         left = self.progress.unread()
         total = None if left is None else read + left
@@ -165,9 +181,10 @@ class Backfill:
         write), and Faust flushes the producer before it commits. The check runs often and commits at once
         what is acked, rather than waiting for the commit timer, so the exit follows the last write closely.
         """
-        if self._done or not self.caught_up(committed=False):
+        if not self.enabled or self._done or not self.caught_up(committed=False):
             return
         if not self.caught_up(committed=True):
+            await self.flush_tables()  # the align agent's held batches: acked once their state is written
             await self.app.consumer.commit()
             if not self.caught_up(committed=True):
                 return

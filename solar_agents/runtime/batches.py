@@ -131,12 +131,18 @@ class Applying:
     def __init__(self) -> None:
         self._task: asyncio.Future[None] | None = None
         self._agent: asyncio.Task[object] | None = None
+        self._failed: BaseException | None = None  # work of the agent done outside its batches (``fail``)
 
     async def settled(self) -> None:
         """Wait until the batch before is applied (its failure is the agent's)."""
         if self._task is not None:
             task, self._task = self._task, None
             await task
+
+    async def finished(self) -> None:
+        """Wait until the batch before is applied or has failed, leaving its outcome to the agent."""
+        if self._task is not None:
+            await asyncio.wait([self._task])
 
     async def start(self, work: Awaitable[None]) -> None:
         await self.settled()
@@ -149,8 +155,17 @@ class Applying:
         if task is self._task and self.failure() is not None and self._agent is not None:
             self._agent.cancel()
 
+    def fail(self, error: BaseException) -> None:
+        """Work of the agent done beside its batches (a flush on a timer) failed: the agent fails with it."""
+        if self._failed is None:
+            self._failed = error
+            if self._agent is not None:
+                self._agent.cancel()
+
     def failure(self) -> BaseException | None:
         """The failure of the batch being applied, once it failed."""
+        if self._failed is not None:
+            return self._failed
         task = self._task
         if task is None or not task.done() or task.cancelled():
             return None
@@ -165,12 +180,14 @@ class Applying:
     async def running(self) -> AsyncIterator[None]:
         """Around an agent's loop: a failed batch ends it with that failure; at the end, a batch not
         applied is cancelled."""
+        self._agent = asyncio.current_task()
         try:
             yield
         except asyncio.CancelledError:
             failure = self.failure()
             if failure is None:  # a stop or a rebalance
                 raise
+            self._failed = None  # raised once: a restarted agent starts clean
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # the cancellation only carried the failure here

@@ -112,7 +112,7 @@ class Pipeline:
         )
         self.write = WriteAgent(settings, holes, self.stats, app.crash)
         self.progress = Progress(app, settings, self.stats, lambda: self.align.records_kept)
-        self.backfill = Backfill(app, self.progress, self.write.flush)
+        self.backfill = Backfill(app, self.progress, self.write.flush, self.align.flush)
 
     def helpers(self) -> tuple[Any, ...]:
         return self.ingest.parser, self.align.aligner, self.write.sink
@@ -149,7 +149,7 @@ class Pipeline:
         return index
 
     def region_state(self, region: str) -> RegionHours | None:
-        """One region's kept hours, read from the tables (after each batch they hold what the align step
+        """One region's kept hours, read from the tables (after each flush they hold what the align step
         holds; its helper's memory is not this process's); None for a region this worker does not hold."""
         index = self.regions()
         if region not in index:
@@ -181,12 +181,14 @@ def topology(app: faust.App, p: Pipeline) -> None:
     # (and held reads are looked at again).
     app.timer(2.0, name="report_progress")(p.reading.report_all)
     app.timer(10.0, name="progress")(p.progress.log)
+    app.timer(0.1, name="flush_tables")(p.align.flush_when_due)
     app.timer(p.settings.deadletter_log_interval_seconds, name="dead_letters_summary")(
         p.dead_letters.log_summary
     )
+    # The backfill's bar and exit: on with EXIT_WHEN_CAUGHT_UP or the ``backfill`` command; idle otherwise.
+    app.timer(1.0, name="backfill_progress")(p.backfill.tick)
+    # Often: the exit should follow the last write within a fraction of a second.
+    app.timer(0.2, name="exit_when_caught_up")(p.backfill.exit_when_caught_up)
     if p.settings.exit_when_caught_up:
-        app.timer(1.0, name="backfill_progress")(p.backfill.tick)
-        app.sensors.add(p.backfill.sent)
-        # Often: the exit should follow the last write within a fraction of a second.
-        app.timer(0.2, name="exit_when_caught_up")(p.backfill.exit_when_caught_up)
+        p.backfill.enable()
     app.on_before_shutdown.connect(p.close)

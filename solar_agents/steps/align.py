@@ -63,10 +63,10 @@ class TableWrite:
 
 @dataclass(slots=True)
 class AlignedBatch:
-    """What one batch of the records topic yields, per records partition."""
+    """What one batch of the records topic yields, per records partition. Its table writes are held in the
+    aligner until a flush (``Aligner.flush``)."""
 
     rows: dict[int, list[Row]] = field(default_factory=dict)  # in order; one per key, the latest
-    writes: dict[int, list[TableWrite]] = field(default_factory=lambda: defaultdict(list))
     late: int = 0
     # Records messages the step could not apply (a bug, a corrupt message): (partition, offset, reason).
     # They go to the dead-letter topic; the rest of the batch is applied.
@@ -90,8 +90,10 @@ def read_states(
 class Aligner:
     """The align step: every region's kept hours, the ingest's progress and the replays in progress.
 
-    State changes message by message, in order; each region's table entries are written once per batch
-    (each block the batch changed, and the region's fields), its rows once per batch too.
+    State changes message by message, in order; a region's rows are sent once per batch. Its table entries
+    (each block changed, and the region's fields) are held until a flush, however many batches changed them:
+    with thousands of regions, each batch touches most of them, and writing them per batch cost about one
+    changelog record per raw record (docs/DESIGN.md, "Table writes held until a flush").
     """
 
     def __init__(self, features: FeatureSet, lateness_hours: int, max_regions: int | None = None) -> None:
@@ -103,6 +105,11 @@ class Aligner:
         self.replays: dict[int, Replay] = {}
         # Per records partition: its batches not committed yet (what a crash would bring back).
         self._uncommitted: dict[int, Uncommitted] = defaultdict(Uncommitted)
+        # Table writes held until the next flush, per records partition: the replays' entries in order, and
+        # the blocks changed per region; and the records applied since.
+        self._control_writes: dict[int, list[TableWrite]] = defaultdict(list)
+        self._changed: dict[int, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+        self.records_unwritten = 0
 
     def load(
         self,
@@ -115,6 +122,9 @@ class Aligner:
         self.progress.clear()
         self.replays = {int(partition): load_replay(value) for partition, value in replays}
         self.states = read_states(hours, regions)
+        self._control_writes.clear()
+        self._changed.clear()
+        self.records_unwritten = 0
 
     def state(self, region: str) -> RegionHours:
         state = self.states.get(region)
@@ -126,13 +136,13 @@ class Aligner:
         """Apply a batch of the records topic. ``committed(partition)`` is the group's committed offset of
         a records partition: batches from there on may be read again after a crash."""
         out = AlignedBatch()
-        changed: dict[int, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+        changed = self._changed
         rows: dict[int, dict[tuple[str, int], Row]] = defaultdict(dict)
         for message in messages:
             partition = message.partition
             assert message.key is not None and message.value is not None
             if message.key == b"":  # a control message, not a region (regions have 1-64 characters)
-                self._control(partition, message.value, out.writes[partition])
+                self._control(partition, message.value, self._control_writes[partition])
                 continue
             problems: list[str] = []
             try:
@@ -147,13 +157,14 @@ class Aligner:
                     if self._refused(region, records, out.refused):
                         continue
                     stored, late, new_rows = self._align(
-                        region, records, partition, message.offset, lowest, out.writes[partition]
+                        region, records, partition, message.offset, lowest, self._control_writes[partition]
                     )
                 except Exception as exc:  # a bug must not stop the worker or lose the records
                     log.exception("align_failed", partition=partition, offset=message.offset, region=region)
                     problems.append(f"internal error in region {region!r}: {type(exc).__name__}: {exc}")
                     continue
                 out.late += late
+                self.records_unwritten += len(records)
                 changed[partition][region].update(block_of(hour) for hour in stored)
                 kept = rows[partition]
                 for row in new_rows:
@@ -161,11 +172,28 @@ class Aligner:
                     kept[row.key] = row
             if problems:  # the whole message goes to the dead letters; its other regions are applied
                 out.failed.append((partition, message.offset, "; ".join(problems)))
-        for partition, regions in changed.items():
-            for region, blocks in regions.items():
-                out.writes[partition].extend(self._region_writes(region, blocks))
         out.rows = {partition: list(by_key.values()) for partition, by_key in rows.items()}
         return out
+
+    def unwritten_entries(self) -> int:
+        """How many table entries the next flush writes."""
+        changed = (blocks for by_region in self._changed.values() for blocks in by_region.values())
+        controls = sum(len(writes) for writes in self._control_writes.values())
+        return sum(len(blocks) + 1 for blocks in changed) + controls
+
+    def flush(self) -> dict[int, list[TableWrite]]:
+        """The table writes held since the last flush, per records partition: the replays' entries in order,
+        then each changed block and region once, as they are now. The tables then hold this state."""
+        writes: dict[int, list[TableWrite]] = {}
+        for partition in self._control_writes.keys() | self._changed.keys():
+            held = list(self._control_writes.get(partition, ()))
+            for region, blocks in self._changed.get(partition, {}).items():
+                held.extend(self._region_writes(region, blocks))
+            writes[partition] = held
+        self._control_writes.clear()
+        self._changed.clear()
+        self.records_unwritten = 0
+        return writes
 
     def _refused(self, region: str, records: list[Record], refused: list[Refused]) -> bool:
         """Records of a new region when ``max_regions`` are held already: each is refused with the reason
@@ -261,7 +289,9 @@ class AlignedMessages:
     """An aligned batch ready to write and send (``align_messages``): what crosses back from the align
     helper, already encoded."""
 
-    writes: dict[int, list[tuple[Table, str, bytes | None]]]  # per records partition: (table, key, value)
+    # Per records partition: (table, key, value); with ``flushed``, every write held so far, else none.
+    writes: dict[int, list[tuple[Table, str, bytes | None]]]
+    flushed: bool  # the tables hold this batch's state (and every one's before) once ``writes`` are made
     rows: dict[int, list[bytes]]  # per records partition: rows messages, in order
     rows_count: int
     late: int
@@ -286,19 +316,49 @@ def load_aligner(
     return len(states), sum(len(s.solar.keys() | s.weather.keys()) for s in states)
 
 
-def align_messages(
-    aligner: Aligner, batch: MessageBatch, committed: dict[int, int | None], per_message: int
-) -> AlignedMessages:
-    """``Aligner.batch`` on a batch of the records topic, its table values and rows messages encoded
-    (at most ``per_message`` rows a message). ``committed`` holds the group's committed offset of each
-    records partition in the batch."""
-    aligned = aligner.batch(batch.messages(), committed.get)
-    writes = {
+EncodedWrites = dict[int, list[tuple[Table, str, bytes | None]]]
+
+
+def encoded(writes: dict[int, list[TableWrite]]) -> EncodedWrites:
+    """Table writes with their values as the tables store them."""
+    return {
         partition: [
             (w.table, w.key, None if w.value is None else table_bytes(w.value)) for w in partition_writes
         ]
-        for partition, partition_writes in aligned.writes.items()
+        for partition, partition_writes in writes.items()
     }
+
+
+def flush_writes(aligner: Aligner) -> EncodedWrites:
+    """``Aligner.flush``, encoded."""
+    return encoded(aligner.flush())
+
+
+def reapply(aligner: Aligner, batch: MessageBatch, committed: dict[int, int | None]) -> None:
+    """Apply again a batch whose rows were sent but whose table writes were not made, to an aligner loaded
+    from the tables (its helper died): its writes are held again for the next flush."""
+    aligner.batch(batch.messages(), committed.get)
+
+
+def align_messages(
+    aligner: Aligner,
+    batch: MessageBatch,
+    committed: dict[int, int | None],
+    per_message: int,
+    records_per_write: int | None = None,
+) -> AlignedMessages:
+    """``Aligner.batch`` on a batch of the records topic, its table values and rows messages encoded
+    (at most ``per_message`` rows a message). ``committed`` holds the group's committed offset of each
+    records partition in the batch.
+
+    The table writes held are flushed once the records applied since the last flush number at least
+    ``records_per_write`` per table entry to write (at most one changelog record per that many records);
+    None flushes after every batch."""
+    aligned = aligner.batch(batch.messages(), committed.get)
+    flush = records_per_write is None or (
+        aligner.records_unwritten >= records_per_write * aligner.unwritten_entries()
+    )
+    writes = flush_writes(aligner) if flush else {}
     rows = {
         partition: [
             encode_rows(partition_rows[start : start + per_message], aligner.rows)
@@ -308,6 +368,7 @@ def align_messages(
     }
     return AlignedMessages(
         writes,
+        flush,
         rows,
         sum(len(r) for r in aligned.rows.values()),
         aligned.late,

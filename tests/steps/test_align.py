@@ -1,4 +1,5 @@
-"""The align step in-process: table writes per batch, a restart from the tables, a message it cannot apply."""
+"""The align step in-process: table writes per batch or held until a flush, a restart from the tables, a
+message it cannot apply."""
 
 from __future__ import annotations
 
@@ -39,6 +40,57 @@ def test_batch_size_changes_the_table_writes_not_the_rows() -> None:
     assert large.table_writes * 10 < small.table_writes
     for value in large.tables["hours"].values():  # every value bounded: one day of one region
         assert len(value["solar"]) <= BLOCK_HOURS and len(value["weather"]) <= BLOCK_HOURS
+
+
+def test_held_table_writes_write_each_entry_once_and_leave_the_same_tables() -> None:
+    """Many regions, each in every batch: held writes write a region's entries once per flush rather than
+    once per batch, and the tables end as the per-batch writes leave them."""
+    raw = raw_feed(hours=96, regions=tuple(f"DE_{n:02}" for n in range(40)))
+    each_batch, held = Harness(), Harness(records_per_write=10_000)
+    run(each_batch, raw, ingest_batch=200, align_batch=1)
+    run(held, raw, ingest_batch=200, align_batch=1)
+    assert held.table_writes == 0, "below the bound, nothing is written yet"
+    assert held.aligner.records_unwritten == len(raw) - len(held.dead_letters)
+    entries = held.aligner.unwritten_entries()
+    held.flush()
+    assert held.table_writes == entries
+    assert held.tables == each_batch.tables
+    assert each_batch.table_writes > 10 * held.table_writes
+    assert as_rows(rows_to_write(held.rows_messages, SPEC_ROWS)) == as_rows(
+        rows_to_write(each_batch.rows_messages, SPEC_ROWS)
+    )
+
+
+def test_a_flush_comes_once_the_records_since_the_last_number_enough_per_entry() -> None:
+    raw = raw_feed(hours=240, regions=("DE_a", "DE_b"))
+    harness = Harness(records_per_write=20)
+    run(harness, raw, ingest_batch=10, align_batch=1)
+    assert harness.table_writes, "the bound was reached and the writes made"
+    # At most one table entry per 20 records applied, over the whole run but the writes still held.
+    assert harness.table_writes * 20 <= len(raw)
+    harness.flush()
+    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
+
+
+def test_a_crash_with_writes_held_reads_again_from_the_last_flush_and_changes_no_row() -> None:
+    raw = raw_feed(hours=300, regions=("DE_a", "DE_b", "DE_c"))
+    random.Random(7).shuffle(raw)
+    by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
+    for message in sorted(raw, key=lambda m: (m.topic, m.partition, m.offset)):
+        by_partition[message.topic, message.partition].append(message)
+    ordered = [m for log in by_partition.values() for m in log]
+    harness = Harness(records_per_write=15)
+    third = len(ordered) // 3
+    run(harness, ordered[:third], ingest_batch=30, align_batch=3)
+    harness.crash()  # the writes held since the last flush are lost; their records come again
+    run(harness, ordered[third : 2 * third], ingest_batch=30, align_batch=3)
+    harness.crash()
+    run(harness, ordered[2 * third :], ingest_batch=30, align_batch=3)
+    harness.flush()
+    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
+    each_batch = Harness()
+    run(each_batch, raw, ingest_batch=30, align_batch=3)
+    assert harness.tables["hours"] == each_batch.tables["hours"]
 
 
 def test_a_restart_from_the_tables_alone_changes_no_row() -> None:
