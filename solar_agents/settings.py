@@ -179,7 +179,7 @@ class Settings(ConnectionSettings):
     # flush number this many per table entry to write (so at most one changelog record per that many), when
     # the input pauses, at a rebalance, and at least this often. A batch commits only after its flush: a
     # crash reads again what came since (docs/DESIGN.md, "Table writes held until a flush").
-    table_flush_records_per_write: int = Field(100, ge=1)
+    table_flush_records_per_write: int = Field(30, ge=1)
     table_flush_max_seconds: float = Field(60.0, gt=0)
     # Run the steps (parse, align, write) in helper processes beside the worker's event loop (a second
     # core); off, they run in the worker's own process (docs/DESIGN.md, "Helper processes").

@@ -101,8 +101,21 @@ class PipelineCollector(Collector):
             ("rows_emitted", "Feature rows computed and sent to the writer.", s.rows_emitted),
             ("rows_written", "Feature rows written to the database (rewrites included).", s.rows_written),
             ("write_failures", "Failed database write attempts (each is retried).", s.write_failures),
+            (
+                "table_entries_written",
+                "Table entries the align step's flushes wrote (changelog records).",
+                s.table_entries_written,
+            ),
         ):
             yield CounterMetricFamily(PREFIX + name, doc, value=value)
+        flushes = CounterMetricFamily(
+            PREFIX + "table_flushes",
+            "Flushes of the align step's held table writes, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(s.table_flushes.items()):
+            flushes.add_metric([reason], count)
+        yield flushes
         # Stats counts a batch in every bucket it fits: its buckets are cumulative already.
         buckets = [(_le(bound), n) for bound, n in sorted(s.write_buckets.items())]
         yield HistogramMetricFamily(

@@ -40,6 +40,9 @@ class Stats:
     offsets_absent: int = 0
     rows_emitted: int = 0
     rows_written: int = 0
+    # The align step's flushes of its held table writes, by what called them, and the entries they wrote.
+    table_flushes: Counter[str] = field(default_factory=Counter)
+    table_entries_written: int = 0
     batches_written: int = 0
     write_seconds_total: float = 0.0
     write_seconds_last: float = 0.0

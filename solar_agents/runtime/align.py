@@ -20,6 +20,7 @@ from faust.types import TP, EventT, StreamT, TableT
 
 from solar_agents.core.messages import MessageBatch
 from solar_agents.core.read_progress import Feed
+from solar_agents.observe.lag import partition_offsets
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.regions import RegionIndex
 from solar_agents.observe.stats import Stats
@@ -44,7 +45,8 @@ Event = EventT[bytes]
 
 # Table writes of a batch between two turns of the event loop (other agents, the web view, health probes).
 WRITES_PER_TURN = 500
-# The input paused this long: what is held is flushed, so a caught-up worker commits what it has done.
+# Every input read, and the agent idle this long: what is held is flushed, so a caught-up worker commits
+# what it has done.
 IDLE_FLUSH_SECONDS = 0.5
 
 
@@ -82,7 +84,7 @@ class AlignAgent:
         self._unwritten: list[MessageBatch] = []  # computed, their table state only in the helper
         self._held: list[Taken] = []  # applied, not acked: waiting for a flush to write their state
         self._held_since: float | None = None
-        self._last_batch_at = time.monotonic()
+        self._last_busy_at = time.monotonic()
         self._last_events: dict[int, Event] = {}  # per records partition: where its table writes go
         self._generation: int | None = None  # of the batches held
         self._started = time.monotonic()
@@ -167,7 +169,7 @@ class AlignAgent:
                 self._loaded_generation = None  # its state is gone with it: load again from the tables
                 raise
 
-        self._last_batch_at = time.monotonic()
+        self._last_busy_at = time.monotonic()
         async with self._lock:
             await retrying("align_step_failed", attempt)
             if aligned[0].flushed:
@@ -183,7 +185,8 @@ class AlignAgent:
         self.stats.rows_emitted += batch.rows_count
         self.records_kept = batch.records_kept
         self._last_events.update(taken.last_events())
-        await self._write_tables(batch.writes)
+        if batch.flushed:
+            await self._write_tables(batch.writes, "records")
         for partition, messages in batch.rows.items():
             for value in messages:
                 await retrying(
@@ -207,8 +210,9 @@ class AlignAgent:
             self._held_since = time.monotonic()
         if batch.flushed:
             await self._ack_held(stream)
+        self._last_busy_at = time.monotonic()
 
-    async def _write_tables(self, writes: EncodedWrites) -> None:
+    async def _write_tables(self, writes: EncodedWrites, reason: str) -> None:
         written = 0
         for partition, partition_writes in writes.items():
             # Table writes go to the changelog partition of the current event: here, this partition's.
@@ -223,6 +227,10 @@ class AlignAgent:
                     written += 1
                     if not written % WRITES_PER_TURN:  # thousands with many regions: let the loop turn
                         await asyncio.sleep(0)
+        if written:
+            self.stats.table_flushes[reason] += 1
+            self.stats.table_entries_written += written
+        log.debug("tables_flushed", reason=reason, entries=written, batches=len(self._held))
 
     async def _ack_held(self, stream: StreamT[bytes]) -> None:
         """Only now, with the tables, rows and dead letters of the batches on their way, may they commit."""
@@ -230,24 +238,36 @@ class AlignAgent:
         for taken in held:
             await taken.ack(stream)
 
-    def flush_due(self) -> bool:
-        """Held batches wait for no more: the input paused, a rebalance or stop has suspended the flow, or
-        the oldest has waited ``TABLE_FLUSH_MAX_SECONDS``."""
+    def flush_due(self) -> str | None:
+        """Why held batches wait for no more, if they do not: every input is read and the agent idle
+        (``idle``), a rebalance or stop has suspended the flow (``rebalance``), or the oldest has waited
+        ``TABLE_FLUSH_MAX_SECONDS`` (``age``). A backfill's pauses (a raw partition waiting for a slower
+        one, the ingest behind) are not idle: the writes wait on."""
         if self._held_since is None:
-            return False
+            return None
         now = time.monotonic()
-        return (
-            not self.app.flow_control.is_active()
-            or now - self._last_batch_at >= IDLE_FLUSH_SECONDS
-            or now - self._held_since >= self.settings.table_flush_max_seconds
-        )
+        if not self.app.flow_control.is_active():
+            return "rebalance"
+        busy = self._lock.locked() or self._applying.busy()
+        if not busy and now - self._last_busy_at >= IDLE_FLUSH_SECONDS and self._input_read():
+            return "idle"
+        if now - self._held_since >= self.settings.table_flush_max_seconds:
+            return "age"
+        return None
+
+    def _input_read(self) -> bool:
+        """Every assigned partition of the raw and records topics read to its high-water mark."""
+        s = self.settings
+        topics = (s.kafka_topic_solar, s.kafka_topic_weather, s.records_topic)
+        return all(not o.unread for o in partition_offsets(self.app.consumer, topics))
 
     async def flush_when_due(self) -> None:
         """On a timer: flush once ``flush_due``."""
-        if self.flush_due():
-            await self.flush()
+        reason = self.flush_due()
+        if reason is not None:
+            await self.flush(reason)
 
-    async def flush(self) -> None:
+    async def flush(self, reason: str = "backfill") -> None:
         """Write every table write held, then ack the batches they cover."""
         stream = self._stream
         if stream is None or self._held_since is None:
@@ -275,7 +295,7 @@ class AlignAgent:
             await retrying("align_flush_failed", attempt)
             self._unwritten.clear()
             try:
-                await self._write_tables(writes[0])
+                await self._write_tables(writes[0], reason)
                 await self._ack_held(stream)
             except Exception as exc:  # a full DATA_DIR: the agent fails with it, as when it writes itself
                 log.error("align_flush_failed", error=f"{type(exc).__name__}: {exc}")

@@ -139,6 +139,10 @@ class Applying:
             task, self._task = self._task, None
             await task
 
+    def busy(self) -> bool:
+        """A batch is being applied."""
+        return self._task is not None and not self._task.done()
+
     async def finished(self) -> None:
         """Wait until the batch before is applied or has failed, leaving its outcome to the agent."""
         if self._task is not None:
