@@ -46,6 +46,8 @@ class BackfillCommand(WorkerCommand):  # type: ignore[misc]
         if refused_while_running(Path(self.app.conf.tabledir)):
             raise SystemExit(2)
         exit_on_error(lambda: check_broker(self.settings))
+        # Faust's own lines at the worker's level, as ``worker -l LOG_LEVEL`` logs them (its "Ready" too).
+        self.loglevel = self.settings.log_level
         self.enable()
         return super().as_service(loop, *args, **kwargs)
 

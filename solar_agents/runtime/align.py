@@ -16,17 +16,17 @@ import time
 from functools import partial
 
 import faust
-from faust.types import TP, EventT, StreamT, TableT
+from faust.types import TP, StreamT, TableT
 
 from solar_agents.core.messages import MessageBatch
 from solar_agents.core.read_progress import Feed
-from solar_agents.observe.lag import partition_offsets
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.regions import RegionIndex
 from solar_agents.observe.stats import Stats
 from solar_agents.runtime.batches import Applying, HoleFiller, Taken, overlapped, retrying
 from solar_agents.runtime.deadletters import DeadLetters
-from solar_agents.runtime.faust_compat import committed_offsets, writing_in
+from solar_agents.runtime.faust_compat import committed_offsets
+from solar_agents.runtime.held import HeldBatches
 from solar_agents.runtime.helpers import step_helper
 from solar_agents.settings import Settings
 from solar_agents.steps.align import (
@@ -41,13 +41,6 @@ from solar_agents.steps.align import (
 )
 
 log = get_logger(__name__)
-Event = EventT[bytes]
-
-# Table writes of a batch between two turns of the event loop (other agents, the web view, health probes).
-WRITES_PER_TURN = 500
-# Every input read, and the agent idle this long: what is held is flushed, so a caught-up worker commits
-# what it has done.
-IDLE_FLUSH_SECONDS = 0.5
 
 
 class AlignAgent:
@@ -81,12 +74,7 @@ class AlignAgent:
         # changed, so it must not overtake one.
         self._lock = asyncio.Lock()
         self._stream: StreamT[bytes] | None = None
-        self._unwritten: list[MessageBatch] = []  # computed, their table state only in the helper
-        self._held: list[Taken] = []  # applied, not acked: waiting for a flush to write their state
-        self._held_since: float | None = None
-        self._last_busy_at = time.monotonic()
-        self._last_events: dict[int, Event] = {}  # per records partition: where its table writes go
-        self._generation: int | None = None  # of the batches held
+        self.held = HeldBatches(app, settings, tables, stats, index)
         self._started = time.monotonic()
         self._recovered_once = False
         tables["hours"].on_recover(self._on_recovered)
@@ -121,13 +109,8 @@ class AlignAgent:
         if generation == self._loaded_generation:
             return
         await self._applying.settled()  # the tables must hold the batch before first
-        if generation != self._generation:
-            # A rebalance: the consumer has sought every partition back to its committed offset, so the
-            # batches held (not flushed, not acked) come again. They are never acked from here.
-            self._unwritten.clear()
-            self._held.clear()
-            self._held_since = None
-            self._generation = generation
+        if generation != self.held.generation:
+            self.held.drop(generation)
         started = time.perf_counter()
         hour_items = list(self.tables["hours"].items())
         region_items = list(self.tables["regions"].items())
@@ -138,7 +121,7 @@ class AlignAgent:
         # The helper died with the table writes it held: the batches behind them are applied again.
         records_topic = self.settings.records_topic
         committed = committed_offsets(self.app.consumer)
-        for batch in self._unwritten:
+        for batch in self.held.unwritten:
             at = {p: committed.get(TP(records_topic, p)) for p in set(batch.partitions)}
             await self.aligner.run(reapply, batch, at)
         self._loaded_generation = generation
@@ -146,13 +129,13 @@ class AlignAgent:
             "state_loaded",
             regions=regions,
             hours=hours,
-            batches_applied_again=len(self._unwritten),
+            batches_applied_again=len(self.held.unwritten),
             seconds=round(time.perf_counter() - started, 3),
         )
 
     async def _compute(self, taken: Taken) -> AlignedMessages:
         """One batch through the align step, in its helper; a helper that died is started again from the
-        tables, which hold every batch but this one, and the batch is run again."""
+        tables and the batches held since the last flush, and the batch is run again."""
         records_topic = self.settings.records_topic
         batch = MessageBatch.of(records_topic, taken.messages)
         committed = committed_offsets(self.app.consumer)
@@ -169,13 +152,10 @@ class AlignAgent:
                 self._loaded_generation = None  # its state is gone with it: load again from the tables
                 raise
 
-        self._last_busy_at = time.monotonic()
+        self.held.computing(taken)
         async with self._lock:
             await retrying("align_step_failed", attempt)
-            if aligned[0].flushed:
-                self._unwritten.clear()  # the batch's writes hold them all
-            else:
-                self._unwritten.append(batch)
+            self.held.computed(batch, aligned[0].flushed)
         return aligned[0]
 
     async def _apply(self, stream: StreamT[bytes], taken: Taken, batch: AlignedMessages) -> None:
@@ -184,9 +164,8 @@ class AlignAgent:
         self.stats.late += batch.late
         self.stats.rows_emitted += batch.rows_count
         self.records_kept = batch.records_kept
-        self._last_events.update(taken.last_events())
         if batch.flushed:
-            await self._write_tables(batch.writes, "records")
+            await self.held.write(batch.writes, "records")
         for partition, messages in batch.rows.items():
             for value in messages:
                 await retrying(
@@ -205,82 +184,27 @@ class AlignAgent:
             await self.dead_letters.send_originals(
                 (topics[feed], partition, offset, reason) for feed, partition, offset, reason in batch.refused
             )
-        self._held.append(taken)
-        if self._held_since is None:
-            self._held_since = time.monotonic()
+        self.held.applied(taken)
         if batch.flushed:
-            await self._ack_held(stream)
-        self._last_busy_at = time.monotonic()
-
-    async def _write_tables(self, writes: EncodedWrites, reason: str) -> None:
-        written = 0
-        for partition, partition_writes in writes.items():
-            # Table writes go to the changelog partition of the current event: here, this partition's.
-            with writing_in(self._last_events[partition]):
-                for name, key, value in partition_writes:
-                    table = self.tables[name]
-                    if value is None:
-                        table.pop(key, None)
-                    else:
-                        table[key] = value
-                    self.index.write(name, key, value is not None)
-                    written += 1
-                    if not written % WRITES_PER_TURN:  # thousands with many regions: let the loop turn
-                        await asyncio.sleep(0)
-        if written:
-            self.stats.table_flushes[reason] += 1
-            self.stats.table_entries_written += written
-        log.debug("tables_flushed", reason=reason, entries=written, batches=len(self._held))
-
-    async def _ack_held(self, stream: StreamT[bytes]) -> None:
-        """Only now, with the tables, rows and dead letters of the batches on their way, may they commit."""
-        held, self._held, self._held_since = self._held, [], None
-        for taken in held:
-            await taken.ack(stream)
-
-    def flush_due(self) -> str | None:
-        """Why held batches wait for no more, if they do not: every input is read and the agent idle
-        (``idle``), a rebalance or stop has suspended the flow (``rebalance``), or the oldest has waited
-        ``TABLE_FLUSH_MAX_SECONDS`` (``age``). A backfill's pauses (a raw partition waiting for a slower
-        one, the ingest behind) are not idle: the writes wait on."""
-        if self._held_since is None:
-            return None
-        now = time.monotonic()
-        if not self.app.flow_control.is_active():
-            return "rebalance"
-        busy = self._lock.locked() or self._applying.busy()
-        if not busy and now - self._last_busy_at >= IDLE_FLUSH_SECONDS and self._input_read():
-            return "idle"
-        if now - self._held_since >= self.settings.table_flush_max_seconds:
-            return "age"
-        return None
-
-    def _input_read(self) -> bool:
-        """Every assigned partition of the raw and records topics read to its high-water mark."""
-        s = self.settings
-        topics = (s.kafka_topic_solar, s.kafka_topic_weather, s.records_topic)
-        return all(not o.unread for o in partition_offsets(self.app.consumer, topics))
+            await self.held.ack(stream)
 
     async def flush_when_due(self) -> None:
         """On a timer: flush once ``flush_due``."""
-        reason = self.flush_due()
+        reason = self.held.due(busy=self._lock.locked() or self._applying.busy())
         if reason is not None:
             await self.flush(reason)
 
     async def flush(self, reason: str = "backfill") -> None:
         """Write every table write held, then ack the batches they cover."""
         stream = self._stream
-        if stream is None or self._held_since is None:
+        if stream is None or self.held.since is None:
             return
         async with self._lock:
             await self._applying.finished()  # every batch computed is applied: the writes cover them all
             if self._applying.failure() is not None:
                 return  # the agent fails with it, and its batches are read again
-            if self.app.consumer_generation_id != self._generation:
-                # A rebalance: the batches held come again; Faust must not wait for their acks.
-                self._held.clear()
-                self._unwritten.clear()
-                self._held_since = None
+            if self.app.consumer_generation_id != self.held.generation:
+                self.held.drop(self.app.consumer_generation_id)  # Faust must not wait for their acks
                 return
             writes: list[EncodedWrites] = []
 
@@ -293,10 +217,10 @@ class AlignAgent:
                     raise
 
             await retrying("align_flush_failed", attempt)
-            self._unwritten.clear()
+            self.held.unwritten.clear()
             try:
-                await self._write_tables(writes[0], reason)
-                await self._ack_held(stream)
+                await self.held.write(writes[0], reason)
+                await self.held.ack(stream)
             except Exception as exc:  # a full DATA_DIR: the agent fails with it, as when it writes itself
                 log.error("align_flush_failed", error=f"{type(exc).__name__}: {exc}")
                 self._applying.fail(exc)
