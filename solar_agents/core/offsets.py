@@ -7,9 +7,9 @@ one missing record right after the committed offset is passed even without one. 
 record again: valid input lost without a trace.
 
 So each agent follows, per partition, the next offset it expects. A batch whose records of a partition jump
-past it has a hole: the records in it are read directly (``compat.RangeReader``) and put back in front of
-the record that showed the hole, so they are processed, in order, before anything after them is acked. A
-hole that holds no records (transaction markers, a compacted or expired range) is let pass.
+past it has a hole: the records in it are read directly (``connect.range_reader.RangeReader``) and put
+back in front of the record that showed the hole, so they are processed, in order, before anything after
+them is acked. A hole that holds no records (transaction markers, a compacted or expired range) is let pass.
 """
 
 from __future__ import annotations

@@ -17,13 +17,14 @@ from typing import TypeVar, cast
 from faust import Stream
 from faust.types import TP, EventT, StreamT
 
+from solar_agents.connect.range_reader import RangeReader
 from solar_agents.core.messages import Message, MessageLike
 from solar_agents.core.offsets import Continuity, Hole, fill
 from solar_agents.errors import Refused
 from solar_agents.observe.health import Failing
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.stats import Stats
-from solar_agents.runtime.faust_compat import RangeReader, ack_offsets, committed_offsets
+from solar_agents.runtime.faust_compat import ack_offsets, committed_offsets
 
 log = get_logger(__name__)
 Event = EventT[bytes]

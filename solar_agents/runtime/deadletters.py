@@ -14,6 +14,7 @@ from functools import partial
 import faust
 from faust.types import TP
 
+from solar_agents.connect.range_reader import RangeReader
 from solar_agents.core.messages import Message, MessageLike
 from solar_agents.core.offsets import runs
 from solar_agents.core.records import dead_letter
@@ -21,7 +22,6 @@ from solar_agents.observe.log import get_logger
 from solar_agents.observe.stats import Stats
 from solar_agents.observe.throttle import Throttle, reason_kind
 from solar_agents.runtime.batches import read_again, retrying
-from solar_agents.runtime.faust_compat import RangeReader
 
 log = get_logger(__name__)
 

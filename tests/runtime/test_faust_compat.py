@@ -20,6 +20,7 @@ from faust.types.tuples import FutureMessage
 from kafka_util import Kafka
 
 from solar_agents.connect.kafka import KafkaConnection
+from solar_agents.connect.range_reader import RangeReader
 from solar_agents.runtime import faust_compat as compat
 from solar_agents.runtime.faust_compat import DrainingProducerBuffer, fetched_end_offsets, install_broker
 
@@ -183,7 +184,7 @@ def test_a_range_reader_reads_exactly_its_range(kafka: Kafka) -> None:
     kafka.produce(topic, [(b"k", b"v%d" % i) for i in range(60)], partition=1)
 
     async def read() -> tuple[list[int], list[bytes], list[int], list[int]]:
-        reader = compat.RangeReader(
+        reader = RangeReader(
             lambda: AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest")
         )
         try:
