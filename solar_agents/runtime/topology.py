@@ -30,6 +30,7 @@ from solar_agents.runtime.backfill import Backfill, Progress
 from solar_agents.runtime.batches import HoleFiller
 from solar_agents.runtime.deadletters import DeadLetters
 from solar_agents.runtime.faust_compat import range_reader
+from solar_agents.runtime.held import ReadFlush
 from solar_agents.runtime.ingest import IngestAgent
 from solar_agents.runtime.liveness import Liveness
 from solar_agents.runtime.reading import ReadTracker
@@ -113,6 +114,8 @@ class Pipeline:
         self.write = WriteAgent(settings, holes, self.stats, app.crash)
         self.progress = Progress(app, settings, self.stats, lambda: self.align.records_kept)
         self.backfill = Backfill(app, self.progress, self.write.flush, self.align.flush)
+        # The web view's reads: the tables brought up to the align step first (``runtime.held``).
+        self.read_flush = ReadFlush(self.align.held, self.align.flush)
 
     def helpers(self) -> tuple[Any, ...]:
         return self.ingest.parser, self.align.aligner, self.write.sink
@@ -150,7 +153,8 @@ class Pipeline:
 
     def region_state(self, region: str) -> RegionHours | None:
         """One region's kept hours, read from the tables (after each flush they hold what the align step
-        holds; its helper's memory is not this process's); None for a region this worker does not hold."""
+        holds; its helper's memory is not this process's: ``read_flush`` first); None for a region this
+        worker does not hold."""
         index = self.regions()
         if region not in index:
             return None

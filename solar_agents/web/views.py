@@ -11,9 +11,11 @@
 Identical requests for a page of regions share one answer for a second (``web.shared``).
 
 The views only read: the pipeline's counters, the Faust consumer's offsets, and from the tables only the
-regions they show (``observe.regions`` says which regions and blocks there are). Every answer is computed on
-the event loop the agents share, so each is bounded: a page of regions, one region, a budget of per-region
-series. The answers themselves are ``web.api``'s.
+regions they show (``observe.regions`` says which regions and blocks there are). The align step holds its
+table writes until a flush; a read of region state flushes them first, at most once a second
+(``runtime.held.ReadFlush``), so what the view shows lags the sink by no more than that. Every answer is
+computed on the event loop the agents share, so each is bounded: a page of regions, one region, a budget of
+per-region series. The answers themselves are ``web.api``'s.
 """
 
 from __future__ import annotations
@@ -158,6 +160,7 @@ class Site:
         after, limit, search = parse_page(query)  # bad input fails here, never shared
 
         async def build() -> bytes:
+            await self.pipeline.read_flush()
             encoded = faust_json.dumps(await self.regions(after, limit, search))  # as the other answers
             return encoded if isinstance(encoded, bytes) else encoded.encode()
 
@@ -195,11 +198,13 @@ class Site:
             "regions": [region_summary(states[r], partitions) for r in page.regions if r in states],
         }
 
-    def region(self, region: str) -> dict[str, Any]:
+    async def region(self, region: str) -> dict[str, Any]:
+        await self.pipeline.read_flush()
         return region_summary(self.state(region), self.settings.topic_partitions)
 
-    def hours(self, region: str, query: Mapping[str, str]) -> dict[str, Any]:
+    async def hours(self, region: str, query: Mapping[str, str]) -> dict[str, Any]:
         hours = hour_range(parse_time("from", query.get("from")), parse_time("to", query.get("to")))
+        await self.pipeline.read_flush()
         state = self.state(region)
         return hours_answer(state, hours, row_type(self.settings.feature_set), self.settings.retention)
 
@@ -221,6 +226,7 @@ class Site:
     async def metrics(self) -> str:
         """The exposition: per-region series for the first ``METRICS_REGION_SERIES_MAX`` regions by name
         (the rest counted), read a few regions per turn of the event loop."""
+        await self.pipeline.read_flush()
         index = self.pipeline.regions()
         shown = await self.states(index.names()[: self.settings.metrics_region_series_max])
         lag = consumer_lag(self.app, self.input_topics)
@@ -293,13 +299,13 @@ def register_views(app: faust.App, pipeline: Pipeline) -> Site:
     class Region(_View):
         async def get(self, request: Request, region: str) -> Response:
             forwarded = await _forwarded(self, request, region)
-            return forwarded or self.answer(site.region(region))
+            return forwarded or self.answer(await site.region(region))
 
     @app.page("/api/regions/{region}/hours", name="solar_agents_region_hours")
     class RegionHoursView(_View):
         async def get(self, request: Request, region: str) -> Response:
             forwarded = await _forwarded(self, request, region)
-            return forwarded or self.answer(site.hours(region, request.query))
+            return forwarded or self.answer(await site.hours(region, request.query))
 
     async def _forwarded(view: View, request: Request, region: str) -> Response | None:
         """The answer of the worker that holds ``region``, when that is another one (one hop at most)."""
