@@ -23,7 +23,14 @@ from solar_agents.core.read_progress import Feed, PartitionProgress, ProgressRep
 from solar_agents.core.records import RegionResolver
 from solar_agents.core.wire import REGIONS_KEY, table_bytes, table_value
 from solar_agents.settings import Settings
-from solar_agents.steps.align import ROWS_PER_MESSAGE, Aligner, align_messages, flush_writes, load_aligner
+from solar_agents.steps.align import (
+    ROWS_PER_MESSAGE,
+    Aligner,
+    align_messages,
+    flush_region_writes,
+    flush_writes,
+    load_aligner,
+)
 from solar_agents.steps.ingest import RECORDS_PER_MESSAGE, ingest_messages
 
 SOLAR, WEATHER = "solar_production_raw", "weather_raw"
@@ -68,6 +75,7 @@ class Harness:
     # tables hold its state: where a crash reads again from (the worker acks a batch after its flush).
     records_per_write: int | None = None
     flushed: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    added: list[str] = field(default_factory=list)  # regions as the align batches announced them
 
     ends: dict[tuple[str, int], int] = field(default_factory=dict)  # raw (topic, partition) -> end offset
     read_hour: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -110,6 +118,7 @@ class Harness:
         )
         self.align_failed.extend(batch.failed)
         self.refused.extend(batch.refused)
+        self.added.extend(batch.added)
         self.write_tables(batch.writes)
         for message in messages:  # the log's offsets are its indexes
             self.aligned[message.partition] = max(self.aligned[message.partition], message.offset + 1)
@@ -123,6 +132,12 @@ class Harness:
         """The worker's flush on a timer (the input paused): every held table write made."""
         self.write_tables(flush_writes(self.aligner))
         self.flushed.update(self.aligned)
+
+    def read_regions(self, regions: list[str]) -> dict[int, list[tuple[str, str, bytes | None]]]:
+        """The web view reads ``regions``: their held writes made ahead of the flush; nothing acked."""
+        writes = flush_region_writes(self.aligner, regions)
+        self.write_tables(writes)
+        return writes
 
     def crash(self) -> None:
         """The process dies with the table writes it held: the aligner starts from the tables, and every

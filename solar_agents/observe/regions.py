@@ -59,6 +59,10 @@ class RegionIndex:
             else:
                 blocks.discard(block)
 
+    def add(self, region: str) -> None:
+        """A region the align step holds that has no table entries yet."""
+        self._region(region)
+
     def _region(self, region: str) -> set[int]:
         blocks = self.blocks.get(region)
         if blocks is None:

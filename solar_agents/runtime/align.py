@@ -35,12 +35,16 @@ from solar_agents.steps.align import (
     Aligner,
     EncodedWrites,
     align_messages,
+    flush_region_writes,
     flush_writes,
     load_aligner,
     reapply,
 )
 
 log = get_logger(__name__)
+
+# A web read waits this long at most for the step to write its regions; then it reads the tables as they are.
+READ_WAIT_SECONDS = 2.0
 
 
 class AlignAgent:
@@ -75,9 +79,6 @@ class AlignAgent:
         self._lock = asyncio.Lock()
         self._stream: StreamT[bytes] | None = None
         self.held = HeldBatches(app, settings, tables, stats, index)
-        self._started = time.monotonic()
-        self._recovered_once = False
-        tables["hours"].on_recover(self._on_recovered)
 
     async def run(self, stream: StreamT[bytes]) -> None:
         """One batch computed and one applied at a time, in order."""
@@ -90,17 +91,6 @@ class AlignAgent:
             partial(self._apply, stream),
             self._applying,
             self.holes,
-        )
-
-    async def _on_recovered(self) -> None:
-        """After the first rebalance's restore: say how long the worker took to get its tables back."""
-        if self._recovered_once:
-            return
-        self._recovered_once = True
-        log.info(
-            "tables_recovered",
-            seconds_since_start=round(time.monotonic() - self._started, 2),
-            hour_blocks_kept=len(self.tables["hours"]),
         )
 
     async def _ensure_loaded(self) -> None:
@@ -164,6 +154,8 @@ class AlignAgent:
         self.stats.late += batch.late
         self.stats.rows_emitted += batch.rows_count
         self.records_kept = batch.records_kept
+        for region in batch.added:
+            self.index.add(region)
         if batch.flushed:
             await self.held.write(batch.writes, "records")
         for partition, messages in batch.rows.items():
@@ -193,6 +185,26 @@ class AlignAgent:
         reason = self.held.due(busy=self._lock.locked() or self._applying.busy())
         if reason is not None:
             await self.flush(reason)
+
+    async def flush_regions(self, regions: list[str]) -> None:
+        """Before the web view reads ``regions`` from the tables: their held writes written now (not the
+        other regions', nor the acks: ``HeldWrites.flush_regions``). When the step's state is being loaded
+        again, the tables are read as they are."""
+        if self.held.since is None and not self._lock.locked() and not self._applying.busy():
+            return  # nothing computed since the last flush
+        try:  # a step stuck (its helper starting again) must not hold the view up
+            await asyncio.wait_for(self._lock.acquire(), READ_WAIT_SECONDS)
+        except TimeoutError:
+            return
+        try:
+            generation = self.app.consumer_generation_id
+            if generation == self._loaded_generation == self.held.generation:
+                writes = await self.aligner.run(flush_region_writes, regions)
+                await self.held.write(writes, "web")
+        except Exception:  # a helper that died: loaded again with the next batch
+            self._loaded_generation = None
+        finally:
+            self._lock.release()
 
     async def flush(self, reason: str = "backfill") -> None:
         """Write every table write held, then ack the batches they cover."""

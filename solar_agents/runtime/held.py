@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 import faust
 from faust.types import EventT, StreamT, TableT
@@ -130,28 +129,3 @@ class HeldBatches:
         applied, self._applied, self.since = self._applied, [], None
         for taken in applied:
             await taken.ack(stream)
-
-
-# The web view's reads flush what is held at most this often: its answers lag the sink by no more.
-READ_FLUSH_SECONDS = 1.0
-
-
-class ReadFlush:
-    """The web view reads the tables, which lag what the align step holds until a flush: a read flushes
-    first, at most once every ``READ_FLUSH_SECONDS``, and reads arriving during that flush wait for it."""
-
-    def __init__(self, held: HeldBatches, flush: Callable[[str], Awaitable[None]]) -> None:
-        self.held = held
-        self.flush = flush
-        self._at = -READ_FLUSH_SECONDS
-        self._running: asyncio.Future[None] | None = None
-
-    async def __call__(self) -> None:
-        if self._running is None or self._running.done():
-            now = time.monotonic()
-            if self.held.since is None or now - self._at < READ_FLUSH_SECONDS:
-                return
-            self._at = now
-            self._running = asyncio.ensure_future(self.flush("web"))
-        # Shielded: a client that goes away must not cancel a flush half written.
-        await asyncio.shield(self._running)

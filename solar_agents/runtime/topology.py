@@ -23,6 +23,7 @@ from faust.types import TableT
 from solar_agents.core.hours import RegionHours
 from solar_agents.core.wire import table_value
 from solar_agents.observe.health import Health
+from solar_agents.observe.log import get_logger
 from solar_agents.observe.regions import RegionIndex
 from solar_agents.observe.stats import Stats
 from solar_agents.runtime.align import AlignAgent
@@ -30,7 +31,6 @@ from solar_agents.runtime.backfill import Backfill, Progress
 from solar_agents.runtime.batches import HoleFiller
 from solar_agents.runtime.deadletters import DeadLetters
 from solar_agents.runtime.faust_compat import range_reader
-from solar_agents.runtime.held import ReadFlush
 from solar_agents.runtime.ingest import IngestAgent
 from solar_agents.runtime.liveness import Liveness
 from solar_agents.runtime.reading import ReadTracker
@@ -38,6 +38,8 @@ from solar_agents.runtime.write import WriteAgent
 from solar_agents.settings import Settings
 from solar_agents.sink import FeatureSink
 from solar_agents.steps.align import read_states
+
+log = get_logger(__name__)
 
 # The state is small (bounded by event time) and read from the stores only after a rebalance: the align
 # step keeps it in memory. RocksDB's defaults (64 MB write buffers, a block cache per partition's store)
@@ -114,8 +116,20 @@ class Pipeline:
         self.write = WriteAgent(settings, holes, self.stats, app.crash)
         self.progress = Progress(app, settings, self.stats, lambda: self.align.records_kept)
         self.backfill = Backfill(app, self.progress, self.write.flush, self.align.flush)
-        # The web view's reads: the tables brought up to the align step first (``runtime.held``).
-        self.read_flush = ReadFlush(self.align.held, self.align.flush)
+        self._started = time.monotonic()
+        self._recovered_once = False
+        self.tables["hours"].on_recover(self._on_recovered)
+
+    async def _on_recovered(self) -> None:
+        """After the first rebalance's restore: say how long the worker took to get its tables back."""
+        if self._recovered_once:
+            return
+        self._recovered_once = True
+        log.info(
+            "tables_recovered",
+            seconds_since_start=round(time.monotonic() - self._started, 2),
+            hour_blocks_kept=len(self.tables["hours"]),
+        )
 
     def helpers(self) -> tuple[Any, ...]:
         return self.ingest.parser, self.align.aligner, self.write.sink
@@ -153,8 +167,8 @@ class Pipeline:
 
     def region_state(self, region: str) -> RegionHours | None:
         """One region's kept hours, read from the tables (after each flush they hold what the align step
-        holds; its helper's memory is not this process's: ``read_flush`` first); None for a region this
-        worker does not hold."""
+        holds; its helper's memory is not this process's: ``AlignAgent.flush_regions`` first); None for a
+        region this worker does not hold."""
         index = self.regions()
         if region not in index:
             return None

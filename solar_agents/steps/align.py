@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from solar_agents.core.feature_set import FeatureSet
 from solar_agents.core.features import Row, RowType, feature_rows, row_type
@@ -28,43 +28,31 @@ from solar_agents.core.read_progress import (
     replay_value,
 )
 from solar_agents.core.wire import (
-    block_key,
     block_of,
-    block_value,
     decode_message_records,
     encode_rows,
     load_block,
     load_region,
-    region_value,
     split_block_key,
     table_bytes,
     table_value,
 )
 from solar_agents.observe.log import get_logger
+from solar_agents.steps.held_writes import HeldWrites, Table, TableWrite
 
 log = get_logger(__name__)
 
 # Rows messages stay well below the consumer's fetch size: about 200 bytes a row.
 ROWS_PER_MESSAGE = 250
 
-Table = Literal["hours", "regions", "replays"]
 # A raw record refused (the region limit): its feed, raw partition and offset, and the reason.
 Refused = tuple[Feed, int, int, str]
-
-
-@dataclass(frozen=True, slots=True)
-class TableWrite:
-    """Set ``key`` of a table to ``value``; None deletes it."""
-
-    table: Table
-    key: str
-    value: Any
 
 
 @dataclass(slots=True)
 class AlignedBatch:
     """What one batch of the records topic yields, per records partition. Its table writes are held in the
-    aligner until a flush (``Aligner.flush``)."""
+    aligner until a flush (``steps.held_writes``)."""
 
     rows: dict[int, list[Row]] = field(default_factory=dict)  # in order; one per key, the latest
     late: int = 0
@@ -105,11 +93,8 @@ class Aligner:
         self.replays: dict[int, Replay] = {}
         # Per records partition: its batches not committed yet (what a crash would bring back).
         self._uncommitted: dict[int, Uncommitted] = defaultdict(Uncommitted)
-        # Table writes held until the next flush, per records partition: the replays' entries in order, and
-        # the blocks changed per region; and the records applied since.
-        self._control_writes: dict[int, list[TableWrite]] = defaultdict(list)
-        self._changed: dict[int, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
-        self.records_unwritten = 0
+        self.writes = HeldWrites(self.state)  # the table writes held until the next flush
+        self.added: list[str] = []  # regions new since the last batch was encoded (for the web view's index)
 
     def load(
         self,
@@ -122,27 +107,26 @@ class Aligner:
         self.progress.clear()
         self.replays = {int(partition): load_replay(value) for partition, value in replays}
         self.states = read_states(hours, regions)
-        self._control_writes.clear()
-        self._changed.clear()
-        self.records_unwritten = 0
+        self.writes.clear()
+        self.added.clear()
 
     def state(self, region: str) -> RegionHours:
         state = self.states.get(region)
         if state is None:
             state = self.states[region] = RegionHours(region)
+            self.added.append(region)
         return state
 
     def batch(self, messages: Iterable[MessageLike], committed: Callable[[int], int | None]) -> AlignedBatch:
         """Apply a batch of the records topic. ``committed(partition)`` is the group's committed offset of
         a records partition: batches from there on may be read again after a crash."""
         out = AlignedBatch()
-        changed = self._changed
         rows: dict[int, dict[tuple[str, int], Row]] = defaultdict(dict)
         for message in messages:
             partition = message.partition
             assert message.key is not None and message.value is not None
             if message.key == b"":  # a control message, not a region (regions have 1-64 characters)
-                self._control(partition, message.value, self._control_writes[partition])
+                self._control(partition, message.value, self.writes.controls(partition))
                 continue
             problems: list[str] = []
             try:
@@ -157,15 +141,14 @@ class Aligner:
                     if self._refused(region, records, out.refused):
                         continue
                     stored, late, new_rows = self._align(
-                        region, records, partition, message.offset, lowest, self._control_writes[partition]
+                        region, records, partition, message.offset, lowest, self.writes.controls(partition)
                     )
                 except Exception as exc:  # a bug must not stop the worker or lose the records
                     log.exception("align_failed", partition=partition, offset=message.offset, region=region)
                     problems.append(f"internal error in region {region!r}: {type(exc).__name__}: {exc}")
                     continue
                 out.late += late
-                self.records_unwritten += len(records)
-                changed[partition][region].update(block_of(hour) for hour in stored)
+                self.writes.changed(partition, region, {block_of(hour) for hour in stored}, len(records))
                 kept = rows[partition]
                 for row in new_rows:
                     kept.pop(row.key, None)  # the latest computation of a row wins, and goes last
@@ -174,26 +157,6 @@ class Aligner:
                 out.failed.append((partition, message.offset, "; ".join(problems)))
         out.rows = {partition: list(by_key.values()) for partition, by_key in rows.items()}
         return out
-
-    def unwritten_entries(self) -> int:
-        """How many table entries the next flush writes."""
-        changed = (blocks for by_region in self._changed.values() for blocks in by_region.values())
-        controls = sum(len(writes) for writes in self._control_writes.values())
-        return sum(len(blocks) + 1 for blocks in changed) + controls
-
-    def flush(self) -> dict[int, list[TableWrite]]:
-        """The table writes held since the last flush, per records partition: the replays' entries in order,
-        then each changed block and region once, as they are now. The tables then hold this state."""
-        writes: dict[int, list[TableWrite]] = {}
-        for partition in self._control_writes.keys() | self._changed.keys():
-            held = list(self._control_writes.get(partition, ()))
-            for region, blocks in self._changed.get(partition, {}).items():
-                held.extend(self._region_writes(region, blocks))
-            writes[partition] = held
-        self._control_writes.clear()
-        self._changed.clear()
-        self.records_unwritten = 0
-        return writes
 
     def _refused(self, region: str, records: list[Record], refused: list[Refused]) -> bool:
         """Records of a new region when ``max_regions`` are held already: each is refused with the reason
@@ -274,15 +237,6 @@ class Aligner:
         present = [low for low in lows if low is not None]
         return min(present) if present else None
 
-    def _region_writes(self, region: str, blocks: set[int]) -> list[TableWrite]:
-        """What a batch changed of a region: each changed block once, and the region's fields."""
-        state = self.state(region)
-        writes = []
-        for block in sorted(blocks):
-            writes.append(TableWrite("hours", block_key(region, block), block_value(state, block)))
-        writes.append(TableWrite("regions", region, region_value(state)))
-        return writes
-
 
 @dataclass(slots=True)
 class AlignedMessages:
@@ -298,6 +252,7 @@ class AlignedMessages:
     records_kept: int  # what the aligner holds in memory now
     failed: list[tuple[int, int, str]]  # (partition, offset, reason): records messages for the dead letters
     refused: list[Refused]  # raw records of new regions past the limit, for the dead letters
+    added: list[str]  # regions new with this batch: the web view lists them before their first flush
 
 
 def load_aligner(
@@ -331,7 +286,12 @@ def encoded(writes: dict[int, list[TableWrite]]) -> EncodedWrites:
 
 def flush_writes(aligner: Aligner) -> EncodedWrites:
     """``Aligner.flush``, encoded."""
-    return encoded(aligner.flush())
+    return encoded(aligner.writes.flush())
+
+
+def flush_region_writes(aligner: Aligner, regions: list[str]) -> EncodedWrites:
+    """``HeldWrites.flush_regions``, encoded."""
+    return encoded(aligner.writes.flush_regions(regions))
 
 
 def reapply(aligner: Aligner, batch: MessageBatch, committed: dict[int, int | None]) -> None:
@@ -356,9 +316,10 @@ def align_messages(
     None flushes after every batch."""
     aligned = aligner.batch(batch.messages(), committed.get)
     flush = records_per_write is None or (
-        aligner.records_unwritten >= records_per_write * aligner.unwritten_entries()
+        aligner.writes.records >= records_per_write * aligner.writes.entries()
     )
     writes = flush_writes(aligner) if flush else {}
+    added, aligner.added = aligner.added, []
     rows = {
         partition: [
             encode_rows(partition_rows[start : start + per_message], aligner.rows)
@@ -375,6 +336,7 @@ def align_messages(
         sum(len(r.solar) + len(r.weather) for r in aligner.states.values()),
         aligned.failed,
         aligned.refused,
+        added,
     )
 
 

@@ -12,8 +12,8 @@ Identical requests for a page of regions share one answer for a second (``web.sh
 
 The views only read: the pipeline's counters, the Faust consumer's offsets, and from the tables only the
 regions they show (``observe.regions`` says which regions and blocks there are). The align step holds its
-table writes until a flush; a read of region state flushes them first, at most once a second
-(``runtime.held.ReadFlush``), so what the view shows lags the sink by no more than that. Every answer is
+table writes until a flush; a read of regions first writes the held entries of those regions alone
+(``AlignAgent.flush_regions``), so the view shows what the step holds. Every answer is
 computed on the event loop the agents share, so each is bounded: a page of regions, one region, a budget of
 per-region series. The answers themselves are ``web.api``'s.
 """
@@ -131,14 +131,16 @@ class Site:
     def input_topics(self) -> tuple[str, ...]:
         return (*self.raw_topics, self.settings.records_topic, self.settings.rows_topic)
 
-    def state(self, region: str) -> RegionHours:
-        state = self.pipeline.region_state(check_region(region))
+    async def state(self, region: str) -> RegionHours:
+        await self.pipeline.align.flush_regions([check_region(region)])
+        state = self.pipeline.region_state(region)
         if state is None:
             raise NotFound("unknown region (no kept hours for it on this worker)")
         return state
 
     async def states(self, names: list[str]) -> dict[str, RegionHours]:
         """The kept hours of ``names`` (those still held), read a few regions per turn of the event loop."""
+        await self.pipeline.align.flush_regions(names)
         out = {}
         for count, name in enumerate(names, 1):
             state = self.pipeline.region_state(name)
@@ -160,7 +162,6 @@ class Site:
         after, limit, search = parse_page(query)  # bad input fails here, never shared
 
         async def build() -> bytes:
-            await self.pipeline.read_flush()
             encoded = faust_json.dumps(await self.regions(after, limit, search))  # as the other answers
             return encoded if isinstance(encoded, bytes) else encoded.encode()
 
@@ -199,13 +200,11 @@ class Site:
         }
 
     async def region(self, region: str) -> dict[str, Any]:
-        await self.pipeline.read_flush()
-        return region_summary(self.state(region), self.settings.topic_partitions)
+        return region_summary(await self.state(region), self.settings.topic_partitions)
 
     async def hours(self, region: str, query: Mapping[str, str]) -> dict[str, Any]:
         hours = hour_range(parse_time("from", query.get("from")), parse_time("to", query.get("to")))
-        await self.pipeline.read_flush()
-        state = self.state(region)
+        state = await self.state(region)
         return hours_answer(state, hours, row_type(self.settings.feature_set), self.settings.retention)
 
     def dead_letters(self, query: Mapping[str, str]) -> dict[str, Any]:
@@ -226,7 +225,6 @@ class Site:
     async def metrics(self) -> str:
         """The exposition: per-region series for the first ``METRICS_REGION_SERIES_MAX`` regions by name
         (the rest counted), read a few regions per turn of the event loop."""
-        await self.pipeline.read_flush()
         index = self.pipeline.regions()
         shown = await self.states(index.names()[: self.settings.metrics_region_series_max])
         lag = consumer_lag(self.app, self.input_topics)

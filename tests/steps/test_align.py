@@ -50,8 +50,8 @@ def test_held_table_writes_write_each_entry_once_and_leave_the_same_tables() -> 
     run(each_batch, raw, ingest_batch=200, align_batch=1)
     run(held, raw, ingest_batch=200, align_batch=1)
     assert held.table_writes == 0, "below the bound, nothing is written yet"
-    assert held.aligner.records_unwritten == len(raw) - len(held.dead_letters)
-    entries = held.aligner.unwritten_entries()
+    assert held.aligner.writes.records == len(raw) - len(held.dead_letters)
+    entries = held.aligner.writes.entries()
     held.flush()
     assert held.table_writes == entries
     assert held.tables == each_batch.tables
