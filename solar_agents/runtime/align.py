@@ -43,9 +43,6 @@ from solar_agents.steps.align import (
 
 log = get_logger(__name__)
 
-# A web read waits this long at most for the step to write its regions; then it reads the tables as they are.
-READ_WAIT_SECONDS = 2.0
-
 
 class AlignAgent:
     """The agent of the records topic, and the helper that holds the align step's state."""
@@ -187,24 +184,24 @@ class AlignAgent:
             await self.flush(reason)
 
     async def flush_regions(self, regions: list[str]) -> None:
-        """Before the web view reads ``regions`` from the tables: their held writes written now (not the
-        other regions', nor the acks: ``HeldWrites.flush_regions``). When the step's state is being loaded
-        again, the tables are read as they are."""
-        if self.held.since is None and not self._lock.locked() and not self._applying.busy():
+        """Before the web view reads ``regions`` from the tables: when the step is idle, their held writes
+        written now (not the other regions', nor the acks: ``HeldWrites.flush_regions``). A busy step is
+        not held up for a read: the view then shows the tables as the last flush left them.
+        """
+        if self._lock.locked():
+            return  # a batch being computed (or a flush): the reads must not take turns with the input
+        if self.held.since is None and not self._applying.busy():
             return  # nothing computed since the last flush
-        try:  # a step stuck (its helper starting again) must not hold the view up
-            await asyncio.wait_for(self._lock.acquire(), READ_WAIT_SECONDS)
-        except TimeoutError:
-            return
-        try:
+        async with self._lock:
             generation = self.app.consumer_generation_id
-            if generation == self._loaded_generation == self.held.generation:
+            if generation != self._loaded_generation or generation != self.held.generation:
+                return
+            try:
                 writes = await self.aligner.run(flush_region_writes, regions)
-                await self.held.write(writes, "web")
-        except Exception:  # a helper that died: loaded again with the next batch
-            self._loaded_generation = None
-        finally:
-            self._lock.release()
+            except Exception:  # a helper that died: loaded again with the next batch
+                self._loaded_generation = None
+                return
+            await self.held.write(writes, "web")
 
     async def flush(self, reason: str = "backfill") -> None:
         """Write every table write held, then ack the batches they cover."""

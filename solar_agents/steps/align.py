@@ -95,6 +95,7 @@ class Aligner:
         self._uncommitted: dict[int, Uncommitted] = defaultdict(Uncommitted)
         self.writes = HeldWrites(self.state)  # the table writes held until the next flush
         self.added: list[str] = []  # regions new since the last batch was encoded (for the web view's index)
+        self.records_kept = 0  # over every region, kept up as they change: a sum per batch costs per region
 
     def load(
         self,
@@ -107,6 +108,7 @@ class Aligner:
         self.progress.clear()
         self.replays = {int(partition): load_replay(value) for partition, value in replays}
         self.states = read_states(hours, regions)
+        self.records_kept = sum(len(s.solar) + len(s.weather) for s in self.states.values())
         self.writes.clear()
         self.added.clear()
 
@@ -208,8 +210,10 @@ class Aligner:
         writes: list[TableWrite],
     ) -> tuple[set[int], int, list[Row]]:
         """One region's records of a records message: (hours stored or pruned, late records, rows)."""
+        state = self.state(region)
+        kept = len(state.solar) + len(state.weather)
         aligned = align_batch(
-            self.state(region),
+            state,
             records,
             self.rows,
             self.retention,
@@ -218,6 +222,7 @@ class Aligner:
             lowest_uncommitted,
             offset,
         )
+        self.records_kept += len(state.solar) + len(state.weather) - kept
         return aligned.stored_hours | set(aligned.pruned_hours), aligned.late, aligned.rows
 
     def _lowest_uncommitted(
@@ -333,7 +338,7 @@ def align_messages(
         rows,
         sum(len(r) for r in aligned.rows.values()),
         aligned.late,
-        sum(len(r.solar) + len(r.weather) for r in aligner.states.values()),
+        aligner.records_kept,
         aligned.failed,
         aligned.refused,
         added,

@@ -33,11 +33,15 @@ class HeldWrites:
     def __init__(self, state: Callable[[str], RegionHours]) -> None:
         self.state = state
         self.records = 0  # records applied since the last flush
+        self._entries = (
+            0  # blocks and regions changed since (counted as they change: a batch's cost per region)
+        )
         self._controls: dict[int, list[TableWrite]] = defaultdict(list)
-        self._changed: dict[int, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+        self._changed: dict[int, dict[str, set[int]]] = defaultdict(dict)
 
     def clear(self) -> None:
         self.records = 0
+        self._entries = 0
         self._controls.clear()
         self._changed.clear()
 
@@ -47,14 +51,19 @@ class HeldWrites:
 
     def changed(self, partition: int, region: str, blocks: Iterable[int], records: int) -> None:
         """``records`` applied to ``region``, changing (storing or pruning hours of) ``blocks``."""
-        self._changed[partition][region].update(blocks)
+        by_region = self._changed[partition]
+        changed = by_region.get(region)
+        if changed is None:
+            changed = by_region[region] = set()
+            self._entries += 1  # the region's fields
+        before = len(changed)
+        changed.update(blocks)
+        self._entries += len(changed) - before
         self.records += records
 
     def entries(self) -> int:
         """How many table entries the next flush writes."""
-        changed = (blocks for by_region in self._changed.values() for blocks in by_region.values())
-        controls = sum(len(writes) for writes in self._controls.values())
-        return sum(len(blocks) + 1 for blocks in changed) + controls
+        return self._entries + sum(len(writes) for writes in self._controls.values())
 
     def flush(self) -> dict[int, list[TableWrite]]:
         """The table writes held since the last flush, per records partition: the replays' entries in order,
@@ -78,7 +87,9 @@ class HeldWrites:
         for partition, by_region in self._changed.items():
             held = []
             for region in wanted.intersection(by_region):
-                held.extend(self._region_writes(region, by_region.pop(region)))
+                blocks = by_region.pop(region)
+                self._entries -= len(blocks) + 1
+                held.extend(self._region_writes(region, blocks))
             if held:
                 writes[partition] = held
         return writes

@@ -39,7 +39,9 @@ def test_a_read_writes_its_regions_alone_as_the_step_holds_them() -> None:
     assert sorted(held.added) == sorted(REGIONS), "each region announced once, when it first came"
 
     read = ["DE_03", "DE_07"]
+    entries = held.aligner.writes.entries()
     writes = held.read_regions(read)
+    assert held.aligner.writes.entries() == entries - sum(len(w) for w in writes.values())
     written = {region_of_key(table, key) for entries in writes.values() for table, key, _ in entries}
     assert written == set(read)
     for name in ("hours", "regions"):
@@ -49,8 +51,12 @@ def test_a_read_writes_its_regions_alone_as_the_step_holds_them() -> None:
 
     run(held, raw[half:], ingest_batch=50, align_batch=2)
     run(each_batch, raw[half:], ingest_batch=50, align_batch=2)
+    entries, written = held.aligner.writes.entries(), held.table_writes
     held.flush()
+    assert held.table_writes - written == entries, "the count kept as writes came equals what a flush writes"
     assert held.tables == each_batch.tables
+    states = held.aligner.states.values()
+    assert held.aligner.records_kept == sum(len(s.solar) + len(s.weather) for s in states) > 0
 
 
 def test_a_crash_after_a_read_wrote_ahead_of_the_flush_changes_no_row() -> None:

