@@ -184,14 +184,19 @@ class AlignAgent:
             await self.flush(reason)
 
     async def flush_regions(self, regions: list[str]) -> None:
-        """Before the web view reads ``regions`` from the tables: when the step is idle, their held writes
-        written now (not the other regions', nor the acks: ``HeldWrites.flush_regions``). A busy step is
-        not held up for a read: the view then shows the tables as the last flush left them.
+        """Before the web view reads ``regions`` from the tables: when every input is read and the step is
+        idle, their held writes written now (not the other regions', nor the acks:
+        ``HeldWrites.flush_regions``). A step with input to work through is not held up for reads: the view
+        then shows the tables as the last flush left them.
         """
         if self._lock.locked():
             return  # a batch being computed (or a flush): the reads must not take turns with the input
         if self.held.since is None and not self._applying.busy():
             return  # nothing computed since the last flush
+        if not self.held.input_read():
+            # A backlog: its idle moments between batches are many, and helper calls for reads in each of
+            # them cost the input a fifth of its rate under web load (docs/DESIGN.md).
+            return
         async with self._lock:
             generation = self.app.consumer_generation_id
             if generation != self._loaded_generation or generation != self.held.generation:

@@ -92,13 +92,13 @@ class HeldBatches:
         now = time.monotonic()
         if not self.app.flow_control.is_active():
             return "suspended"
-        if not busy and now - self._last_busy_at >= IDLE_FLUSH_SECONDS and self._input_read():
+        if not busy and now - self._last_busy_at >= IDLE_FLUSH_SECONDS and self.input_read():
             return "idle"
         if now - self.since >= self.settings.table_flush_max_seconds:
             return "age"
         return None
 
-    def _input_read(self) -> bool:
+    def input_read(self) -> bool:
         """Every assigned partition of the raw and records topics read to its high-water mark."""
         s = self.settings
         topics = (s.kafka_topic_solar, s.kafka_topic_weather, s.records_topic)
