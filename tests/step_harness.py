@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline_util import Rows
-from reference import RawMessage, reference_features
+from reference import RawMessage, assert_rows_equal, reference_features
 from scenario import build_feed, interleave
 
-from solar_agents.core.features import FeatureRow
+from solar_agents.core.features import SPEC_ROWS, FeatureRow
 from solar_agents.core.hours import hour_start
 from solar_agents.core.messages import Message, MessageBatch
 from solar_agents.core.read_progress import Feed, PartitionProgress, ProgressReport
@@ -32,6 +32,7 @@ from solar_agents.steps.align import (
     load_aligner,
 )
 from solar_agents.steps.ingest import RECORDS_PER_MESSAGE, ingest_messages
+from solar_agents.steps.write import rows_to_write
 
 SOLAR, WEATHER = "solar_production_raw", "weather_raw"
 PARTITIONS = 4
@@ -188,3 +189,20 @@ def as_rows(rows: Iterable[FeatureRow]) -> Rows:
 def reference(raw: list[Message]) -> Rows:
     messages = [RawMessage(m.topic, m.partition, m.offset, m.key, m.value) for m in raw]
     return reference_features(messages, solar_topic=SOLAR, weather_topic=WEATHER).rows
+
+
+def in_log_order(raw: list[Message]) -> list[Message]:
+    """Each raw partition's messages in offset order (the order a consumer reads them)."""
+    by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
+    for message in sorted(raw, key=lambda m: (m.topic, m.partition, m.offset)):
+        by_partition[message.topic, message.partition].append(message)
+    return [m for log in by_partition.values() for m in log]
+
+
+def assert_flush_ends_as_reference(harness: Harness, raw: list[Message], align_batch: int) -> None:
+    """After a last flush: the rows equal the reference's, and the hours table what per-batch writes leave."""
+    harness.flush()
+    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
+    each_batch = Harness()
+    run(each_batch, raw, ingest_batch=30, align_batch=align_batch)
+    assert harness.tables["hours"] == each_batch.tables["hours"]

@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import json
 import random
-from collections import defaultdict
 from datetime import UTC, datetime
 
 from faults_util import region_of
 from reference import RawMessage, assert_rows_equal, reference_features
 from state_util import through_tables
-from step_harness import PARTITIONS, SOLAR, WEATHER, Harness, as_rows, raw_feed, reference, run
+from step_harness import (
+    PARTITIONS,
+    SOLAR,
+    WEATHER,
+    Harness,
+    as_rows,
+    assert_flush_ends_as_reference,
+    in_log_order,
+    raw_feed,
+    reference,
+    run,
+)
 
 from solar_agents.core.features import SPEC_ROWS
 from solar_agents.core.hours import Position, RegionHours, Retention, Solar, Weather
-from solar_agents.core.messages import Message
 from solar_agents.core.read_progress import Feed
 from solar_agents.core.wire import BLOCK_HOURS, REGIONS_KEY
 from solar_agents.settings import Settings
@@ -75,10 +84,7 @@ def test_a_flush_comes_once_the_records_since_the_last_number_enough_per_entry()
 def test_a_crash_with_writes_held_reads_again_from_the_last_flush_and_changes_no_row() -> None:
     raw = raw_feed(hours=300, regions=("DE_a", "DE_b", "DE_c"))
     random.Random(7).shuffle(raw)
-    by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
-    for message in sorted(raw, key=lambda m: (m.topic, m.partition, m.offset)):
-        by_partition[message.topic, message.partition].append(message)
-    ordered = [m for log in by_partition.values() for m in log]
+    ordered = in_log_order(raw)
     harness = Harness(records_per_write=15)
     third = len(ordered) // 3
     run(harness, ordered[:third], ingest_batch=30, align_batch=3)
@@ -86,20 +92,13 @@ def test_a_crash_with_writes_held_reads_again_from_the_last_flush_and_changes_no
     run(harness, ordered[third : 2 * third], ingest_batch=30, align_batch=3)
     harness.crash()
     run(harness, ordered[2 * third :], ingest_batch=30, align_batch=3)
-    harness.flush()
-    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
-    each_batch = Harness()
-    run(each_batch, raw, ingest_batch=30, align_batch=3)
-    assert harness.tables["hours"] == each_batch.tables["hours"]
+    assert_flush_ends_as_reference(harness, raw, align_batch=3)
 
 
 def test_a_restart_from_the_tables_alone_changes_no_row() -> None:
     raw = raw_feed(hours=200, regions=("DE_a", "DE_b"))
     random.Random(5).shuffle(raw)  # any order of arrival across partitions
-    by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
-    for message in sorted(raw, key=lambda m: (m.topic, m.partition, m.offset)):
-        by_partition[message.topic, message.partition].append(message)
-    ordered = [m for log in by_partition.values() for m in log]
+    ordered = in_log_order(raw)
     harness = Harness()
     half = len(ordered) // 2
     run(harness, ordered[:half], ingest_batch=40, align_batch=5)
