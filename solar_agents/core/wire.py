@@ -122,23 +122,50 @@ def table_value(raw: bytes) -> Any:
     return json.loads(raw)
 
 
-def block_hours(value: dict[str, list[list[Any]]]) -> set[int]:
+def block_hours(value: dict[str, Any]) -> set[int]:
     """The hours a block's value holds (of either half)."""
     return {f[0] for f in value[Feed.SOLAR]} | {f[0] for f in value[Feed.WEATHER]}
 
 
-def block_value(state: RegionHours, block: int) -> dict[str, list[list[object]]] | None:
-    """Table value of one block: the kept records of its hours, both halves; None when all are gone."""
+# A region's fields (``RegionHours.snapshot``) are kept in its home block, the block of its latest hour, under
+# this key: they change with every batch that changes the region, as that block does, so a flush writes one
+# entry for both (docs/DESIGN.md, "A region's fields in its latest block"). A region that keeps no hours has
+# them in the regions table, where earlier versions kept every region's (still read: upgraded in place).
+FIELDS_KEY = "region"
+
+
+def home_block(state: RegionHours) -> int | None:
+    """The block that holds the region's fields: that of its latest hour (never pruned: retention keeps the
+    hours from below the watermark, the smaller latest hour, on); None when it keeps no hours."""
+    latest = max((h for h in (state.latest_solar, state.latest_weather) if h is not None), default=None)
+    if latest is not None and (latest in state.solar or latest in state.weather):
+        return block_of(latest)
+    kept = state.solar.keys() | state.weather.keys()  # not reached by the step's own writes; safe anyway
+    return block_of(max(kept)) if kept else None
+
+
+def block_value(state: RegionHours, block: int, home: bool = False) -> dict[str, Any] | None:
+    """Table value of one block: the kept records of its hours, both halves, and in the region's ``home``
+    block its fields; None when all are gone."""
     hours = range(block * BLOCK_HOURS, (block + 1) * BLOCK_HOURS)
     solar = [[h, *_solar_fields(state.solar[h])] for h in hours if h in state.solar]
     weather = [[h, *_weather_fields(state.weather[h])] for h in hours if h in state.weather]
     if not solar and not weather:
         return None
-    return {Feed.SOLAR: solar, Feed.WEATHER: weather}
+    value: dict[str, Any] = {Feed.SOLAR: solar, Feed.WEATHER: weather}
+    if home:
+        value[FIELDS_KEY] = state.snapshot()
+    return value
 
 
-def load_block(state: RegionHours, value: dict[str, list[list[Any]]]) -> None:
-    """Put a block's records back into a region's state (restore after a restart or rebalance)."""
+def block_fields(value: dict[str, Any]) -> dict[str, int | None] | None:
+    """The region's fields a block holds, if it is the region's home."""
+    return value.get(FIELDS_KEY)
+
+
+def load_block(state: RegionHours, value: dict[str, Any]) -> None:
+    """Put a block's records back into a region's state (restore after a restart or rebalance); its fields
+    are ``block_fields``'."""
     for f in value[Feed.SOLAR]:
         state.solar[f[0]] = _solar(f[0], f[1:])
     for f in value[Feed.WEATHER]:
@@ -175,8 +202,9 @@ def decode_rows(value: bytes, row_type: RowType) -> list[Row]:
 
 
 def region_value(state: RegionHours) -> dict[str, int | None]:
-    """Table value of a region: its whole state but the hours (``RegionHours.snapshot``): the watermark,
-    what retention has forgotten, and the records offset of the last batch applied."""
+    """Value of a region in the regions table (one that keeps no hours) or under ``FIELDS_KEY`` in its home
+    block: its whole state but the hours (``RegionHours.snapshot``): the watermark, what retention has
+    forgotten, and the records offset of the last batch applied."""
     return state.snapshot()
 
 

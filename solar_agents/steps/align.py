@@ -28,6 +28,7 @@ from solar_agents.core.read_progress import (
     replay_value,
 )
 from solar_agents.core.wire import (
+    block_fields,
     block_of,
     decode_message_records,
     encode_rows,
@@ -38,7 +39,7 @@ from solar_agents.core.wire import (
     table_value,
 )
 from solar_agents.observe.log import get_logger
-from solar_agents.steps.held_writes import HeldWrites, Table, TableWrite
+from solar_agents.steps.held_writes import HeldWrites, Home, Table, TableWrite
 
 log = get_logger(__name__)
 
@@ -67,12 +68,45 @@ def read_states(
     hours: Iterable[tuple[str, Any]], regions: Iterable[tuple[str, Any]]
 ) -> dict[str, RegionHours]:
     """The regions' kept hours as the tables hold them."""
-    states = {region: load_region(region, value) for region, value in regions}
+    return read_tables(hours, regions)[0]
+
+
+def read_tables(
+    hours: Iterable[tuple[str, Any]], regions: Iterable[tuple[str, Any]]
+) -> tuple[dict[str, RegionHours], dict[str, Home]]:
+    """The regions' kept hours as the tables hold them, and where each one's fields were read from (its home
+    block, or None for the regions table) with their value.
+
+    A flush that died part way may leave a region's fields in two places (it writes the new home before it
+    clears the old one): the copy of the later batch counts (``applied_through``), then the later block.
+    """
+    found: dict[str, tuple[tuple[int, int], Home]] = {}
+
+    def offer(region: str, home: int | None, fields: dict[str, int | None]) -> None:
+        applied = fields.get("applied_through")
+        rank = (-1 if applied is None else applied, -1 if home is None else home)
+        if region not in found or rank > found[region][0]:
+            found[region] = (rank, (home, fields))
+
+    for region, value in regions:
+        offer(region, None, value)
+    blocks: dict[str, list[Any]] = defaultdict(list)
     for key, value in hours:
-        region, _block = split_block_key(key)
-        state = states.setdefault(region, RegionHours(region))
-        load_block(state, value)
-    return states
+        region, block = split_block_key(key)
+        blocks[region].append(value)
+        fields = block_fields(value)
+        if fields is not None:
+            offer(region, block, fields)
+    states, homes = {}, {}
+    for region in found.keys() | blocks.keys():
+        chosen = found.get(region)
+        state = RegionHours(region) if chosen is None else load_region(region, chosen[1][1])
+        for value in blocks.get(region, ()):
+            load_block(state, value)
+        states[region] = state
+        if chosen is not None:
+            homes[region] = chosen[1]
+    return states, homes
 
 
 class Aligner:
@@ -107,9 +141,9 @@ class Aligner:
         again (within seconds) nothing is known, which holds every watermark back; the safe side."""
         self.progress.clear()
         self.replays = {int(partition): load_replay(value) for partition, value in replays}
-        self.states = read_states(hours, regions)
+        self.states, homes = read_tables(hours, regions)
         self.records_kept = sum(len(s.solar) + len(s.weather) for s in self.states.values())
-        self.writes.clear()
+        self.writes.reset(homes)
         self.added.clear()
 
     def state(self, region: str) -> RegionHours:

@@ -1,8 +1,8 @@
 """The align step's table writes, held until a flush (docs/DESIGN.md, "Table writes held until a flush").
 
 Per records partition: the replays' entries in order, and the hour blocks changed per region; and the
-records applied since the last flush. A flush writes each block and region once, as it is then, however
-many batches changed it. Pure: no Faust.
+records applied since the last flush. A flush writes each block once, as it is then, however many batches
+changed it; a region's fields go with its latest block (``core.wire.home_block``). Pure: no Faust.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from solar_agents.core.hours import RegionHours
-from solar_agents.core.wire import block_key, block_value, region_value
+from solar_agents.core.wire import FIELDS_KEY, block_key, block_value, home_block, region_value
 
 Table = Literal["hours", "regions", "replays"]
 
@@ -33,15 +33,23 @@ class HeldWrites:
     def __init__(self, state: Callable[[str], RegionHours]) -> None:
         self.state = state
         self.records = 0  # records applied since the last flush
-        self._entries = (
-            0  # blocks and regions changed since (counted as they change: a batch's cost per region)
-        )
+        # Where each region's fields are in the tables (its home block, or None for the regions table) and
+        # the fields written there; a region not in the tables yet is not here.
+        self.homes: dict[str, Home] = {}
+        self._entries = 0  # what the next flush writes: the regions' entries counted as they change
+        self._counts: dict[str, int] = {}  # per changed region
         self._controls: dict[int, list[TableWrite]] = defaultdict(list)
         self._changed: dict[int, dict[str, set[int]]] = defaultdict(dict)
+
+    def reset(self, homes: dict[str, Home]) -> None:
+        """Nothing held, and the tables as loaded (``steps.align.read_tables``)."""
+        self.clear()
+        self.homes = homes
 
     def clear(self) -> None:
         self.records = 0
         self._entries = 0
+        self._counts.clear()
         self._controls.clear()
         self._changed.clear()
 
@@ -55,10 +63,10 @@ class HeldWrites:
         changed = by_region.get(region)
         if changed is None:
             changed = by_region[region] = set()
-            self._entries += 1  # the region's fields
-        before = len(changed)
         changed.update(blocks)
-        self._entries += len(changed) - before
+        count = self._count(region, changed)
+        self._entries += count - self._counts.get(region, 0)
+        self._counts[region] = count
         self.records += records
 
     def entries(self) -> int:
@@ -67,12 +75,12 @@ class HeldWrites:
 
     def flush(self) -> dict[int, list[TableWrite]]:
         """The table writes held since the last flush, per records partition: the replays' entries in order,
-        then each changed block and region once, as they are now. The tables then hold this state."""
+        then each changed region's entries once, as they are now. The tables then hold this state."""
         writes: dict[int, list[TableWrite]] = {}
         for partition in self._controls.keys() | self._changed.keys():
             held = list(self._controls.get(partition, ()))
             for region, blocks in self._changed.get(partition, {}).items():
-                held.extend(self._region_writes(region, blocks))
+                held.extend(self._written(region, blocks))
             writes[partition] = held
         self.clear()
         return writes
@@ -88,15 +96,58 @@ class HeldWrites:
             held = []
             for region in wanted.intersection(by_region):
                 blocks = by_region.pop(region)
-                self._entries -= len(blocks) + 1
-                held.extend(self._region_writes(region, blocks))
+                self._entries -= self._counts.pop(region)
+                held.extend(self._written(region, blocks))
             if held:
                 writes[partition] = held
         return writes
 
-    def _region_writes(self, region: str, blocks: set[int]) -> list[TableWrite]:
-        """What changed of a region: each changed block once, and the region's fields."""
+    def _count(self, region: str, blocks: set[int]) -> int:
+        """How many entries ``_written`` would write now (on the hot path: counted, not built)."""
+        home = home_block(self.state(region))
+        old = self.homes.get(region)
+        count = len(blocks) + (home is None or home not in blocks)
+        if old is not None and old[0] != home:
+            count += 1  # the old home cleared of the fields
+        return count
+
+    def _written(self, region: str, blocks: set[int]) -> list[TableWrite]:
+        """What changed of a region: each changed block once, then its fields in its home (the block of its
+        latest hour, or the regions table while it keeps no hours), then the old home without them when the
+        home moved.
+
+        The fields say how far the region's batches are applied (``RegionHours.applied_through``): a flush
+        that dies part way must leave every block at least as far as the fields the tables then hold. So
+        the new fields come after every block, and the old ones stay where they are until then: an old home
+        that changed is written first with them (and cleared at the end). Two copies after a crash are
+        read as the later (``steps.align.read_tables``).
+        """
         state = self.state(region)
-        writes = [TableWrite("hours", block_key(region, b), block_value(state, b)) for b in sorted(blocks)]
-        writes.append(TableWrite("regions", region, region_value(state)))
+        home = home_block(state)
+        old = self.homes.get(region)
+        moved = old is not None and old[0] != home
+        writes = []
+        for block in sorted(blocks):
+            if block == home:
+                continue
+            value = block_value(state, block)
+            if moved and old is not None and block == old[0] and value is not None:
+                value = {**value, FIELDS_KEY: old[1]}
+            writes.append(TableWrite("hours", block_key(region, block), value))
+        fields = region_value(state)
+        if home is None:
+            writes.append(TableWrite("regions", region, fields))
+        else:
+            writes.append(TableWrite("hours", block_key(region, home), block_value(state, home, home=True)))
+        if moved and old is not None:
+            if old[0] is None:
+                writes.append(TableWrite("regions", region, None))
+            else:
+                writes.append(TableWrite("hours", block_key(region, old[0]), block_value(state, old[0])))
+        self.homes[region] = (home, fields)
         return writes
+
+
+# Where a region's fields are in the tables (its home block, or None for the regions table), and their value
+# there.
+Home = tuple[int | None, dict[str, int | None]]

@@ -12,6 +12,7 @@ from solar_agents.core.features import SPEC_ROWS, FeatureRow
 from solar_agents.core.hours import Position, RegionHours, Solar, Weather
 from solar_agents.core.wire import (
     REGIONS_KEY,
+    block_fields,
     block_hours,
     block_key,
     block_of,
@@ -22,6 +23,7 @@ from solar_agents.core.wire import (
     encode_records,
     encode_region_records,
     encode_rows,
+    home_block,
     load_block,
     load_region,
     region_value,
@@ -122,3 +124,17 @@ def test_a_records_message_of_several_regions_round_trips_and_the_one_region_for
         ("DE", b),
     ]
     assert decode_message_records(b"DE", encode_records(b)) == [("DE", b)]
+
+
+def test_a_regions_fields_are_in_the_block_of_its_latest_hour() -> None:
+    state = RegionHours("R", latest_solar=430_049, latest_weather=430_050, applied_through=7)
+    state.solar[430_000] = Solar(430_000, Position(5, 6, 7), 1.5)
+    state.solar[430_049] = Solar(430_049, Position(5, 7, 7), 2.5)
+    state.weather[430_050] = Weather(430_050, Position(1, 2, 3), None, 50.0, 0.0, 53.6, 9.9)
+    home = home_block(state)
+    assert home == block_of(430_050) == block_of(430_000) + 1
+    value = block_value(state, home, home=True)
+    assert value is not None and block_fields(value) == state.snapshot() == region_value(state)
+    other = block_value(state, block_of(430_000))
+    assert other is not None and block_fields(other) is None
+    assert home_block(RegionHours("S", latest_solar=430_000)) is None, "no hours kept: the regions table"

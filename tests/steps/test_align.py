@@ -40,12 +40,13 @@ def test_batch_size_changes_the_table_writes_not_the_rows() -> None:
     assert as_rows(rows_to_write(small.rows_messages, SPEC_ROWS)) == as_rows(
         rows_to_write(large.rows_messages, SPEC_ROWS)
     )
-    assert small.tables["hours"] == large.tables["hours"]
-    for region, kept in small.tables["regions"].items():  # the watermark; retention ran at its own pace
-        assert kept["latest_solar"] == large.tables["regions"][region]["latest_solar"]
-        assert kept["latest_weather"] == large.tables["regions"][region]["latest_weather"]
-        assert kept["pruned_below"] > 0, "retention ran"
-    # One write per changed block and one per region, per batch: far fewer with larger batches.
+    assert small.hour_blocks() == large.hour_blocks()
+    large_states = large.states()
+    for region, kept in small.states().items():  # the watermark; retention ran at its own pace
+        assert kept.latest_solar == large_states[region].latest_solar
+        assert kept.latest_weather == large_states[region].latest_weather
+        assert kept.pruned_below is not None and kept.pruned_below > 0, "retention ran"
+    # One write per changed block, per batch: far fewer with larger batches.
     assert large.table_writes * 10 < small.table_writes
     for value in large.tables["hours"].values():  # every value bounded: one day of one region
         assert len(value["solar"]) <= BLOCK_HOURS and len(value["weather"]) <= BLOCK_HOURS
@@ -145,7 +146,7 @@ def test_new_regions_past_the_limit_are_refused_record_by_record() -> None:
     aligner = Aligner(settings.feature_set, settings.allowed_lateness_hours, max_regions=2)
     harness = Harness(aligner=aligner)
     run(harness, raw, ingest_batch=50, align_batch=7)
-    held = set(harness.tables["regions"])
+    held = set(harness.states())
     assert len(held) == 2
     [refused] = set(regions) - held
     messages = [RawMessage(m.topic, m.partition, m.offset, m.key, m.value) for m in raw]

@@ -3,11 +3,14 @@ the flush, and neither that nor a crash after it changes a row or the tables the
 
 from __future__ import annotations
 
+import copy
 import random
+from typing import Any
 
 from step_harness import Harness, assert_flush_ends_as_reference, in_log_order, raw_feed, run
 
-from solar_agents.core.wire import split_block_key
+from solar_agents.core.wire import FIELDS_KEY, block_key, home_block, split_block_key
+from solar_agents.steps.align import flush_writes
 
 REGIONS = tuple(f"DE_{n:02}" for n in range(12))
 
@@ -61,3 +64,88 @@ def test_a_crash_after_a_read_wrote_ahead_of_the_flush_changes_no_row() -> None:
     harness.crash()  # the records since the flush come again; DE_00 and DE_02 were written past it
     run(harness, ordered[2 * third :], ingest_batch=30, align_batch=3)
     assert_flush_ends_as_reference(harness, raw, align_batch=3)
+
+
+def fields_where(tables: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Per region, the keys of the entries that hold its fields."""
+    out: dict[str, list[str]] = {}
+    for key, value in tables["hours"].items():
+        if FIELDS_KEY in value:
+            out.setdefault(split_block_key(key)[0], []).append(key)
+    for region in tables["regions"]:
+        out.setdefault(region, []).append(f"regions:{region}")
+    return out
+
+
+def test_a_regions_fields_are_in_the_block_of_its_latest_hour_alone() -> None:
+    """Flush after flush, as hours come in several blocks and late ones to old blocks: each region's fields
+    are in one entry, its latest block; the tables are what per-batch writes leave; a flush writes what it
+    counted."""
+    raw = in_log_order(raw_feed(hours=150, regions=REGIONS[:6]))
+    held, each_batch = Harness(records_per_write=100_000), Harness()
+    step = len(raw) // 5
+    for start in range(0, len(raw), step):
+        run(held, raw[start : start + step], ingest_batch=40, align_batch=2)
+        run(each_batch, raw[start : start + step], ingest_batch=40, align_batch=2)
+        entries, written = held.aligner.writes.entries(), held.table_writes
+        held.flush()
+        assert held.table_writes - written == entries
+        assert held.tables == each_batch.tables
+        assert held.tables["regions"] == {}
+        for region, state in held.aligner.states.items():
+            home = home_block(state)
+            assert home is not None
+            assert fields_where(held.tables)[region] == [block_key(region, home)]
+            assert held.tables["hours"][block_key(region, home)][FIELDS_KEY] == state.snapshot()
+    assert len({split_block_key(k)[1] for k in held.tables["hours"]}) >= 3, "hours in several blocks"
+
+
+def test_a_flush_that_dies_part_way_leaves_no_block_behind_the_fields() -> None:
+    """The first flush in which a region's home moves while a late hour changes its old home dies after
+    each of its writes in turn: the worker reads again from the flush before, and ends with the reference's
+    rows and the hour blocks a run without the crash leaves."""
+    raw = in_log_order(raw_feed(hours=150, regions=REGIONS[:4]))
+    step = len(raw) // 25
+    chunks = [raw[start : start + step] for start in range(0, len(raw), step)]
+    before = Harness(records_per_write=100_000)
+    for index, chunk in enumerate(chunks):  # noqa: B007 (the index is read after the loop)
+        run(before, chunk, ingest_batch=30, align_batch=3)
+        writes = flush_writes(copy.deepcopy(before).aligner)
+        if any(len({key for _, key, _ in w}) < len(w) for w in writes.values()):
+            break  # an old home written twice: with the old fields first, cleared of them last
+        before.flush()
+    else:
+        raise AssertionError("no flush moved a home whose old block changed")
+    rest = [m for chunk in chunks[index + 1 :] for m in chunk]
+    for partition, partition_writes in writes.items():
+        earlier = {p: w for p, w in writes.items() if p < partition}
+        for done in range(len(partition_writes)):
+            harness = copy.deepcopy(before)
+            harness.write_tables({**earlier, partition: partition_writes[:done]})
+            harness.crash()
+            run(harness, rest, ingest_batch=30, align_batch=3)
+            assert_flush_ends_as_reference(harness, raw, align_batch=3)
+
+
+def test_tables_of_the_earlier_layout_are_read_and_upgraded_in_place() -> None:
+    """Every region's fields in the regions table, as earlier versions kept them: read as they are, and
+    moved to each region's home block as the region is next written."""
+    raw = in_log_order(raw_feed(hours=120, regions=REGIONS[:5]))
+    half = len(raw) // 2
+    upgraded, unchanged = Harness(records_per_write=100_000), Harness(records_per_write=100_000)
+    for harness in (upgraded, unchanged):
+        run(harness, raw[:half], ingest_batch=40, align_batch=2)
+        harness.flush()
+    for key, value in upgraded.tables["hours"].items():
+        if FIELDS_KEY in value:
+            upgraded.tables["regions"][split_block_key(key)[0]] = value.pop(FIELDS_KEY)
+    assert upgraded.tables["regions"] and not any(FIELDS_KEY in v for v in upgraded.tables["hours"].values())
+    upgraded.restart()
+    unchanged.restart()
+    assert upgraded.aligner.states == unchanged.aligner.states, "the same state from either layout"
+    run(upgraded, raw[half:], ingest_batch=40, align_batch=2)
+    assert_flush_ends_as_reference(upgraded, raw, align_batch=2)
+    assert upgraded.tables["regions"] == {}, "each region moved as it was written"
+    for region, state in upgraded.aligner.states.items():
+        home = home_block(state)
+        assert home is not None and fields_where(upgraded.tables)[region] == [block_key(region, home)]
