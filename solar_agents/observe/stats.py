@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from solar_agents.observe.health import Failing
+
 # How many of the latest dead letters are kept in memory for the web view.
 RECENT_DEAD_LETTERS = 500
 # How much of a rejected value is kept: enough to see what it was, bounded per message.
@@ -38,6 +40,9 @@ class Stats:
     # Records the consumer's hand-over dropped, read again (``offsets``); offsets of jumps holding no record.
     records_read_again: int = 0
     offsets_absent: int = 0
+    # Retries under way, by event: what /healthz shows, and what a stop that ran out of time names as the
+    # work it left undone (``runtime.batches.retrying``).
+    retrying: dict[str, Failing] = field(default_factory=dict)
     rows_emitted: int = 0
     rows_written: int = 0
     # The align step's flushes of its held table writes, by what called them, and the entries they wrote.

@@ -141,7 +141,7 @@ class AlignAgent:
 
         self.held.computing(taken)
         async with self._lock:
-            await retrying("align_step_failed", attempt)
+            await retrying("align_step_failed", attempt, self.stats.retrying)
             self.held.computed(batch, aligned[0].flushed)
         return aligned[0]
 
@@ -160,6 +160,7 @@ class AlignAgent:
                 await retrying(
                     "rows_send_failed",
                     partial(self.rows_topic.send, key=None, value=value, partition=partition),
+                    self.stats.retrying,
                 )
         if batch.failed:
             at = {(message.partition, message.offset): message for message in taken.messages}
@@ -230,7 +231,7 @@ class AlignAgent:
                     self._loaded_generation = None
                     raise
 
-            await retrying("align_flush_failed", attempt)
+            await retrying("align_flush_failed", attempt, self.stats.retrying)
             self.held.unwritten.clear()
             try:
                 await self.held.write(writes[0], reason)

@@ -10,6 +10,7 @@ from solar_agents.cli.commands import register_commands
 from solar_agents.connect.preflight import tls_files_problem
 from solar_agents.observe import log
 from solar_agents.observe.health import Health
+from solar_agents.observe.stats import Stats
 from solar_agents.runtime import faust_compat as compat
 from solar_agents.runtime.topology import Pipeline, topology
 from solar_agents.runtime.worker import worker_class
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     except (ssl.SSLError, OSError) as exc:  # the client's TLS files cannot be loaded
         refuse(tls_files_problem(exc).line)
     health = Health(str(settings.data_dir))
+    stats = Stats()  # shared by the pipeline and the worker (its retries under way, on a stop out of time)
     app = faust.App(
         settings.kafka_consumer_group,
         **consumer_options,
@@ -58,9 +60,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,
-        Worker=worker_class(settings, health),
+        Worker=worker_class(settings, health, stats),
     )
-    pipeline = Pipeline(app, settings, health)
+    pipeline = Pipeline(app, settings, health, stats)
     topology(app, pipeline)
     register_views(app, pipeline)
     register_commands(app, settings, pipeline.backfill.enable)

@@ -94,7 +94,7 @@ class HoleFiller:
         again: dict[int, list[int]] = defaultdict(list)
         for hole in holes:
             found[hole] = read = await read_again(
-                self.reader, TP(topic, hole.partition), hole.start, hole.end
+                self.reader, TP(topic, hole.partition), hole.start, hole.end, self.stats.retrying
             )
             again[hole.partition].extend(m.offset for m in read)
             absent = hole.end - hole.start - len(read)
@@ -108,7 +108,9 @@ class HoleFiller:
         return Taken(fill(messages, found), events, dict(again))
 
 
-async def read_again(reader: RangeReader, tp: TP, start: int, end: int) -> list[MessageLike]:
+async def read_again(
+    reader: RangeReader, tp: TP, start: int, end: int, under_way: dict[str, Failing]
+) -> list[MessageLike]:
     """The records at offsets ``start`` to ``end`` (exclusive) of ``tp``, read outside the group; retried
     until the broker answers."""
     read: list[MessageLike] = []
@@ -117,7 +119,7 @@ async def read_again(reader: RangeReader, tp: TP, start: int, end: int) -> list[
         records = await reader.read(tp, start, end)
         read[:] = [Message(tp.topic, r.partition, r.offset, r.key, r.value) for r in records]
 
-    await retrying("read_again_failed", attempt)
+    await retrying("read_again_failed", attempt, under_way)
     return read
 
 
@@ -217,15 +219,16 @@ async def overlapped(
             await applying.start(apply(taken, result))
 
 
-# Retries under way in this process, by event: what /healthz shows, and what a stop that ran out of time
-# names as the work it left undone.
-RETRYING: dict[str, Failing] = {}
-
-
-async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_delay: float = 10.0) -> None:
+async def retrying(
+    event: str,
+    attempt: Callable[[], Awaitable[object]],
+    under_way: dict[str, Failing],
+    max_delay: float = 10.0,
+) -> None:
     """Run ``attempt`` until it succeeds, backing off; a failure is logged, never raised, so the agent
     lives on and its unacked input is neither lost nor skipped. A stop cancels it: the input stays
-    unacked. ``Refused`` is the exception: no retry mends it."""
+    unacked. ``Refused`` is the exception: no retry mends it. While it fails, ``under_way[event]`` says
+    since when and why (``Stats.retrying``, for /healthz and a stop that runs out of time)."""
     delay = 0.2
     failures = 0
     since = time.monotonic()
@@ -238,7 +241,7 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
             except Exception as exc:
                 failures += 1
                 error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
-                RETRYING[event] = Failing(since, failures, error)
+                under_way[event] = Failing(since, failures, error)
                 log.warning(event, attempt=failures, error=error, retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max_delay)
@@ -248,4 +251,4 @@ async def retrying(event: str, attempt: Callable[[], Awaitable[object]], max_del
             return
     finally:
         if failures:
-            RETRYING.pop(event, None)
+            under_way.pop(event, None)

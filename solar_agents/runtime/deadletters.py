@@ -56,6 +56,7 @@ class DeadLetters:
         await retrying(
             "dead_letter_send_failed",
             partial(self.topic.send, key=letter.key, value=letter.value, headers=letter.headers),
+            self.stats.retrying,
         )
         self.stats.dead_letter(message.topic, message.partition, message.offset, reason, message.value)
         if self.throttle.first(reason_kind(reason), time.monotonic()):
@@ -80,7 +81,8 @@ class DeadLetters:
         for (topic, partition), reasons in wanted.items():
             found: dict[int, MessageLike] = {}
             for start, end in runs(reasons, REREAD_GAP):
-                for record in await read_again(self.reader, TP(topic, partition), start, end):
+                tp = TP(topic, partition)
+                for record in await read_again(self.reader, tp, start, end, self.stats.retrying):
                     found[record.offset] = record
             for offset, reason in sorted(reasons.items()):
                 original = found.get(offset)

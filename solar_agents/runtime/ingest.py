@@ -81,7 +81,8 @@ class IngestAgent:
             partitions = self.settings.topic_partitions
             parsed.append(await self.parser.run(ingest_messages, raw, solar, RECORDS_PER_MESSAGE, partitions))
 
-        await retrying("ingest_failed", parse)  # only a helper that died fails: bad input is a dead letter
+        # Only a helper that died fails: bad input is a dead letter.
+        await retrying("ingest_failed", parse, self.stats.retrying)
         return parsed[0]
 
     async def _apply(
@@ -103,7 +104,8 @@ class IngestAgent:
         await self.reading.report(topic, feed, reading=reading)
         for partition, value in batch.messages:
             send = partial(self.records_topic.send, key=REGIONS_KEY, value=value, partition=partition)
-            await retrying("records_send_failed", send)  # a raise here would end the agent, the batch unread
+            # Retried, not raised: a raise here would end the agent, the batch unread.
+            await retrying("records_send_failed", send, self.stats.retrying)
         # Progress counts a batch only once its records are on their way (a report may go out meanwhile).
         self.reading.read(topic, batch)
         await self.reading.report(topic, feed)

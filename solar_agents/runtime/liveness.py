@@ -18,7 +18,6 @@ import faust
 from solar_agents.observe.health import Health, one_line
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.stats import Stats
-from solar_agents.runtime.batches import RETRYING
 from solar_agents.runtime.faust_compat import agent_states, on_agent_error
 from solar_agents.runtime.worker import Fatal
 
@@ -51,7 +50,7 @@ class Liveness:
     def healthz(self) -> tuple[bool, dict[str, Any]]:
         """Live: every agent running, none failed, not ending or stopping. The body also says how
         far the worker got (messages ingested, rows written): a probe can see progress, not only life."""
-        body = self.health.report(time.monotonic(), self.agents(), RETRYING)
+        body = self.health.report(time.monotonic(), self.agents(), self.stats.retrying)
         stats = self.stats
         body["progress"] = {"ingested": sum(stats.ingested.values()), "rows_written": stats.rows_written}
         return bool(body["live"]), body

@@ -102,7 +102,7 @@ class ReadTracker:
         self._last_report[topic] = value
         for partition in range(self.settings.topic_partitions):
             send = partial(self.records_topic.send, key=b"", value=value, partition=partition)
-            await retrying("progress_send_failed", send)
+            await retrying("progress_send_failed", send, self.stats.retrying)
 
     def hold_ahead(self) -> None:
         """Hold the fetches of raw partitions read too far ahead of the slowest (``ahead_of_slowest``).

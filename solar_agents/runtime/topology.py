@@ -57,10 +57,10 @@ INDEX_REBUILD_SECONDS = 1.0
 class Pipeline:
     """The app's topics, tables and agents; what the web view and the commands read of a worker."""
 
-    def __init__(self, app: faust.App, settings: Settings, health: Health) -> None:
+    def __init__(self, app: faust.App, settings: Settings, health: Health, stats: Stats) -> None:
         self.app = app
         self.settings = settings
-        self.stats = Stats()
+        self.stats = stats
         self.liveness = Liveness(app, health, self.stats)
         partitions = settings.topic_partitions
 

@@ -23,7 +23,7 @@ from solar_agents.connect.preflight import database_problem_of, kafka_problem_of
 from solar_agents.errors import Refused
 from solar_agents.observe.health import DATA_DIR_FULL, Health, disk_full, one_line, pending
 from solar_agents.observe.log import get_logger
-from solar_agents.runtime.batches import RETRYING
+from solar_agents.observe.stats import Stats
 from solar_agents.settings import Settings
 from solar_agents.sink import ConnectionInfo
 
@@ -107,6 +107,7 @@ class Worker(faust.Worker):
     # Set per app by ``worker_class``.
     shutdown_timeout: float = 8.0
     health: Health | None = None
+    stats: Stats | None = None
     settings: Settings | None = None
 
     async def _sentinel_task(self) -> None:
@@ -157,7 +158,7 @@ class Worker(faust.Worker):
             signal.setitimer(signal.ITIMER_REAL, self.shutdown_timeout + 1.0)
 
     def _out_of_time(self) -> None:
-        waiting = pending(time.monotonic(), RETRYING)
+        waiting = pending(time.monotonic(), self.stats.retrying if self.stats is not None else {})
         log.error("shutdown_timeout", seconds=self.shutdown_timeout, waiting=waiting)
         line = self._fatal_line() or SHUTDOWN_TIMEOUT.format(seconds=self.shutdown_timeout, waiting=waiting)
         _last_line(line)
@@ -205,13 +206,14 @@ def _last_line(text: str) -> None:
     print(text, file=sys.__stderr__, flush=True)
 
 
-def worker_class(settings: Settings, health: Health) -> type[Worker]:
-    """The worker class of one app: its settings (connections checked at start, the stop deadline) and the
-    health it marks as stopping."""
+def worker_class(settings: Settings, health: Health, stats: Stats) -> type[Worker]:
+    """The worker class of one app: its settings (connections checked at start, the stop deadline), the
+    health it marks as stopping, and the stats whose retries under way a stop out of time names."""
     attributes = {
         "settings": settings,
         "shutdown_timeout": settings.shutdown_timeout_seconds,
         "health": health,
+        "stats": stats,
         "__module__": __name__,
     }
     return type("Worker", (Worker,), attributes)

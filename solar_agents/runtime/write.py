@@ -57,6 +57,7 @@ class WriteAgent:
             await retrying(
                 "sink_prepare_failed",
                 partial(self.sink.run, FeatureSink.prepare),
+                self.stats.retrying,
                 self.settings.db_retry_max_seconds,
             )
         except Refused as exc:
@@ -75,7 +76,7 @@ class WriteAgent:
             for rows, seconds in written:
                 self.stats.observe_write(rows, seconds)
 
-        await retrying("sink_write_failed", attempt, self.settings.db_retry_max_seconds)
+        await retrying("sink_write_failed", attempt, self.stats.retrying, self.settings.db_retry_max_seconds)
 
     async def flush(self) -> None:
         await self.sink.run(FeatureSink.flush)
