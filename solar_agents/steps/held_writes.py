@@ -102,14 +102,17 @@ class HeldWrites:
                 writes[partition] = held
         return writes
 
+    def _homes(self, region: str) -> tuple[RegionHours, int | None, Home | None]:
+        """A region's state, its home now, and its home in the tables if it must move from there."""
+        state = self.state(region)
+        home = home_block(state)
+        old = self.homes.get(region)
+        return state, home, old if old is not None and old[0] != home else None
+
     def _count(self, region: str, blocks: set[int]) -> int:
         """How many entries ``_written`` would write now (on the hot path: counted, not built)."""
-        home = home_block(self.state(region))
-        old = self.homes.get(region)
-        count = len(blocks) + (home is None or home not in blocks)
-        if old is not None and old[0] != home:
-            count += 1  # the old home cleared of the fields
-        return count
+        _, home, moved_from = self._homes(region)
+        return len(blocks) + (home is None or home not in blocks) + (moved_from is not None)
 
     def _written(self, region: str, blocks: set[int]) -> list[TableWrite]:
         """What changed of a region: each changed block once, then its fields in its home (the block of its
@@ -122,28 +125,25 @@ class HeldWrites:
         that changed is written first with them (and cleared at the end). Two copies after a crash are
         read as the later (``steps.align.read_tables``).
         """
-        state = self.state(region)
-        home = home_block(state)
-        old = self.homes.get(region)
-        moved = old is not None and old[0] != home
+        state, home, moved_from = self._homes(region)
         writes = []
-        for block in sorted(blocks):
-            if block == home:
-                continue
+        for block in sorted(blocks - {home}):
             value = block_value(state, block)
-            if moved and old is not None and block == old[0] and value is not None:
-                value = {**value, FIELDS_KEY: old[1]}
+            if moved_from is not None and block == moved_from[0] and value is not None:
+                value = {**value, FIELDS_KEY: moved_from[1]}
             writes.append(TableWrite("hours", block_key(region, block), value))
         fields = region_value(state)
         if home is None:
             writes.append(TableWrite("regions", region, fields))
         else:
             writes.append(TableWrite("hours", block_key(region, home), block_value(state, home, home=True)))
-        if moved and old is not None:
-            if old[0] is None:
-                writes.append(TableWrite("regions", region, None))
-            else:
-                writes.append(TableWrite("hours", block_key(region, old[0]), block_value(state, old[0])))
+        if moved_from is not None:
+            old = moved_from[0]
+            writes.append(
+                TableWrite("regions", region, None)
+                if old is None
+                else TableWrite("hours", block_key(region, old), block_value(state, old))
+            )
         self.homes[region] = (home, fields)
         return writes
 

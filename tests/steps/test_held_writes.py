@@ -77,6 +77,16 @@ def fields_where(tables: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     return out
 
 
+def assert_fields_in_home_blocks(harness: Harness) -> None:
+    """Each region's fields in one entry, the block of its latest hour, as the step holds them."""
+    where = fields_where(harness.tables)
+    for region, state in harness.aligner.states.items():
+        home = home_block(state)
+        assert home is not None
+        assert where[region] == [block_key(region, home)]
+        assert harness.tables["hours"][block_key(region, home)][FIELDS_KEY] == state.snapshot()
+
+
 def test_a_regions_fields_are_in_the_block_of_its_latest_hour_alone() -> None:
     """Flush after flush, as hours come in several blocks and late ones to old blocks: each region's fields
     are in one entry, its latest block; the tables are what per-batch writes leave; a flush writes what it
@@ -92,11 +102,7 @@ def test_a_regions_fields_are_in_the_block_of_its_latest_hour_alone() -> None:
         assert held.table_writes - written == entries
         assert held.tables == each_batch.tables
         assert held.tables["regions"] == {}
-        for region, state in held.aligner.states.items():
-            home = home_block(state)
-            assert home is not None
-            assert fields_where(held.tables)[region] == [block_key(region, home)]
-            assert held.tables["hours"][block_key(region, home)][FIELDS_KEY] == state.snapshot()
+        assert_fields_in_home_blocks(held)
     assert len({split_block_key(k)[1] for k in held.tables["hours"]}) >= 3, "hours in several blocks"
 
 
@@ -146,6 +152,4 @@ def test_tables_of_the_earlier_layout_are_read_and_upgraded_in_place() -> None:
     run(upgraded, raw[half:], ingest_batch=40, align_batch=2)
     assert_flush_ends_as_reference(upgraded, raw, align_batch=2)
     assert upgraded.tables["regions"] == {}, "each region moved as it was written"
-    for region, state in upgraded.aligner.states.items():
-        home = home_block(state)
-        assert home is not None and fields_where(upgraded.tables)[region] == [block_key(region, home)]
+    assert_fields_in_home_blocks(upgraded)
