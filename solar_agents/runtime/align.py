@@ -23,7 +23,7 @@ from solar_agents.core.read_progress import Feed
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.regions import RegionIndex
 from solar_agents.observe.stats import Stats
-from solar_agents.runtime.batches import Applying, HoleFiller, Taken, overlapped, retrying
+from solar_agents.runtime.batches import Applying, HoleFiller, Taken, batches, overlapped, retrying
 from solar_agents.runtime.deadletters import DeadLetters
 from solar_agents.runtime.faust_compat import committed_offsets
 from solar_agents.runtime.held import HeldBatches
@@ -80,14 +80,12 @@ class AlignAgent:
     async def run(self, stream: StreamT[bytes]) -> None:
         """One batch computed and one applied at a time, in order."""
         self._stream = stream
+        size, within = self.settings.ingest_batch_size, self.settings.ingest_batch_max_wait_seconds
         await overlapped(
-            stream,
-            self.settings.ingest_batch_size,
-            self.settings.ingest_batch_max_wait_seconds,
+            batches(stream, size, within, self.holes),
             self._compute,
             partial(self._apply, stream),
             self._applying,
-            self.holes,
         )
 
     async def _ensure_loaded(self) -> None:

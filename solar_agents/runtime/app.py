@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import ssl
 
-import faust
-
 from solar_agents.cli.commands import register_commands
 from solar_agents.connect.preflight import tls_files_problem
 from solar_agents.observe import log
 from solar_agents.observe.health import Health
 from solar_agents.observe.stats import Stats
 from solar_agents.runtime import faust_compat as compat
+from solar_agents.runtime.faust_drain import App, install_drain
 from solar_agents.runtime.topology import Pipeline, topology
 from solar_agents.runtime.worker import worker_class
 from solar_agents.settings import Settings, refuse, settings_or_exit, unknown_in_environment
@@ -28,7 +27,7 @@ PRODUCER_BUFFER_MESSAGES = 5000
 STREAMS_SHARE_OF_STOP = 0.4
 
 
-def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
+def create_app(settings: Settings) -> tuple[App, Pipeline]:
     """The app and its pipeline; every Faust setting comes from ``settings`` here and nowhere later."""
     log.configure(settings.log_level)
     compat.install(
@@ -38,13 +37,14 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
         PRODUCER_BUFFER_MESSAGES,
         settings.shutdown_timeout_seconds * STREAMS_SHARE_OF_STOP,
     )
+    install_drain()
     try:
         consumer_options = settings.faust_consumer_options()
     except (ssl.SSLError, OSError) as exc:  # the client's TLS files cannot be loaded
         refuse(tls_files_problem(exc).line)
     health = Health(str(settings.data_dir))
     stats = Stats()  # shared by the pipeline and the worker (its retries under way, on a stop out of time)
-    app = faust.App(
+    app = App(
         settings.kafka_consumer_group,
         **consumer_options,
         store="rocksdb://",

@@ -11,11 +11,11 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar, cast
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 from faust import Stream
-from faust.types import TP, EventT, StreamT
+from faust.types import TP, ConsumerT, EventT, StreamT
 
 from solar_agents.connect.range_reader import RangeReader
 from solar_agents.core.messages import Message, MessageLike
@@ -25,6 +25,7 @@ from solar_agents.observe.health import Failing
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.stats import Stats
 from solar_agents.runtime.faust_compat import ack_offsets, committed_offsets
+from solar_agents.runtime.faust_drain import Fetched, FetchedFeed, ack_fetched
 
 log = get_logger(__name__)
 Event = EventT[bytes]
@@ -34,11 +35,13 @@ T = TypeVar("T")
 @dataclass(slots=True)
 class Taken:
     """A batch of one stream: its messages in order, with any that the hand-over dropped read again and put
-    back (``offsets``), and the events to ack once its work is done."""
+    back (``offsets``), and what to ack once its work is done: the stream's events, or the runs a raw topic's
+    feed handed over whole (``faust_drain``)."""
 
     messages: list[MessageLike]
     events: list[Event]
     read_again: dict[int, list[int]]  # per partition: offsets read again, acked with the events
+    fetched: list[Fetched] = field(default_factory=list)
 
     def last_events(self) -> dict[int, Event]:
         """The last event of each partition (table writes go to its changelog partition)."""
@@ -47,8 +50,10 @@ class Taken:
     async def ack(self, stream: StreamT[bytes]) -> None:
         for event in self.events:
             await stream.ack(event)
+        consumer = stream.app.consumer
+        if self.fetched:
+            ack_fetched(consumer, self.fetched)
         if self.read_again:
-            consumer = stream.app.consumer
             topic = self.messages[0].topic
             for partition, offsets in self.read_again.items():
                 ack_offsets(consumer, TP(topic, partition), offsets)
@@ -66,12 +71,37 @@ async def batches(
     """
     takes = cast(Stream[bytes], stream).noack_take(size, within=within)
     continuity = Continuity()
+    consumer = stream.app.consumer
     try:
-        async for events in takes:
-            yield await holes.fill(stream, cast(list[Event], events), continuity)
+        async for taken in takes:
+            events = cast(list[Event], taken)
+            messages, again = await holes.fill(consumer, [event.message for event in events], continuity)
+            yield Taken(messages, events, again)
     finally:
         await takes.aclose()
         stream.enable_acks = False
+
+
+async def fetched_batches(
+    stream: StreamT[bytes], feed: FetchedFeed, size: int, within: float, holes: HoleFiller
+) -> AsyncIterator[Taken]:
+    """Batches of a raw topic's runs, handed over whole by the consumer (``faust_drain``), holes filled; the
+    caller acks them after their work is done. ``stream`` is the agent's: iterating its channel subscribes
+    the topic, as a stream's first read would."""
+    feed.subscribe(cast(Any, stream.channel))
+    app = stream.app
+    consumer = app.consumer
+    continuity = Continuity()
+
+    def generation() -> int:
+        return app.consumer_generation_id
+
+    while True:
+        runs = await feed.take(size, within, generation)
+        if runs:
+            records = [record for run in runs for record in run.records]
+            messages, again = await holes.fill(consumer, records, continuity)
+            yield Taken(messages, [], again, runs)
 
 
 class HoleFiller:
@@ -81,15 +111,18 @@ class HoleFiller:
         self.reader = reader
         self.stats = stats
 
-    async def fill(self, stream: StreamT[bytes], events: list[Event], continuity: Continuity) -> Taken:
-        messages: list[MessageLike] = [event.message for event in events]
+    async def fill(
+        self, consumer: ConsumerT, messages: list[MessageLike], continuity: Continuity
+    ) -> tuple[list[MessageLike], dict[int, list[int]]]:
+        """``messages`` with the records the hand-over dropped before them put back, and the offsets read
+        again per partition."""
         if not messages:
-            return Taken(messages, events, {})
+            return messages, {}
         topic = messages[0].topic
-        committed = committed_offsets(stream.app.consumer)
+        committed = committed_offsets(consumer)
         holes = continuity.holes(messages, lambda partition: committed.get(TP(topic, partition)))
         if not holes:
-            return Taken(messages, events, {})
+            return messages, {}
         found: dict[Hole, list[MessageLike]] = {}
         again: dict[int, list[int]] = defaultdict(list)
         for hole in holes:
@@ -105,7 +138,7 @@ class HoleFiller:
                 log.warning("records_read_again", **fields, records=len(read))
             else:  # transaction markers, a compacted or expired range: nothing to read
                 log.debug("offsets_absent", **fields, offsets=absent)
-        return Taken(fill(messages, found), events, dict(again))
+        return fill(messages, found), dict(again)
 
 
 async def read_again(
@@ -204,17 +237,15 @@ class Applying:
 
 
 async def overlapped(
-    stream: StreamT[bytes],
-    size: int,
-    within: float,
+    takes: AsyncIterator[Taken],
     compute: Callable[[Taken], Awaitable[T]],
     apply: Callable[[Taken, T], Awaitable[None]],
     applying: Applying,
-    holes: HoleFiller,
 ) -> None:
-    """Batches of ``stream``: each ``compute``d (in a helper) while the batch before is ``apply``ed here."""
+    """Batches (``batches``, ``fetched_batches``): each ``compute``d (in a helper) while the batch before is
+    ``apply``ed here."""
     async with applying.running():
-        async for taken in batches(stream, size, within, holes):
+        async for taken in takes:
             result = await compute(taken)
             await applying.start(apply(taken, result))
 

@@ -8,6 +8,7 @@ is sent on and acked here.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from functools import partial
 
 import faust
@@ -19,8 +20,17 @@ from solar_agents.core.records import RegionResolver
 from solar_agents.core.wire import REGIONS_KEY
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.stats import Stats
-from solar_agents.runtime.batches import Applying, HoleFiller, Taken, overlapped, retrying
+from solar_agents.runtime.batches import (
+    Applying,
+    HoleFiller,
+    Taken,
+    batches,
+    fetched_batches,
+    overlapped,
+    retrying,
+)
 from solar_agents.runtime.deadletters import DeadLetters
+from solar_agents.runtime.faust_drain import FetchedFeed
 from solar_agents.runtime.helpers import step_helper
 from solar_agents.runtime.reading import ReadTracker
 from solar_agents.settings import Settings
@@ -40,6 +50,7 @@ class IngestAgent:
         dead_letters: DeadLetters,
         holes: HoleFiller,
         stats: Stats,
+        feeds: Mapping[str, FetchedFeed],
     ) -> None:
         self.settings = settings
         self.records_topic = records_topic
@@ -47,6 +58,7 @@ class IngestAgent:
         self.dead_letters = dead_letters
         self.holes = holes
         self.stats = stats
+        self.feeds = feeds  # the raw topics' records, a fetched run at a time (``faust_drain``)
         resolver_args = (dict(settings.region_locations), settings.default_region)
         self.parser = step_helper("ingest", RegionResolver, resolver_args, settings)
         self._first_seen: set[str] = set()
@@ -58,14 +70,17 @@ class IngestAgent:
         await self._run(stream, self.settings.kafka_topic_weather, Feed.WEATHER)
 
     async def _run(self, stream: StreamT[bytes], topic: str, feed: Feed) -> None:
+        size, within = self.settings.ingest_batch_size, self.settings.ingest_batch_max_wait_seconds
+        takes = (
+            batches(stream, size, within, self.holes)
+            if (fetched := self.feeds.get(topic)) is None
+            else fetched_batches(stream, fetched, size, within, self.holes)
+        )
         await overlapped(
-            stream,
-            self.settings.ingest_batch_size,
-            self.settings.ingest_batch_max_wait_seconds,
+            takes,
             partial(self._parse, topic, feed),
             partial(self._apply, stream, topic, feed),
             Applying(),
-            self.holes,
         )
 
     async def _parse(self, topic: str, feed: Feed, taken: Taken) -> IngestedMessages:

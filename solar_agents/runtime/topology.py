@@ -31,6 +31,7 @@ from solar_agents.runtime.backfill import Backfill, Progress
 from solar_agents.runtime.batches import HoleFiller
 from solar_agents.runtime.deadletters import DeadLetters
 from solar_agents.runtime.faust_compat import range_reader
+from solar_agents.runtime.faust_drain import App
 from solar_agents.runtime.ingest import IngestAgent
 from solar_agents.runtime.liveness import Liveness
 from solar_agents.runtime.reading import ReadTracker
@@ -50,6 +51,9 @@ ROCKSDB_OPTIONS = {
     "block_cache_size": 1024**2,
     "block_cache_compressed_size": 0,
 }
+# Raw records fetched and waiting for their ingest agent, in batches (``faust_drain.FetchedFeed``): one
+# being taken while the next is fetched, as a stream's buffer holds them.
+RAW_WAITING_BATCHES = 2
 # While a recovery brings the tables back, the web view's index of regions is built again at most this often.
 INDEX_REBUILD_SECONDS = 1.0
 
@@ -57,7 +61,7 @@ INDEX_REBUILD_SECONDS = 1.0
 class Pipeline:
     """The app's topics, tables and agents; what the web view and the commands read of a worker."""
 
-    def __init__(self, app: faust.App, settings: Settings, health: Health, stats: Stats) -> None:
+    def __init__(self, app: App, settings: Settings, health: Health, stats: Stats) -> None:
         self.app = app
         self.settings = settings
         self.stats = stats
@@ -109,7 +113,14 @@ class Pipeline:
         self.index = RegionIndex()  # the regions and hour blocks in the tables
         self._index_built_at = -INDEX_REBUILD_SECONDS
         self.reading = ReadTracker(app, settings, self.records_topic, self.stats)
-        self.ingest = IngestAgent(settings, self.records_topic, self.reading, dead_letters, holes, self.stats)
+        # The raw topics' records go to the ingest agents a fetched run at a time (``faust_drain``).
+        feeds = {
+            name: app.fetched_feed(name, RAW_WAITING_BATCHES * settings.ingest_batch_size)
+            for name in (settings.kafka_topic_solar, settings.kafka_topic_weather)
+        }
+        self.ingest = IngestAgent(
+            settings, self.records_topic, self.reading, dead_letters, holes, self.stats, feeds
+        )
         self.align = AlignAgent(
             app, settings, self.tables, self.rows_topic, dead_letters, holes, self.stats, self.index
         )
