@@ -25,6 +25,10 @@ PRODUCER_BUFFER_MESSAGES = 5000
 # Of a stop's time (SHUTDOWN_TIMEOUT_SECONDS), the part the batches in flight get to finish and be committed;
 # what is not done by then is read again at the next start.
 STREAMS_SHARE_OF_STOP = 0.4
+# Messages of the records and rows topics a stream holds before Faust fetches no more of the partition (its
+# default: 4096). The raw topics skip the streams (``faust_drain``), and a records message holds up to 250
+# records: with 4096 a backlog of the align step put some 60 MB of them in the worker.
+INTERNAL_STREAM_BUFFER = 128
 
 
 def create_app(settings: Settings) -> tuple[App, Pipeline]:
@@ -54,6 +58,7 @@ def create_app(settings: Settings) -> tuple[App, Pipeline]:
         # Every page and API behind WEB_AUTH_TOKEN when it is set (``web.auth``).
         web_application_options={"middlewares": [auth_middleware(AccessPolicy.of(settings))]},
         producer_linger=settings.producer_linger_seconds,
+        stream_buffer_maxsize=INTERNAL_STREAM_BUFFER,
         # Never below Faust's default: record batches are sent whole, whatever the dead-letter limit.
         producer_max_request_size=max(1_000_000, settings.deadletter_max_bytes),
         logging_config=log.logging_config(settings.log_level),

@@ -55,11 +55,18 @@ class Fetched:
 
 @dataclass(eq=False)
 class FetchedFeed:
-    """One raw topic's fetched runs, waiting for its agent; the hand-over waits while ``max_records`` wait."""
+    """One raw topic's fetched runs, waiting for its agent.
+
+    Past ``max_records`` waiting, the partition of the run put last is fetched no more (``hold``) until
+    half of them are taken (``release``), as Faust holds a partition whose stream buffer fills; the
+    hand-over itself waits only while twice as many wait."""
 
     max_records: int
+    hold: Callable[[TP], None]
+    release: Callable[[TP], None]
     runs: deque[Fetched] = field(default_factory=deque)
     waiting: int = 0  # records in ``runs``
+    held: set[TP] = field(default_factory=set)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _channel: ChannelT[Any] | None = None
 
@@ -73,11 +80,21 @@ class FetchedFeed:
         return id(self)
 
     async def put(self, run: Fetched) -> None:
-        while self.waiting >= self.max_records:
+        while self.waiting >= 2 * self.max_records:
             self._changed.clear()
             await self._changed.wait()
         self.runs.append(run)
         self.waiting += len(run.records)
+        if self.waiting >= self.max_records and run.tp not in self.held:
+            self.held.add(run.tp)
+            self.hold(run.tp)
+        self._changed.set()
+
+    def _taken(self) -> None:
+        if self.held and self.waiting <= self.max_records // 2:
+            for tp in self.held:
+                self.release(tp)
+            self.held.clear()
         self._changed.set()
 
     async def take(self, size: int, within: float, generation: Callable[[], int]) -> list[Fetched]:
@@ -104,7 +121,7 @@ class FetchedFeed:
             if run.generation == current:
                 taken.append(run)
                 count += len(run.records)
-        self._changed.set()
+        self._taken()
         return taken
 
     def clear(self) -> None:
@@ -112,7 +129,7 @@ class FetchedFeed:
         offsets."""
         self.runs.clear()
         self.waiting = 0
-        self._changed.set()
+        self._taken()
 
 
 class App(faust.App):
@@ -124,7 +141,13 @@ class App(faust.App):
 
     def fetched_feed(self, topic: str, max_records: int) -> FetchedFeed:
         """The feed of ``topic``, cleared with the streams' queues at a rebalance."""
-        feed = self.fetched_feeds[topic] = FetchedFeed(max_records)
+        # The consumer's own flow control, as for a full stream buffer (the consumer is made at the start).
+        feed = FetchedFeed(
+            max_records,
+            lambda tp: self.consumer.on_buffer_full(tp),
+            lambda tp: self.consumer.on_buffer_drop(tp),
+        )
+        self.fetched_feeds[topic] = feed
         self.flow_control.manage_queue(cast(Any, feed))
         return feed
 
