@@ -1,4 +1,5 @@
-"""Every use of Faust's (and aiokafka's) private internals, in one place, each with the reason.
+"""Every use of Faust's (and aiokafka's) private internals, in one place, each with the reason; the largest
+one, the raw topics' hand-over a fetched run at a time, has a module of its own (``faust_drain``).
 
 1. End offsets taken from fetch responses, for the changelog restore; a fetch wait that can be set.
 

@@ -34,6 +34,9 @@ from faust.types import TP, AppT, ChannelT, ConsumerT
 from mode.utils.futures import notify
 
 from solar_agents.core.messages import MessageLike
+from solar_agents.observe.log import get_logger
+
+log = get_logger(__name__)
 
 _Consumer = faust_consumer.Consumer
 _faust_drain = _Consumer._drain_messages
@@ -206,6 +209,9 @@ async def _drain(self: Any, fetcher: Any) -> None:
     except asyncio.CancelledError:
         if self.transport.app.should_stop:
             return
+        raise
+    except Exception as exc:  # as Faust: the fetcher's end is logged, then its supervisor decides
+        log.exception("drain_failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         self.diag.unset_flag(FETCHING)
