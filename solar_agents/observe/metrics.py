@@ -202,10 +202,14 @@ class FaustSensor(Sensor):  # type: ignore[misc]
         )
 
     def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
+        self.on_run_in(tp, 1)
+
+    def on_run_in(self, tp: TP, count: int) -> None:
+        """A fetched run of a raw topic, handed over whole (``runtime.faust_drain``)."""
         child = self._received.get(tp.topic)
         if child is None:
             child = self._received[tp.topic] = self.received.labels(tp.topic)
-        child.inc()
+        child.inc(count)
 
     def on_topic_buffer_full(self, tp: TP) -> None:
         self.buffer_full.labels(tp.topic).inc()

@@ -37,7 +37,7 @@ from worker import Names, Worker
 REGIONS = [f"site-{i:05d}" for i in range(10_000)]
 PARTITIONS = 4  # of each raw topic
 SEED_HOURS = 2  # every region exists before the measurement
-LOAD_HOURS = 36  # the backlog worked through while measuring (it must outlast the windows)
+LOAD_HOURS = 60  # the backlog worked through while measuring (it must outlast the windows)
 WINDOW_SECONDS = 4.0
 WINDOWS = 12  # of each phase
 SEED = 25
