@@ -12,7 +12,7 @@ from solar_agents.core.wire import (
     table_bytes,
     table_value,
 )
-from solar_agents.steps.align import read_states
+from solar_agents.steps.align_tables import read_states
 
 
 def through_tables(state: RegionHours) -> RegionHours:

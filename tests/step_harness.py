@@ -30,8 +30,8 @@ from solar_agents.steps.align import (
     flush_region_writes,
     flush_writes,
     load_aligner,
-    read_states,
 )
+from solar_agents.steps.align_tables import read_states
 from solar_agents.steps.ingest import RECORDS_PER_MESSAGE, ingest_messages
 from solar_agents.steps.write import rows_to_write
 

@@ -38,7 +38,7 @@ from solar_agents.runtime.reading import ReadTracker
 from solar_agents.runtime.write import WriteAgent
 from solar_agents.settings import Settings
 from solar_agents.sink import FeatureSink
-from solar_agents.steps.align import read_states
+from solar_agents.steps.align_tables import read_states
 
 log = get_logger(__name__)
 

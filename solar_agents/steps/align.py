@@ -1,5 +1,6 @@
 """The align step: records per region -> the rows they complete or change, and the table writes that keep
-its state. One batch of the records topic at a time, message by message, in order.
+its state. One batch of the records topic at a time: its control messages in order, each region's records
+of the batch at once.
 
 Pure: no Faust, no broker. ``runtime.align`` writes the tables, sends the rows and acks the batch. The row
 arithmetic itself is ``core.features``; which record counts for an hour, and retention, ``core.hours``.
@@ -13,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from solar_agents.core.feature_set import FeatureSet
-from solar_agents.core.features import Row, RowType, feature_rows, row_type
-from solar_agents.core.hours import Record, RegionHours, Retention, Solar, Uncommitted
+from solar_agents.core.features import Row, row_type
+from solar_agents.core.hours import Record, RegionHours, Solar, Uncommitted
 from solar_agents.core.messages import MessageBatch, MessageLike
 from solar_agents.core.read_progress import (
-    NOT_YET_READ,
     Feed,
     FeedProgress,
     ProgressReport,
@@ -28,18 +28,16 @@ from solar_agents.core.read_progress import (
     replay_value,
 )
 from solar_agents.core.wire import (
-    block_fields,
     block_of,
     decode_message_records,
     encode_rows,
-    load_block,
-    load_region,
-    split_block_key,
     table_bytes,
     table_value,
 )
 from solar_agents.observe.log import get_logger
-from solar_agents.steps.held_writes import HeldWrites, Home, Table, TableWrite
+from solar_agents.steps.align_region import align_batch
+from solar_agents.steps.align_tables import read_tables
+from solar_agents.steps.held_writes import HeldWrites, Table, TableWrite
 
 log = get_logger(__name__)
 
@@ -64,56 +62,58 @@ class AlignedBatch:
     refused: list[Refused] = field(default_factory=list)
 
 
-def read_states(
-    hours: Iterable[tuple[str, Any]], regions: Iterable[tuple[str, Any]]
-) -> dict[str, RegionHours]:
-    """The regions' kept hours as the tables hold them."""
-    return read_tables(hours, regions)[0]
+@dataclass(slots=True)
+class _Pending:
+    """A region's records of one batch, from its messages in order: applied at once after the batch."""
+
+    first: int  # the offset of its first message (one read again after a crash is at or before it)
+    last: int
+    lowest: int | None  # the lowest hour a crash could deliver again (``Aligner._lowest_uncommitted``)
+    records: list[Record]
+    offsets: list[int]
+
+    def add(self, later: _Pending) -> None:
+        self.last = later.last
+        if later.lowest is not None and (self.lowest is None or later.lowest < self.lowest):
+            self.lowest = later.lowest
+        self.records = self.records + later.records  # a message's list is not ours to extend
+        self.offsets.extend(later.offsets)
 
 
-def read_tables(
-    hours: Iterable[tuple[str, Any]], regions: Iterable[tuple[str, Any]]
-) -> tuple[dict[str, RegionHours], dict[str, Home]]:
-    """The regions' kept hours as the tables hold them, and where each one's fields were read from (its home
-    block, or None for the regions table) with their value.
+@dataclass(slots=True)
+class _Outcome:
+    """A batch being applied: the regions' records held until its end, the rows (the latest per key, in
+    order) and the reasons each message failed."""
 
-    A flush that died part way may leave a region's fields in two places (it writes the new home before it
-    clears the old one): the copy of the later batch counts (``applied_through``), then the later block.
-    """
-    found: dict[str, tuple[tuple[int, int], Home]] = {}
+    out: AlignedBatch = field(default_factory=AlignedBatch)
+    pending: dict[tuple[int, str], _Pending] = field(default_factory=dict)
+    rows: dict[int, dict[tuple[str, int], Row]] = field(default_factory=lambda: defaultdict(dict))
+    problems: dict[tuple[int, int], list[str]] = field(default_factory=lambda: defaultdict(list))
 
-    def offer(region: str, home: int | None, fields: dict[str, int | None]) -> None:
-        applied = fields.get("applied_through")
-        rank = (-1 if applied is None else applied, -1 if home is None else home)
-        if region not in found or rank > found[region][0]:
-            found[region] = (rank, (home, fields))
+    def fail(self, partition: int, offsets: list[int], reason: str) -> None:
+        for offset in offsets:
+            self.problems[partition, offset].append(reason)
 
-    for region, value in regions:
-        offer(region, None, value)
-    blocks: dict[str, list[Any]] = defaultdict(list)
-    for key, value in hours:
-        region, block = split_block_key(key)
-        blocks[region].append(value)
-        fields = block_fields(value)
-        if fields is not None:
-            offer(region, block, fields)
-    states, homes = {}, {}
-    for region in found.keys() | blocks.keys():
-        chosen = found.get(region)
-        state = RegionHours(region) if chosen is None else load_region(region, chosen[1][1])
-        for value in blocks.get(region, ()):
-            load_block(state, value)
-        states[region] = state
-        if chosen is not None:
-            homes[region] = chosen[1]
-    return states, homes
+    def add(self, partition: int, late: int, rows: list[Row]) -> None:
+        self.out.late += late
+        kept = self.rows[partition]
+        for row in rows:
+            kept.pop(row.key, None)  # the latest computation of a row wins, and goes last
+            kept[row.key] = row
+
+    def result(self) -> AlignedBatch:
+        out = self.out
+        out.failed = [(p, offset, "; ".join(reasons)) for (p, offset), reasons in self.problems.items()]
+        out.rows = {partition: list(by_key.values()) for partition, by_key in self.rows.items()}
+        return out
 
 
 class Aligner:
     """The align step: every region's kept hours, the ingest's progress and the replays in progress.
 
-    State changes message by message, in order; a region's rows are sent once per batch. Its table entries
-    (each block changed, and the region's fields) are held until a flush, however many batches changed them:
+    A region's records of a batch are applied at once, its rows computed and sent once per batch. Its table
+    entries (each block changed, and the region's fields) are held until a flush, however many batches changed
+    them:
     with thousands of regions, each batch touches most of them, and writing them per batch cost about one
     changelog record per raw record (docs/DESIGN.md, "Table writes held until a flush").
     """
@@ -155,44 +155,67 @@ class Aligner:
 
     def batch(self, messages: Iterable[MessageLike], committed: Callable[[int], int | None]) -> AlignedBatch:
         """Apply a batch of the records topic. ``committed(partition)`` is the group's committed offset of
-        a records partition: batches from there on may be read again after a crash."""
-        out = AlignedBatch()
-        rows: dict[int, dict[tuple[str, int], Row]] = defaultdict(dict)
+        a records partition: batches from there on may be read again after a crash.
+
+        A region's records of the whole batch are applied at once, after the batch's last message
+        (``_Pending``), as one larger message would be: its rows are then computed once per batch. Message
+        by message, each record recomputed the rows of the window after it, which the region's next record,
+        in the next message, computed again (docs/DESIGN.md, "A region's records once per batch"). While a
+        replay is in progress in a partition its messages are applied one by one, as the replay needs."""
+        o = _Outcome()
         for message in messages:
             partition = message.partition
             assert message.key is not None and message.value is not None
             if message.key == b"":  # a control message, not a region (regions have 1-64 characters)
-                self._control(partition, message.value, self.writes.controls(partition))
+                control = decode_control(message.value)
+                if control is None:  # a type this version does not know: ignored
+                    continue
+                if isinstance(control, ReplayMarker):  # what came before is applied before the replay
+                    self._apply_pending(o, partition)
+                self._control(partition, control, self.writes.controls(partition))
                 continue
-            problems: list[str] = []
             try:
                 groups = decode_message_records(message.key, message.value)
                 lowest = self._lowest_uncommitted(partition, message.offset, groups, committed(partition))
             except Exception as exc:  # a corrupt message must not stop the worker: a dead letter
                 log.exception("align_failed", partition=partition, offset=message.offset)
                 groups, lowest = [], None
-                problems.append(f"internal error: {type(exc).__name__}: {exc}")
+                o.fail(partition, [message.offset], f"internal error: {type(exc).__name__}: {exc}")
+            one_by_one = self.replays.get(partition) is not None
             for region, records in groups:
-                try:
-                    if self._refused(region, records, out.refused):
-                        continue
-                    stored, late, new_rows = self._align(
-                        region, records, partition, message.offset, lowest, self.writes.controls(partition)
-                    )
-                except Exception as exc:  # a bug must not stop the worker or lose the records
-                    log.exception("align_failed", partition=partition, offset=message.offset, region=region)
-                    problems.append(f"internal error in region {region!r}: {type(exc).__name__}: {exc}")
+                if self._refused(region, records, o.out.refused):
                     continue
-                out.late += late
-                self.writes.changed(partition, region, {block_of(hour) for hour in stored}, len(records))
-                kept = rows[partition]
-                for row in new_rows:
-                    kept.pop(row.key, None)  # the latest computation of a row wins, and goes last
-                    kept[row.key] = row
-            if problems:  # the whole message goes to the dead letters; its other regions are applied
-                out.failed.append((partition, message.offset, "; ".join(problems)))
-        out.rows = {partition: list(by_key.values()) for partition, by_key in rows.items()}
-        return out
+                group = _Pending(message.offset, message.offset, lowest, records, [message.offset])
+                if one_by_one:
+                    self._apply(partition, region, group, o)
+                    continue
+                self.state(region)  # held from now on: the region limit counts it
+                held = o.pending.get((partition, region))
+                if held is None:
+                    o.pending[partition, region] = group
+                else:
+                    held.add(group)
+        self._apply_pending(o, None)
+        return o.result()
+
+    def _apply_pending(self, o: _Outcome, partition: int | None) -> None:
+        """Apply the regions' records held so far in the batch: of ``partition``, or of every partition."""
+        for key in [k for k in o.pending if partition is None or k[0] == partition]:
+            self._apply(key[0], key[1], o.pending.pop(key), o)
+
+    def _apply(self, partition: int, region: str, group: _Pending, o: _Outcome) -> None:
+        """One region's records of one message or more; a failure sends each of them to the dead letters
+        (their other regions are applied)."""
+        try:
+            stored, late, rows = self._align(region, group, partition, self.writes.controls(partition))
+        except Exception as exc:  # a bug must not stop the worker or lose the records
+            log.exception("align_failed", partition=partition, offsets=group.offsets, region=region)
+            o.fail(
+                partition, group.offsets, f"internal error in region {region!r}: {type(exc).__name__}: {exc}"
+            )
+            return
+        self.writes.changed(partition, region, {block_of(hour) for hour in stored}, len(group.records))
+        o.add(partition, late, rows)
 
     def _refused(self, region: str, records: list[Record], refused: list[Refused]) -> bool:
         """Records of a new region when ``max_regions`` are held already: each is refused with the reason
@@ -208,10 +231,10 @@ class Aligner:
             refused.append((feed, record.position.partition, record.position.offset, reason))
         return True
 
-    def _control(self, partition: int, value: bytes | None, writes: list[TableWrite]) -> None:
+    def _control(
+        self, partition: int, message: ProgressReport | ReplayMarker, writes: list[TableWrite]
+    ) -> None:
         """A progress report of the ingest, or a replay marker of the replay command."""
-        assert value is not None
-        message = decode_control(value)
         progress = self.progress[partition]
         if isinstance(message, ProgressReport):
             progress.apply(message)
@@ -235,26 +258,21 @@ class Aligner:
         return replay
 
     def _align(
-        self,
-        region: str,
-        records: list[Record],
-        partition: int,
-        offset: int,
-        lowest_uncommitted: int | None,
-        writes: list[TableWrite],
+        self, region: str, group: _Pending, partition: int, writes: list[TableWrite]
     ) -> tuple[set[int], int, list[Row]]:
-        """One region's records of a records message: (hours stored or pruned, late records, rows)."""
+        """One region's records of a message or more: (hours stored or pruned, late records, rows)."""
         state = self.state(region)
         kept = len(state.solar) + len(state.weather)
         aligned = align_batch(
             state,
-            records,
+            group.records,
             self.rows,
             self.retention,
             self.progress[partition].floor(),
             self._replay(partition, writes),
-            lowest_uncommitted,
-            offset,
+            group.lowest,
+            group.first,
+            group.last,
         )
         self.records_kept += len(state.solar) + len(state.weather) - kept
         return aligned.stored_hours | set(aligned.pruned_hours), aligned.late, aligned.rows
@@ -377,67 +395,3 @@ def align_messages(
         aligned.refused,
         added,
     )
-
-
-# --- one region's records -------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Aligned:
-    """What one batch of a region's records changed: rows to (re)write, hours to store and to forget."""
-
-    rows: list[Row]
-    stored_hours: set[int]
-    pruned_hours: list[int]
-    late: int
-
-
-def align_batch(
-    state: RegionHours,
-    records: list[Record],
-    rows_of: RowType,
-    retention: Retention,
-    floor: int | None = None,
-    replay: Replay | None = None,
-    uncommitted: int | None = None,
-    offset: int | None = None,
-) -> Aligned:
-    """The step of the align agent: fold records into the region's state, compute the rows they touch,
-    then apply ``retention`` (the longest reach of the features and the allowed lateness). Rows come
-    before retention, so a late record is still written from whatever history is kept (SPEC). ``floor``
-    holds the watermark below raw partitions still being read; a ``replay`` in progress keeps rows before
-    its start from being rewritten; ``uncommitted`` is the lowest hour that a crash could deliver again,
-    whose rows' history must outlive it. ``offset`` is the batch's position in its records partition: one
-    at or before the last applied is read again after a restart."""
-    features = rows_of.features
-    rereading = offset is not None and state.applied_through is not None and offset <= state.applied_through
-    applied = state.apply(records, retention.lateness_hours, floor)
-    touched = features.affected_hours(applied.solar_hours, applied.weather_hours)
-    replayed = replay is not None and replay.covers(state.region)
-    if (
-        (applied.repeated_solar or applied.repeated_weather)
-        and state.pruned_below is not None
-        and not replayed
-    ):
-        # A record kept already (read again after a crash, or a duplicate) rewrites its rows in case their
-        # first write was lost, but never from history cut short by retention: those rows were right. A
-        # replay of this region is the exception: it reads again the history its rows need, and each row is
-        # computed again as its inputs come back (a feature added since may have no value there yet).
-        new = features.affected_hours(
-            applied.solar_hours - applied.repeated_solar,
-            applied.weather_hours - applied.repeated_weather,
-        )
-        touched = new | {h for h in touched if retention.history_kept(h, state.pruned_below)}
-    if replay is not None:
-        touched = {h for h in touched if not replay.hides(state.region, h)}
-    rows = feature_rows(state, touched, rows_of)
-    if rereading:
-        # The batches up to the last one applied come back in order, each needing the history it had the
-        # first time: nothing may be pruned until they are through.
-        keep_from: int | None = NOT_YET_READ
-    else:
-        keep_from = None if uncommitted is None else retention.history_from(uncommitted)
-        if offset is not None:
-            state.applied_through = offset
-    pruned = state.prune(retention, floor, applied.hours, keep_from)
-    return Aligned(rows, applied.hours.difference(pruned), pruned, applied.late)

@@ -42,7 +42,7 @@ class HeldWrites:
         self._changed: dict[int, dict[str, set[int]]] = defaultdict(dict)
 
     def reset(self, homes: dict[str, Home]) -> None:
-        """Nothing held, and the tables as loaded (``steps.align.read_tables``)."""
+        """Nothing held, and the tables as loaded (``steps.align_tables.read_tables``)."""
         self.clear()
         self.homes = homes
 
@@ -123,7 +123,7 @@ class HeldWrites:
         that dies part way must leave every block at least as far as the fields the tables then hold. So
         the new fields come after every block, and the old ones stay where they are until then: an old home
         that changed is written first with them (and cleared at the end). Two copies after a crash are
-        read as the later (``steps.align.read_tables``).
+        read as the later (``steps.align_tables.read_tables``).
         """
         state, home, moved_from = self._homes(region)
         writes = []

@@ -28,7 +28,8 @@ from solar_agents.core.hours import Position, RegionHours, Retention, Solar, Wea
 from solar_agents.core.read_progress import Feed
 from solar_agents.core.wire import BLOCK_HOURS, REGIONS_KEY
 from solar_agents.settings import Settings
-from solar_agents.steps.align import Aligner, align_batch
+from solar_agents.steps.align import Aligner
+from solar_agents.steps.align_region import align_batch
 from solar_agents.steps.write import rows_to_write
 
 

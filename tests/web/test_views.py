@@ -37,7 +37,7 @@ from solar_agents.core.hours import Position, RegionHours, Retention, Solar, Wea
 from solar_agents.core.wire import decode_message_records, records_partition
 from solar_agents.observe.metrics import pipeline_text
 from solar_agents.observe.stats import Stats
-from solar_agents.steps.align import align_batch
+from solar_agents.steps.align_region import align_batch
 from solar_agents.web.api import (
     BadRequest,
     hour_range,
