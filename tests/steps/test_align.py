@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from faults_util import region_of
 from reference import RawMessage, assert_rows_equal, reference_features
 from state_util import through_tables
@@ -28,6 +30,7 @@ from solar_agents.core.hours import Position, RegionHours, Retention, Solar, Wea
 from solar_agents.core.read_progress import Feed
 from solar_agents.core.wire import BLOCK_HOURS, REGIONS_KEY
 from solar_agents.settings import Settings
+from solar_agents.steps import align as align_module
 from solar_agents.steps.align import Aligner
 from solar_agents.steps.align_region import align_batch
 from solar_agents.steps.write import rows_to_write
@@ -51,6 +54,31 @@ def test_batch_size_changes_the_table_writes_not_the_rows() -> None:
     assert large.table_writes * 10 < small.table_writes
     for value in large.tables["hours"].values():  # every value bounded: one day of one region
         assert len(value["solar"]) <= BLOCK_HOURS and len(value["weather"]) <= BLOCK_HOURS
+
+
+def test_a_regions_records_of_a_batch_are_applied_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many regions, a record or two of each in every records message: a region's records are applied once
+    per align batch, not once per message, and the rows and tables are those of message by message."""
+    calls: list[str] = []
+    applied_once = align_module.align_batch
+
+    def counted(state: RegionHours, *args: Any, **kwargs: Any) -> Any:
+        calls.append(state.region)
+        return applied_once(state, *args, **kwargs)
+
+    monkeypatch.setattr(align_module, "align_batch", counted)
+    raw = raw_feed(hours=96, regions=tuple(f"DE_{n:02}" for n in range(30)))
+    one_by_one, grouped = Harness(), Harness()
+    run(one_by_one, raw, ingest_batch=30, align_batch=1)
+    per_message = len(calls)
+    calls.clear()
+    run(grouped, raw, ingest_batch=30, align_batch=20)
+    assert len(calls) * 5 < per_message
+    assert as_rows(rows_to_write(grouped.rows_messages, SPEC_ROWS)) == as_rows(
+        rows_to_write(one_by_one.rows_messages, SPEC_ROWS)
+    )
+    assert grouped.hour_blocks() == one_by_one.hour_blocks()
+    assert_rows_equal(reference(raw), as_rows(rows_to_write(grouped.rows_messages, SPEC_ROWS)))
 
 
 def test_held_table_writes_write_each_entry_once_and_leave_the_same_tables() -> None:
