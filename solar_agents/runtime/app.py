@@ -28,7 +28,7 @@ STREAMS_SHARE_OF_STOP = 0.4
 # Messages of the records and rows topics a stream holds before Faust fetches no more of the partition (its
 # default: 4096). The raw topics skip the streams (``faust_drain``), and a records message holds up to 250
 # records: with 4096 a backlog of the align step put some 60 MB of them in the worker.
-INTERNAL_STREAM_BUFFER = 128
+INTERNAL_STREAM_BUFFER = 32
 
 
 def create_app(settings: Settings) -> tuple[App, Pipeline]:
