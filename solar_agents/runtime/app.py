@@ -26,8 +26,9 @@ PRODUCER_BUFFER_MESSAGES = 5000
 # what is not done by then is read again at the next start.
 STREAMS_SHARE_OF_STOP = 0.4
 # Messages of the records and rows topics a stream holds before Faust fetches no more of the partition (its
-# default: 4096). The raw topics skip the streams (``faust_drain``), and a records message holds up to 250
-# records: with 4096 a backlog of the align step put some 60 MB of them in the worker.
+# default: 4096). The raw topics skip the streams (``faust_drain``), the align step is the slower stage, and
+# a records message holds up to 250 records: the worker's peak memory grew with the backlog behind it, 1.27
+# times from 1x to 4x history with 4096, 1.19 with 128 (docs/DESIGN.md, "Raw topics a fetched run at a time").
 INTERNAL_STREAM_BUFFER = 32
 
 
