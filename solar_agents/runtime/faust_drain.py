@@ -38,6 +38,7 @@ from mode.utils.futures import notify
 
 from solar_agents.core.messages import MessageLike
 from solar_agents.observe.log import get_logger
+from solar_agents.runtime.faust_compat import ack_offsets
 
 log = get_logger(__name__)
 
@@ -167,15 +168,7 @@ def ack_fetched(consumer: ConsumerT, runs: Sequence[Fetched]) -> None:
             continue
         run.acked = True
         unacked.discard(run)
-        tp = run.tp
-        committed = c._committed_offset[tp]
-        index = c._acked_index[tp]
-        acked = c._acked[tp]
-        for record in run.records:
-            offset = record.offset
-            if (committed is None or offset >= committed) and offset not in index:
-                index.add(offset)
-                acked.append(offset)
+        ack_offsets(consumer, run.tp, (record.offset for record in run.records))
         c._n_acked += len(run.records)
     notify(c._waiting_for_ack)
 

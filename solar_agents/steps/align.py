@@ -76,7 +76,7 @@ class _Pending:
         self.last = later.last
         if later.lowest is not None and (self.lowest is None or later.lowest < self.lowest):
             self.lowest = later.lowest
-        self.records = self.records + later.records  # a message's list is not ours to extend
+        self.records.extend(later.records)  # its own list (``Aligner.batch`` copies the first message's)
         self.offsets.extend(later.offsets)
 
 
@@ -192,6 +192,7 @@ class Aligner:
                 self.state(region)  # held from now on: the region limit counts it
                 held = o.pending.get((partition, region))
                 if held is None:
+                    group.records = list(records)  # a message's list is not ours to extend
                     o.pending[partition, region] = group
                 else:
                     held.add(group)
