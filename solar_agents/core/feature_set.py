@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from solar_agents.core.hours import Retention
@@ -104,6 +104,18 @@ class FeatureSet:
     """The features of a row, in column order: SPEC's (some maybe redefined), then the user's added ones."""
 
     features: tuple[Feature, ...]
+    # For each half (solar, weather), how many hours later the rows that read an hour of it are, as runs of
+    # consecutive shifts (first, last): asked for every region of every batch, so worked out once.
+    _shifts: tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        offsets: dict[str, set[int]] = {half: {0} for half in ("solar", "weather")}
+        for f in self.features:
+            offsets[INPUT_FIELDS[f.field]].update(f.offsets())
+        shifts = (_runs(offsets["solar"]), _runs(offsets["weather"]))
+        object.__setattr__(self, "_shifts", shifts)  # frozen
 
     @classmethod
     def of(cls, window_hours: int, user: Iterable[Feature] = ()) -> FeatureSet:
@@ -132,15 +144,28 @@ class FeatureSet:
     def affected_hours(self, solar_hours: Iterable[int], weather_hours: Iterable[int]) -> set[int]:
         """Rows that depend on the given halves: their own hour (a row needs both halves), and the later
         hours whose windows or lags read them."""
-        offsets = {half: {0} for half in ("solar", "weather")}
-        for f in self.features:
-            offsets[INPUT_FIELDS[f.field]].update(f.offsets())
         out: set[int] = set()
-        for hours, half in ((solar_hours, "solar"), (weather_hours, "weather")):
-            shifts = sorted(offsets[half])
-            for hour in hours:
-                out.update(hour + shift for shift in shifts)
+        for hours, runs in ((solar_hours, self._shifts[0]), (weather_hours, self._shifts[1])):
+            ordered = sorted(set(hours))
+            for first, last in runs:
+                # Each hour's reach overlaps the previous one's: only what it adds is added.
+                done = None
+                for hour in ordered:
+                    start = hour + first if done is None else max(hour + first, done + 1)
+                    done = hour + last
+                    out.update(range(start, done + 1))
         return out
+
+
+def _runs(shifts: set[int]) -> tuple[tuple[int, int], ...]:
+    """``shifts`` as runs of consecutive numbers: {0, 1, 2, 5} -> ((0, 2), (5, 5))."""
+    runs: list[tuple[int, int]] = []
+    for shift in sorted(shifts):
+        if runs and shift == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], shift)
+        else:
+            runs.append((shift, shift))
+    return tuple(runs)
 
 
 def parse(text: str, source: str, window_hours: int) -> FeatureSet:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from solar_agents.core.feature_set import (
@@ -97,6 +99,21 @@ def test_the_hours_a_record_affects_follow_every_window_and_lag() -> None:
     for hour in range(90, 300):  # brute force: a row depends on a record iff its window or lag reads it
         reads_solar = 0 <= hour - 100 < 168 or hour - 100 in (1, 24)
         assert (hour in solar) == reads_solar, hour
+
+
+def test_the_hours_many_records_affect_are_the_union_of_each_ones() -> None:
+    """Runs of hours, gaps and repeats, as a batch brings them: the same as asking record by record."""
+    features = parse(ISSUE_FILE, "features.toml", 24)
+    rng = random.Random(7)
+    for _ in range(300):
+        solar = [rng.randrange(0, 600) for _ in range(rng.randrange(0, 40))]
+        weather = [rng.randrange(0, 600) for _ in range(rng.randrange(0, 40))]
+        one_by_one: set[int] = set()
+        for hour in solar:
+            one_by_one |= features.affected_hours([hour], [])
+        for hour in weather:
+            one_by_one |= features.affected_hours([], [hour])
+        assert features.affected_hours(solar, weather) == one_by_one
 
 
 @pytest.mark.parametrize(
