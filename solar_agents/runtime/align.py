@@ -23,7 +23,15 @@ from solar_agents.core.read_progress import Feed
 from solar_agents.observe.log import get_logger
 from solar_agents.observe.regions import RegionIndex
 from solar_agents.observe.stats import Stats
-from solar_agents.runtime.batches import Applying, HoleFiller, Taken, batches, overlapped, retrying
+from solar_agents.runtime.batches import (
+    Applying,
+    HoleFiller,
+    Taken,
+    batches,
+    gathered,
+    overlapped,
+    retrying,
+)
 from solar_agents.runtime.deadletters import DeadLetters
 from solar_agents.runtime.faust_compat import committed_offsets
 from solar_agents.runtime.held import HeldBatches
@@ -42,6 +50,10 @@ from solar_agents.steps.align import (
 )
 
 log = get_logger(__name__)
+
+# The most records messages (of up to 250 records each) joined into one batch while the helper was busy:
+# about 4 MB of input held, and past 5,000 regions several records a region per batch.
+ALIGN_BATCH_MAX_MESSAGES = 256
 
 
 class AlignAgent:
@@ -82,7 +94,11 @@ class AlignAgent:
         self._stream = stream
         size, within = self.settings.ingest_batch_size, self.settings.ingest_batch_max_wait_seconds
         await overlapped(
-            batches(stream, size, within, self.holes),
+            gathered(
+                batches(stream, size, within, self.holes),
+                ALIGN_BATCH_MAX_MESSAGES,
+                lambda: self.app.consumer_generation_id,
+            ),
             self._compute,
             partial(self._apply, stream),
             self._applying,

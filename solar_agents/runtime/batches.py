@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -102,6 +102,86 @@ async def fetched_batches(
             records = [record for run in runs for record in run.records]
             messages, again = await holes.fill(consumer, records, continuity)
             yield Taken(messages, [], again, runs)
+
+
+async def gathered(
+    takes: AsyncIterator[Taken], limit: int, generation: Callable[[], int]
+) -> AsyncIterator[Taken]:
+    """``takes`` read on in the background while the caller works on a batch, and what arrived meanwhile
+    joined into its next batch, up to ``limit`` messages (past it the reading waits). Batches read before a
+    rebalance (an earlier ``generation``) are dropped unacked, as Faust drops such events: the consumer has
+    sought back to the committed offsets, so they come again.
+
+    A stream's ``noack_take`` stops reading while the batch it yielded is worked on, so a batch is what
+    arrives within ``within`` after that: at 5,000 regions and a busy align helper, one or two records a
+    region, each region's fixed cost paid again for every 0.25 s of input. Joined, a batch grows with the
+    helper's backlog and shrinks back when it keeps up (docs/DESIGN.md, "Align batches joined").
+    """
+    ready: deque[tuple[int, Taken]] = deque()  # (generation when read, batch)
+    held = 0  # messages in ``ready``
+    arrived, room = asyncio.Event(), asyncio.Event()
+    failed: list[BaseException] = []
+
+    async def read() -> None:
+        nonlocal held
+        try:
+            async for taken in takes:
+                ready.append((generation(), taken))
+                held += len(taken.messages)
+                arrived.set()
+                while held >= limit:
+                    room.clear()
+                    await room.wait()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the caller's to raise
+            failed.append(exc)
+        finally:
+            arrived.set()
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while True:
+            current = generation()
+            while ready and ready[0][0] != current:
+                held -= len(ready.popleft()[1].messages)
+                room.set()
+            if not ready:
+                if failed:
+                    raise failed[0]
+                if reader.done():
+                    return
+                arrived.clear()
+                await arrived.wait()
+                continue
+            parts = [ready.popleft()[1]]
+            count = len(parts[0].messages)
+            while ready and ready[0][0] == current and count + len(ready[0][1].messages) <= limit:
+                parts.append(ready.popleft()[1])
+                count += len(parts[-1].messages)
+            held -= count
+            room.set()
+            yield join(parts)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+def join(parts: list[Taken]) -> Taken:
+    """Consecutive batches of one stream as one."""
+    if len(parts) == 1:
+        return parts[0]
+    again: dict[int, list[int]] = defaultdict(list)
+    for part in parts:
+        for partition, offsets in part.read_again.items():
+            again[partition].extend(offsets)
+    return Taken(
+        [m for part in parts for m in part.messages],
+        [e for part in parts for e in part.events],
+        dict(again),
+        [f for part in parts for f in part.fetched],
+    )
 
 
 class HoleFiller:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import multiprocessing
 import os
 import pickle
@@ -44,6 +45,10 @@ _log = log.get_logger(__name__)
 
 # How long a helper may take to finish its call and exit once the worker closed its pipe.
 CLOSE_SECONDS = 5.0
+# The pipes' buffers (Linux's default is 64 KiB). An answer of several MB (a batch's rows) is read a buffer
+# per turn of the event loop: with the web view busy, each turn takes longer, and the helper waits for the
+# worker to read on (docs/DESIGN.md, "The web view beside the agents").
+PIPE_BYTES = 1 << 20
 
 
 def step_helper(
@@ -184,9 +189,11 @@ class _Process:
         answers_in.close()
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=2**31)
-        await loop.connect_read_pipe(
+        read_transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(_own_fd(answers_out), "rb", buffering=0)
         )
+        if hasattr(read_transport, "max_size"):  # asyncio reads at most 256 KiB a turn of the loop
+            read_transport.max_size = PIPE_BYTES
         transport, protocol = await loop.connect_write_pipe(
             asyncio.streams.FlowControlMixin, os.fdopen(_own_fd(calls_in), "wb", buffering=0)
         )
@@ -237,9 +244,12 @@ class _Process:
 
 
 def _own_fd(connection: Connection) -> int:
-    """The pipe of ``connection`` as a plain file descriptor of our own (the connection is closed)."""
+    """The pipe of ``connection`` as a plain file descriptor of our own (the connection is closed), its
+    buffer raised to ``PIPE_BYTES`` where the system allows."""
     fd = os.dup(connection.fileno())
     connection.close()
+    with contextlib.suppress(OSError, AttributeError):  # a limit below it, or not Linux: the default
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     return fd
 
 

@@ -4,6 +4,7 @@ started again by the next call, and a helper whose worker is gone exits by itsel
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from solar_agents.runtime.helpers import Helper, HelperDied
+from solar_agents.runtime.helpers import PIPE_BYTES, Helper, HelperDied
 
 
 class Counter:
@@ -66,6 +67,33 @@ def test_calls_run_in_a_helper_process_that_keeps_its_context() -> None:
     asyncio.run(main())
 
 
+def echo(_counter: Counter, payload: bytes) -> bytes:
+    return payload
+
+
+def test_the_pipes_hold_a_mib_so_a_large_answer_takes_few_turns_of_the_loop() -> None:
+    """A batch's answer is megabytes; read 64 KiB a turn of a busy event loop, the helper waits on it."""
+    with open("/proc/sys/fs/pipe-max-size") as limit:
+        if int(limit.read()) < PIPE_BYTES:
+            pytest.skip("this system caps pipes below PIPE_BYTES")
+
+    async def main() -> None:
+        helper = Helper("test", Counter, (0,), processes=True)
+        try:
+            payload = os.urandom(3 * PIPE_BYTES)
+            assert await helper.run(echo, payload) == payload
+            process = helper._process
+            assert process is not None
+            for transport in (process.writer.transport, process.reader._transport):  # type: ignore[attr-defined]
+                fd = transport.get_extra_info("pipe").fileno()
+                assert fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) == PIPE_BYTES
+            assert process.reader._transport.max_size == PIPE_BYTES  # type: ignore[attr-defined]
+        finally:
+            await helper.close()
+
+    asyncio.run(main())
+
+
 def test_off_the_calls_run_in_a_thread_of_this_process() -> None:
     async def main() -> None:
         helper = Helper("test", Counter, (0,), processes=False)
@@ -99,7 +127,7 @@ def test_a_helper_exits_once_its_worker_is_killed() -> None:
     script = textwrap.dedent(
         """
         import asyncio, sys, time
-        from solar_agents.runtime.helpers import Helper, HelperDied
+        from solar_agents.runtime.helpers import PIPE_BYTES, Helper, HelperDied
         from test_helpers import Counter, bump
 
         async def main():
