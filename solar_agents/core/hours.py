@@ -256,15 +256,29 @@ class RegionHours:
             return watermark
         return min(watermark, floor)
 
-    def apply(self, records: list[Record], lateness_hours: int, floor: int | None = None) -> Applied:
+    def apply(
+        self,
+        records: list[Record],
+        lateness_hours: int,
+        floor: int | None = None,
+        floors: list[tuple[int, int | None]] | None = None,
+    ) -> Applied:
         """Fold records in. A record that is (again) the best for its hour is reported as applied.
 
         Re-reporting an identical record matters: after a crash the same records come again, and their table
         entries and rows must be written again in case the first writes were lost with the process.
+
+        ``floors``: records of several messages, each message's (first index, floor when it was read). A
+        record is then late as it was when its own message came, against the watermark of the records
+        before it and that message's floor, not the batch's last (which counted records late that the floor
+        had held on time).
         """
         applied = Applied()
-        watermark = self.effective_watermark(floor)
-        for record in records:
+        starts = dict(floors or [(0, floor)])
+        watermark = None
+        for index, record in enumerate(records):
+            if index in starts:
+                watermark = self.effective_watermark(starts[index])
             hour = record.hour
             if watermark is not None and hour < watermark - lateness_hours:
                 applied.late += 1

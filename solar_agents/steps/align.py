@@ -71,11 +71,14 @@ class _Pending:
     lowest: int | None  # the lowest hour a crash could deliver again (``Aligner._lowest_uncommitted``)
     records: list[Record]
     offsets: list[int]
+    floors: list[tuple[int, int | None]]  # per message: (its first record's index, the floor when it came)
 
     def add(self, later: _Pending) -> None:
         self.last = later.last
         if later.lowest is not None and (self.lowest is None or later.lowest < self.lowest):
             self.lowest = later.lowest
+        start = len(self.records)
+        self.floors.extend((start + index, floor) for index, floor in later.floors)
         self.records.extend(later.records)  # its own list (``Aligner.batch`` copies the first message's)
         self.offsets.extend(later.offsets)
 
@@ -185,7 +188,10 @@ class Aligner:
             for region, records in groups:
                 if self._refused(region, records, o.out.refused):
                     continue
-                group = _Pending(message.offset, message.offset, lowest, records, [message.offset])
+                floor = self.progress[partition].floor()
+                group = _Pending(
+                    message.offset, message.offset, lowest, records, [message.offset], [(0, floor)]
+                )
                 if one_by_one:
                     self._apply(partition, region, group, o)
                     continue
@@ -274,6 +280,7 @@ class Aligner:
             group.lowest,
             group.first,
             group.last,
+            group.floors,
         )
         self.records_kept += len(state.solar) + len(state.weather) - kept
         return aligned.stored_hours | set(aligned.pruned_hours), aligned.late, aligned.rows

@@ -33,6 +33,7 @@ def align_batch(
     uncommitted: int | None = None,
     offset: int | None = None,
     through: int | None = None,
+    floors: list[tuple[int, int | None]] | None = None,
 ) -> Aligned:
     """The step of the align agent: fold records into the region's state, compute the rows they touch,
     then apply ``retention`` (the longest reach of the features and the allowed lateness). Rows come
@@ -41,10 +42,10 @@ def align_batch(
     its start from being rewritten; ``uncommitted`` is the lowest hour that a crash could deliver again,
     whose rows' history must outlive it. ``offset`` is the batch's position in its records partition: one
     at or before the last applied is read again after a restart; ``through`` the last one of records from
-    several messages (``offset`` the first)."""
+    several messages (``offset`` the first), and ``floors`` each message's floor when it came (lateness)."""
     features = rows_of.features
     rereading = offset is not None and state.applied_through is not None and offset <= state.applied_through
-    applied = state.apply(records, retention.lateness_hours, floor)
+    applied = state.apply(records, retention.lateness_hours, floor, floors)
     touched = features.affected_hours(applied.solar_hours, applied.weather_hours)
     replayed = replay is not None and replay.covers(state.region)
     if (

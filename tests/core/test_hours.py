@@ -158,3 +158,32 @@ def test_retention_is_the_lateness_and_what_a_row_reads() -> None:
     assert RETENTION.history_kept(H, None)
     settings = Settings(_env_file=None, feature_window_hours=168, allowed_lateness_hours=10)  # type: ignore[call-arg]
     assert settings.retention == wide and settings.retention_hours == 177
+
+
+def test_records_of_several_messages_are_late_as_each_message_found_them() -> None:
+    """A region's records of a batch are applied at once, each message's with the floor it came with: a
+    record the floor held on time when its message came is not late because a later report raised it."""
+
+    def solar(hour: int, offset: int) -> Solar:
+        return Solar(H + hour, Position(0, offset, 0), 1.0)
+
+    def weather(hour: int, offset: int) -> Weather:
+        return Weather(H + hour, Position(0, offset, 1), 10.0, 50.0, 100.0, 53.0, 10.0)
+
+    def start() -> RegionHours:
+        state = RegionHours("DE")
+        state.apply([solar(150, 1), weather(150, 1)], 48)  # the watermark at H + 150
+        return state
+
+    # Message 1 came while a raw partition was still at H + 60 (the floor); message 2 after a report
+    # raised the floor to H + 200.
+    messages = [([weather(60, 2), solar(61, 2)], H + 60), ([weather(62, 3), solar(155, 3)], H + 200)]
+    one_by_one = start()
+    late = sum(one_by_one.apply(records, 48, floor).late for records, floor in messages)
+    at_once = start()
+    records = [r for rs, _ in messages for r in rs]
+    applied = at_once.apply(records, 48, H + 200, [(0, H + 60), (2, H + 200)])
+    assert late == applied.late == 1  # H + 62 in message 2: behind H + 150 - 48 once the floor rose
+    assert at_once.solar == one_by_one.solar and at_once.weather == one_by_one.weather
+    assert at_once.apply([], 48, H + 200).late == 0
+    assert start().apply(records, 48, H + 200).late == 3  # all at the last floor: two counted wrongly
