@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, make_dataclass
-from functools import cache
-from operator import attrgetter
+from functools import cache, partial
+from itertools import repeat
+from operator import attrgetter, is_not
+from types import SimpleNamespace
 from typing import Any
 
-from solar_agents.core.feature_set import SPEC_FEATURES, Feature, FeatureSet
+from solar_agents.core.feature_set import INPUT_FIELDS, SPEC_FEATURES, Feature, FeatureSet
 from solar_agents.core.hours import RegionHours
 
 # Monday 1970-01-05 00:00 UTC is hour 96: day_of_week counts from there.
@@ -154,8 +156,8 @@ def feature_rows(state: RegionHours, hours: Iterable[int], rows: RowType) -> lis
     """The rows of the given hours that exist (both halves present), in hour order."""
     solar, weather = state.solar, state.weather
     ordered = [hour for hour in sorted(hours) if hour in solar and hour in weather]
-    windows = [f for f in rows.features.features if not f.is_lag]
-    span = max((f.hours for f in windows), default=1)
+    plan = _plan(rows)
+    span = plan.span
     out: list[Row] = []
     # Hours closer than a window share one read of the hours their windows cover.
     start = 0
@@ -163,43 +165,83 @@ def feature_rows(state: RegionHours, hours: Iterable[int], rows: RowType) -> lis
         end = start + 1
         while end < len(ordered) and ordered[end] - ordered[end - 1] < span:
             end += 1
-        out.extend(_rows_of_run(state, ordered[start:end], rows, span))
+        out.extend(_rows_of_run(state, ordered[start:end], rows, plan))
         start = end
     return out
-
-
-def _value_of(state: RegionHours, field: str) -> Callable[[int], Any]:
-    """The value of ``field`` at an hour: None where its record is missing (or the value not observed)."""
-    records = state.solar if field == "production_mw" else state.weather
-    get, read = records.get, attrgetter(field)
-    return lambda hour: None if (record := get(hour)) is None else read(record)
-
-
-def _series(state: RegionHours, field: str, hours: range) -> list[Any]:
-    """``field`` over ``hours``, one value an hour: None where the record is missing or the value null."""
-    records = state.solar if field == "production_mw" else state.weather
-    get, read = records.get, attrgetter(field)
-    return [None if (record := get(hour)) is None else read(record) for hour in hours]
 
 
 # A row's base columns from its weather record, in column order.
 _weather_base: Callable[[Any], tuple[Any, ...]] = attrgetter(*_WEATHER_BASE)
 
+# What a missing hour reads: every input field None (an hour without its record, never an older one).
+_MISSING = SimpleNamespace(**dict.fromkeys(INPUT_FIELDS))
 
-def _rows_of_run(state: RegionHours, hours: list[int], rows: RowType, span: int) -> Iterator[Row]:
+# A value that is not None (``is_not(None, value)``): observed.
+_observed: Callable[[Any], bool] = partial(is_not, None)
+
+# One feature column, as computed: (is a lag, the field it reads, its half, how to read it, the fold of a
+# window, its hours).
+_Column = tuple[bool, str, str, Callable[[Any], Any], Callable[[list[Any]], Any], int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How the rows of a feature set are computed, worked out once per row type: at thousands of regions a
+    region brings an hour or two to a batch, and working this out per run was a visible part of its cost."""
+
+    span: int  # the longest window: hours closer than this share one read
+    series: tuple[tuple[str, str, Callable[[Any], Any]], ...]  # (field, half, read) of the windows' fields
+    spec: tuple[_Column, ...]  # SPEC's feature columns, in column order
+    added: tuple[_Column, ...]  # the user's, after the time columns
+
+
+@cache
+def _plan(rows: RowType) -> _Plan:
+    features = rows.features.features
+
+    def column(f: Feature) -> _Column:
+        return (
+            f.is_lag,
+            f.field,
+            INPUT_FIELDS[f.field],
+            attrgetter(f.field),
+            _FOLD.get(f.kind, len),
+            f.hours,
+        )
+
+    windows = {f.field: INPUT_FIELDS[f.field] for f in features if not f.is_lag}
+    return _Plan(
+        span=max((f.hours for f in features if not f.is_lag), default=1),
+        series=tuple((name, half, attrgetter(name)) for name, half in windows.items()),
+        spec=tuple(column(f) for f in features if f.name in SPEC_FEATURES),
+        added=tuple(column(f) for f in features if f.name not in SPEC_FEATURES),
+    )
+
+
+def _rows_of_run(state: RegionHours, hours: list[int], rows: RowType, plan: _Plan) -> Iterator[Row]:
     """The rows of ``hours`` (ascending, each with both halves), from one list per field of the hours their
     windows cover: a window is then a slice, folded in hour order as SPEC's definition reads."""
-    first = hours[0] - span + 1
+    first = hours[0] - plan.span + 1
     covered = range(first, hours[-1] + 1)
-    features = rows.features.features
-    # Clock hours, not records: a missing hour is None here and skipped, never replaced by an older one.
-    series = {f.field: _series(state, f.field, covered) for f in features if not f.is_lag}
-    lags = {f.field: _value_of(state, f.field) for f in features if f.is_lag}
-    spec_plan = [_plan(f, series, lags, first) for f in features if f.name in SPEC_FEATURES]
-    added_plan = [_plan(f, series, lags, first) for f in features if f.name not in SPEC_FEATURES]
+    # Clock hours, not records: a missing hour is None here and skipped, never replaced by an older one. The
+    # lists are built in C (map, filter): at thousands of regions they are most of what a region costs.
+    gets: dict[str, Callable[[int, Any], Any]] = {"solar": state.solar.get, "weather": state.weather.get}
+    covering = {half: list(map(get, covered, repeat(_MISSING, len(covered)))) for half, get in gets.items()}
+    series = {name: list(map(read, covering[half])) for name, half, read in plan.series}
+
+    def values(columns: tuple[_Column, ...], hour: int) -> list[Any]:
+        end = hour - first + 1
+        return [
+            read(gets[half](hour - hours_, _MISSING))
+            if lag
+            else fold(list(filter(_observed, series[name][end - hours_ : end])))
+            for lag, name, half, read, fold, hours_ in columns
+        ]
+
     region = state.region
     make: Callable[..., Row] = rows.cls
     solar_at, weather_at = state.solar, state.weather
+    spec, added = plan.spec, plan.added
     for hour in hours:
         day_of_week = ((hour - _MONDAY_HOUR) // 24) % 7
         yield make(
@@ -207,25 +249,9 @@ def _rows_of_run(state: RegionHours, hours: list[int], rows: RowType, span: int)
             hour,
             solar_at[hour].production_mw,
             *_weather_base(weather_at[hour]),
-            *[compute(hour) for compute in spec_plan],
+            *values(spec, hour),
             hour % 24,
             day_of_week,
             day_of_week >= 5,
-            *[compute(hour) for compute in added_plan],
+            *(values(added, hour) if added else ()),
         )
-
-
-def _plan(
-    feature: Feature, series: dict[str, list[Any]], lags: dict[str, Callable[[int], Any]], first: int
-) -> Callable[[int], Any]:
-    """How one feature's value is computed for an hour of the run."""
-    if feature.is_lag:
-        value_at, back = lags[feature.field], feature.hours
-        return lambda hour: value_at(hour - back)
-    values, fold, width = series[feature.field], _FOLD[feature.kind], feature.hours
-
-    def window(hour: int) -> Any:
-        end = hour - first + 1
-        return fold([v for v in values[end - width : end] if v is not None])
-
-    return window

@@ -26,6 +26,7 @@ from solar_agents.observe.stats import Stats
 from solar_agents.runtime.batches import (
     Applying,
     HoleFiller,
+    Linger,
     Taken,
     batches,
     gathered,
@@ -54,6 +55,22 @@ log = get_logger(__name__)
 # The most records messages (of up to 250 records each) joined into one batch while the helper was busy:
 # about 4 MB of input held, and past 5,000 regions several records a region per batch.
 ALIGN_BATCH_MAX_MESSAGES = 256
+# A batch of this many regions or more, with fewer records a region than this, costs mostly per region (each
+# region's rows, hours and table entries, once a batch): the next one waits for more input while more keeps
+# coming, for at most ``seconds`` and up to ``limit`` messages (docs/DESIGN.md, "Sparse batches wait").
+SPARSE_BATCH_REGIONS = 500
+SPARSE_RECORDS_PER_REGION = 8
+SPARSE_LINGER_SECONDS = 1.5
+SPARSE_BATCH_MAX_MESSAGES = 512
+
+
+def sparse_linger(batch: AlignedMessages, quiet: float) -> Linger | None:
+    """How the batch after ``batch`` waits for more input when ``batch`` was sparse; None when it was not. In
+    a live flow the input pauses between hours, and the wait ends ``quiet`` (the take's own wait) after the
+    last take."""
+    if batch.regions < SPARSE_BATCH_REGIONS or batch.records >= SPARSE_RECORDS_PER_REGION * batch.regions:
+        return None
+    return Linger(SPARSE_LINGER_SECONDS, quiet, SPARSE_BATCH_MAX_MESSAGES)
 
 
 class AlignAgent:
@@ -88,6 +105,8 @@ class AlignAgent:
         self._lock = asyncio.Lock()
         self._stream: StreamT[bytes] | None = None
         self.held = HeldBatches(app, settings, tables, stats, index)
+        # Set while the latest batch was sparse: the next one lingers (``gathered``).
+        self._sparse: Linger | None = None
 
     async def run(self, stream: StreamT[bytes]) -> None:
         """One batch computed and one applied at a time, in order."""
@@ -98,6 +117,7 @@ class AlignAgent:
                 batches(stream, size, within, self.holes),
                 ALIGN_BATCH_MAX_MESSAGES,
                 lambda: self.app.consumer_generation_id,
+                lambda: self._sparse,
             ),
             self._compute,
             partial(self._apply, stream),
@@ -157,6 +177,7 @@ class AlignAgent:
         async with self._lock:
             await retrying("align_step_failed", attempt, self.stats.retrying)
             self.held.computed(batch, aligned[0].flushed)
+        self._sparse = sparse_linger(aligned[0], self.settings.ingest_batch_max_wait_seconds)
         return aligned[0]
 
     async def _apply(self, stream: StreamT[bytes], taken: Taken, batch: AlignedMessages) -> None:

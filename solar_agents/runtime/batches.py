@@ -104,8 +104,21 @@ async def fetched_batches(
             yield Taken(messages, [], again, runs)
 
 
+@dataclass(frozen=True, slots=True)
+class Linger:
+    """How long a batch waits for more input before it is worked on: while takes keep coming, each within
+    ``quiet`` seconds of the one before, for at most ``seconds``, up to ``limit`` messages."""
+
+    seconds: float
+    quiet: float
+    limit: int
+
+
 async def gathered(
-    takes: AsyncIterator[Taken], limit: int, generation: Callable[[], int]
+    takes: AsyncIterator[Taken],
+    limit: int,
+    generation: Callable[[], int],
+    linger: Callable[[], Linger | None] = lambda: None,
 ) -> AsyncIterator[Taken]:
     """``takes`` read on in the background while the caller works on a batch, and what arrived meanwhile
     joined into its next batch, up to ``limit`` messages (past it the reading waits). Batches read before a
@@ -116,9 +129,13 @@ async def gathered(
     arrives within ``within`` after that: at 5,000 regions and a busy align helper, one or two records a
     region, each region's fixed cost paid again for every 0.25 s of input. Joined, a batch grows with the
     helper's backlog and shrinks back when it keeps up (docs/DESIGN.md, "Align batches joined").
+
+    ``linger()``, asked before each batch, may hold it back for more input (``Linger``): the caller's to
+    decide when the cost of a batch is mostly fixed, and a larger one is cheaper per message.
     """
     ready: deque[tuple[int, Taken]] = deque()  # (generation when read, batch)
     held = 0  # messages in ``ready``
+    bound = limit  # what the reading may hold: ``limit``, or a lingering batch's
     arrived, room = asyncio.Event(), asyncio.Event()
     failed: list[BaseException] = []
 
@@ -129,7 +146,7 @@ async def gathered(
                 ready.append((generation(), taken))
                 held += len(taken.messages)
                 arrived.set()
-                while held >= limit:
+                while held >= bound:
                     room.clear()
                     await room.wait()
         except asyncio.CancelledError:
@@ -140,6 +157,10 @@ async def gathered(
             arrived.set()
 
     reader = asyncio.ensure_future(read())
+
+    def enough() -> bool:  # a lingering batch is as large as it may be, or no more will come
+        return held >= bound or reader.done()
+
     try:
         while True:
             current = generation()
@@ -154,9 +175,21 @@ async def gathered(
                 arrived.clear()
                 await arrived.wait()
                 continue
+            most = limit
+            wait = linger()
+            if wait is not None:
+                most = bound = max(limit, wait.limit)
+                room.set()
+                await _linger(wait, arrived, enough)
+                bound = limit
+                current = generation()
+                while ready and ready[0][0] != current:  # a rebalance while it waited
+                    held -= len(ready.popleft()[1].messages)
+                if not ready:
+                    continue
             parts = [ready.popleft()[1]]
             count = len(parts[0].messages)
-            while ready and ready[0][0] == current and count + len(ready[0][1].messages) <= limit:
+            while ready and ready[0][0] == current and count + len(ready[0][1].messages) <= most:
                 parts.append(ready.popleft()[1])
                 count += len(parts[-1].messages)
             held -= count
@@ -166,6 +199,20 @@ async def gathered(
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+
+
+async def _linger(wait: Linger, arrived: asyncio.Event, enough: Callable[[], bool]) -> None:
+    """Wait while takes keep arriving (``arrived``), until ``enough()`` or ``wait.seconds`` have passed."""
+    deadline = time.monotonic() + wait.seconds
+    while not enough():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        arrived.clear()
+        try:
+            await asyncio.wait_for(arrived.wait(), min(left, wait.quiet))
+        except TimeoutError:  # the input paused: what came is the batch
+            return
 
 
 def join(parts: list[Taken]) -> Taken:

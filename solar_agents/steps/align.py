@@ -55,6 +55,8 @@ class AlignedBatch:
 
     rows: dict[int, list[Row]] = field(default_factory=dict)  # in order; one per key, the latest
     late: int = 0
+    regions: int = 0  # region groups applied (a region's records of the batch, or of one message in a replay)
+    records: int = 0  # records in them
     # Records messages the step could not apply (a bug, a corrupt message): (partition, offset, reason).
     # They go to the dead-letter topic; the rest of the batch is applied.
     failed: list[tuple[int, int, str]] = field(default_factory=list)
@@ -223,6 +225,8 @@ class Aligner:
             return
         self.writes.changed(partition, region, {block_of(hour) for hour in stored}, len(group.records))
         o.add(partition, late, rows)
+        o.out.regions += 1
+        o.out.records += len(group.records)
 
     def _refused(self, region: str, records: list[Record], refused: list[Refused]) -> bool:
         """Records of a new region when ``max_regions`` are held already: each is refused with the reason
@@ -314,6 +318,8 @@ class AlignedMessages:
     rows: dict[int, list[bytes]]  # per records partition: rows messages, in order
     rows_count: int
     late: int
+    regions: int  # region groups applied: what the batch cost is mostly made of when records are few a region
+    records: int
     records_kept: int  # what the aligner holds in memory now
     failed: list[tuple[int, int, str]]  # (partition, offset, reason): records messages for the dead letters
     refused: list[Refused]  # raw records of new regions past the limit, for the dead letters
@@ -398,6 +404,8 @@ def align_messages(
         rows,
         sum(len(r) for r in aligned.rows.values()),
         aligned.late,
+        aligned.regions,
+        aligned.records,
         aligner.records_kept,
         aligned.failed,
         aligned.refused,

@@ -4,12 +4,17 @@ taken while the one before is worked on are joined, in order and within their bo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import pytest
 
 from solar_agents.core.messages import Message
-from solar_agents.runtime.batches import Applying, Taken, gathered
+from solar_agents.runtime.align import SPARSE_BATCH_MAX_MESSAGES, sparse_linger
+from solar_agents.runtime.batches import Applying, Linger, Taken, gathered
+from solar_agents.steps.align import AlignedMessages
+
+T = TypeVar("T")
 
 
 async def _fails() -> None:
@@ -95,6 +100,48 @@ def test_batches_taken_while_one_is_worked_on_are_joined_in_order_within_the_bou
 
     idle, _ = asyncio.run(scenario(0.0))  # a helper that keeps up: the batches as taken
     assert [len(b.messages) for b in idle] == sizes
+
+
+def test_a_lingering_batch_waits_while_input_keeps_coming_and_not_once_it_pauses() -> None:
+    linger = Linger(seconds=2.0, quiet=0.05, limit=20)
+
+    async def scenario(paces: list[float]) -> list[int]:
+        async def takes() -> AsyncIterator[Taken]:
+            first = 0
+            for pace in paces:
+                await asyncio.sleep(pace)
+                yield _taken(first, 4)
+                first += 4
+
+        out: list[int] = []
+        async for batch in gathered(takes(), 8, lambda: 1, lambda: linger):
+            out.append(len(batch.messages))
+        return out
+
+    # Takes every 10 ms: each batch waits for more, past the usual bound of 8, up to the linger's 20.
+    assert asyncio.run(scenario([0.01] * 10)) == [20, 20]
+    # A pause longer than ``quiet`` ends the wait: what came before it is a batch at once.
+    started = asyncio.run(_timed(scenario([0.01, 0.01, 0.3, 0.01])))
+    assert started[0] == [8, 8]
+    assert started[1] < 1.0  # never the linger's 2 s
+
+
+async def _timed(work: Awaitable[T]) -> tuple[T, float]:
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    result = await work
+    return result, loop.time() - begun
+
+
+def _aligned(regions: int, records: int) -> AlignedMessages:
+    return AlignedMessages({}, False, {}, 0, 0, regions, records, 0, [], [], [])
+
+
+def test_only_a_batch_of_many_regions_with_few_records_each_makes_the_next_one_linger() -> None:
+    assert sparse_linger(_aligned(16, 20_000), 0.25) is None  # few regions
+    assert sparse_linger(_aligned(5_000, 50_000), 0.25) is None  # ten records a region
+    sparse = sparse_linger(_aligned(5_000, 15_000), 0.25)  # three a region: mostly per-region cost
+    assert sparse is not None and sparse.quiet == 0.25 and sparse.limit == SPARSE_BATCH_MAX_MESSAGES
 
 
 def test_a_failure_reading_on_is_the_callers_and_a_stop_closes_the_reading() -> None:

@@ -278,7 +278,8 @@ def test_web_load_does_not_starve_ingestion(
 ) -> None:
     """At 10,000 regions, with five dashboards polling and a burst of 200 requests every 4 s, the pipeline
     keeps at least 80 % of its rate over the same hours without them, and the worker's memory grows over
-    them by less than 20 % of its level before more than it grows without the web load."""
+    them by less than 20 % of its level before more than it grows without the web load, its peak within 20 %
+    of the peak without."""
     kafka.create_topics({names.solar: PARTITIONS, names.weather: PARTITIONS})
     hours = SEED_HOURS + WARM_UP_HOURS + MEASURED_HOURS + SPARE_HOURS
     produced = produce_hours(kafka, names, range(hours))
@@ -338,7 +339,8 @@ def test_web_load_does_not_starve_ingestion(
         return sum(grown) / len(grown)
 
     quiet, loaded = rate("A"), rate("B")
-    (before, after, _) = next(r.memory() for r in runs if r.phase == "B")
+    (before, _, peak) = next(r.memory() for r in runs if r.phase == "B")
+    peak_without = max(r.memory()[2] for r in runs if r.phase == "A")
     statuses = [Counter(status for status, _, _ in each) for each in bursts]
     slowest = [max(seconds for _, seconds, _ in each) for each in bursts]
     print(
@@ -364,7 +366,12 @@ def test_web_load_does_not_starve_ingestion(
     assert loaded >= 0.8 * quiet, f"ingestion with web load at {loaded / quiet:.0%} of its rate without"
     web = growth("B") - growth("A")
     assert web <= 0.2 * before, f"the worker's memory grew {web:.0f} MiB more under web load"
-    assert after <= 1.5 * before, f"the worker's memory went from {before:.0f} to {after:.0f} MiB"
+    # Over the measured hours the worker grows about as much without the web load as with it (about 50 MiB
+    # in each run): that is the pipeline's memory, whatever the web view does, so the peak under web load is
+    # held to the peak without, not to the level before (docs/DESIGN.md, "Table writes held until a flush").
+    assert peak <= 1.2 * peak_without, (
+        f"the worker's peak {peak:.0f} MiB, without web load {peak_without:.0f}"
+    )
     for each in statuses:  # every request answered: served, or refused at once as busy
         assert set(each) <= {200, 503} and each[200] > 0, each
     assert answers[200] > 0 and set(answers) <= {200, 503}, answers
