@@ -53,6 +53,21 @@ def test_feed_progress_floor() -> None:
     assert state.floor() == H
 
 
+def test_the_floor_is_kept_until_a_report_a_replay_or_a_new_partition_count_changes_it() -> None:
+    state = FeedProgress()
+    state.apply(ProgressReport(Feed.SOLAR, 1, {0: progress(H + 5, False)}))
+    state.apply(ProgressReport(Feed.WEATHER, 1, {0: progress(H + 7, False)}))
+    assert state.floor() == state.floor() == H + 5  # asked for every region: worked out once
+    state.apply(ProgressReport(Feed.SOLAR, 1, {0: progress(H + 9, False)}))
+    assert state.floor() == H + 7
+    state.restart({WEATHER_0: 0})  # a replay: nothing known of it until it reports
+    assert state.floor() == NOT_YET_READ
+    state.apply(ProgressReport(Feed.WEATHER, 1, {0: progress(H + 8, False)}))
+    assert state.floor() == H + 8
+    state.set_count(Feed.SOLAR, 2)  # a partition added: it has not reported
+    assert state.floor() == NOT_YET_READ
+
+
 def test_partitions_ahead_of_the_slowest_by_more_than_the_skew_are_held() -> None:
     behind = {"s0": 1000, "s1": 1048, "s2": 1049, "w0": 5000}
     assert ahead_of_slowest(behind, 48) == {"s2", "w0"}

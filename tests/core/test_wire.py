@@ -115,14 +115,32 @@ def test_table_values_are_compact_json_as_faust_writes_it() -> None:
     assert table_value(codecs.dumps("json", block)) == table_value(table_bytes(block)) == block
 
 
-def test_a_records_message_of_several_regions_round_trips_and_the_one_region_form_is_still_read() -> None:
+def test_a_records_message_of_several_regions_round_trips_and_the_earlier_forms_are_still_read() -> None:
     weather = Weather(430_001, Position(1, 2, 3), None, 50.0, 0.0, 53.6, 9.9)
     a = [Solar(430_000, Position(5, 6, 7), 1.5), weather]
     b = [Solar(430_002, Position(0, 9, 1), 0.0)]
-    assert decode_message_records(REGIONS_KEY, encode_region_records([("R|x", a), ("DE", b)])) == [
-        ("R|x", a),
-        ("DE", b),
-    ]
+    value = encode_region_records([("R|x", a), ("DE", b)])
+    assert decode_message_records(REGIONS_KEY, value) == [("R|x", a), ("DE", b)]
+    # The names once, each record with its region's index.
+    assert json.loads(value) == {
+        "regions": ["R|x", "DE"],
+        "solar": [[0, 430_000, 5, 6, 7, 1.5], [1, 430_002, 0, 9, 1, 0.0]],
+        "weather": [[0, 430_001, 1, 2, 3, None, 50.0, 0.0, 53.6, 9.9]],
+    }
+    # As earlier versions wrote them: region by region, and one region's keyed by it.
+    region_by_region = json.dumps(
+        [
+            [
+                "R|x",
+                {
+                    "solar": [[430_000, 5, 6, 7, 1.5]],
+                    "weather": [[430_001, 1, 2, 3, None, 50.0, 0.0, 53.6, 9.9]],
+                },
+            ],
+            ["DE", {"solar": [[430_002, 0, 9, 1, 0.0]], "weather": []}],
+        ]
+    ).encode()
+    assert decode_message_records(REGIONS_KEY, region_by_region) == [("R|x", a), ("DE", b)]
     assert decode_message_records(b"DE", encode_records(b)) == [("DE", b)]
 
 

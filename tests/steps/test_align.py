@@ -27,8 +27,9 @@ from step_harness import (
 
 from solar_agents.core.features import SPEC_ROWS
 from solar_agents.core.hours import Position, RegionHours, Retention, Solar, Weather
+from solar_agents.core.messages import Message
 from solar_agents.core.read_progress import Feed
-from solar_agents.core.wire import BLOCK_HOURS, REGIONS_KEY
+from solar_agents.core.wire import BLOCK_HOURS, REGIONS_KEY, encode_region_records
 from solar_agents.settings import Settings
 from solar_agents.steps import align as align_module
 from solar_agents.steps.align import Aligner
@@ -79,6 +80,18 @@ def test_a_regions_records_of_a_batch_are_applied_once(monkeypatch: pytest.Monke
     )
     assert grouped.hour_blocks() == one_by_one.hour_blocks()
     assert_rows_equal(reference(raw), as_rows(rows_to_write(grouped.rows_messages, SPEC_ROWS)))
+
+
+def test_a_batch_counts_the_regions_it_applied_and_their_records() -> None:
+    """What the agent decides a sparse batch by (``runtime.align.sparse_linger``): each region once however
+    many messages hold its records."""
+    hour = 430_000
+    weather = Weather(hour, Position(0, 1, 0), 5.0, 50.0, 0.0, 53.6, 9.9)
+    first = encode_region_records([("A", [Solar(hour, Position(0, 1, 0), 1.0)]), ("B", [weather])])
+    second = encode_region_records([("A", [Solar(hour + 1, Position(0, 2, 0), 2.0)])])
+    messages = [Message("records", 0, 0, REGIONS_KEY, first), Message("records", 0, 1, REGIONS_KEY, second)]
+    out = Aligner(Settings().feature_set, 6).batch(messages, lambda partition: None)
+    assert (out.regions, out.records) == (2, 3)
 
 
 def test_held_table_writes_write_each_entry_once_and_leave_the_same_tables() -> None:
