@@ -187,10 +187,10 @@ class Aligner:
                 groups, lowest = [], None
                 o.fail(partition, [message.offset], f"internal error: {type(exc).__name__}: {exc}")
             one_by_one = self.replays.get(partition) is not None
+            floor = self.progress[partition].floor()  # the same for every region of the message
             for region, records in groups:
                 if self._refused(region, records, o.out.refused):
                     continue
-                floor = self.progress[partition].floor()
                 group = _Pending(
                     message.offset, message.offset, lowest, records, [message.offset], [(0, floor)]
                 )
