@@ -28,6 +28,7 @@ from benchmarks.options import (
     QUICK_SCALING_MESSAGES,
     SCALING_MESSAGES,
     SCALING_REGIONS,
+    SCALING_ROUNDS,
     Options,
 )
 from benchmarks.phases.backfill import backfill, backfill_4x
@@ -110,6 +111,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
         f"--quick {QUICK_SCALING_MESSAGES:,})",
     )
     parser.add_argument(
+        "--scaling-rounds",
+        type=int,
+        default=SCALING_ROUNDS,
+        metavar="N",
+        help="rounds of every size in --regions-scaling, the base first in each and once more at the end; "
+        f"each ratio is the median of the rounds' (default {SCALING_ROUNDS})",
+    )
+    parser.add_argument(
         "--uvloop-pairs",
         type=int,
         default=0,
@@ -159,6 +168,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if len(scaling_regions) < 2 or min(scaling_regions) < 1:
         parser.error("--scaling-regions: at least two sizes of at least 1 region")
     scaling_messages = args.scaling_messages or (QUICK_SCALING_MESSAGES if args.quick else SCALING_MESSAGES)
+    if args.scaling_rounds < 1:
+        parser.error("--scaling-rounds: 1 or more")
     if args.uvloop_pairs < 0:
         parser.error("--uvloop-pairs: 0 or more")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -195,6 +206,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         regions_scaling=args.regions_scaling,
         scaling_regions=scaling_regions,
         scaling_messages=scaling_messages,
+        scaling_rounds=args.scaling_rounds,
         uvloop_pairs=args.uvloop_pairs,
     )
 

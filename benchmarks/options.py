@@ -14,6 +14,9 @@ PARTITIONS = 8
 SCALING_REGIONS = (16, 1000, 5000)
 SCALING_MESSAGES = FULL_REGIONS * FULL_DAYS * 24 * 2
 QUICK_SCALING_MESSAGES = 30_000
+# Rounds of every size: one size's CPU per message moves by 10 % or more from one run to the next on this
+# machine, as much as the ratios have to show, so each ratio is the median of a round's.
+SCALING_ROUNDS = 3
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Options:
     regions_scaling: bool = False  # the scaling run instead of the full one
     scaling_regions: tuple[int, ...] = SCALING_REGIONS
     scaling_messages: int = SCALING_MESSAGES
+    scaling_rounds: int = SCALING_ROUNDS
     uvloop_pairs: int = 0  # pairs of runs on asyncio's loop and on uvloop, at the end of the run
 
     @property

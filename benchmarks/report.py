@@ -153,10 +153,19 @@ def render_scaling(results: dict[str, Any]) -> str:
         "  ".join("-" * w for w in widths),
         *("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows),
         "",
-        f"base: {_n(base.get('regions'))} regions, its runs first and last: "
+        f"base: {_n(base.get('regions'))} regions, first in each round and once more at the end: "
         + " / ".join(_u(v, "msg/s") for v in base.get("rates") or [])
-        + f"; ratios are to their mean ({_u(base.get('rate'), 'msg/s')}, "
-        f"{_u(base.get('cpu_per_message_ms'), 'ms CPU per message', 4)})",
+        + "; a round's ratios are to the mean of the base runs before and after it, each ratio above is the "
+        f"median of the rounds' (base {_u(base.get('rate'), 'msg/s')}, "
+        f"{_u(base.get('cpu_per_message_ms'), 'ms CPU per message', 4)}); changelog: the worst round's",
+        *(
+            f"  {_n(z.get('regions'))} regions, per round: rate / base "
+            + ", ".join(_n(v, 3) for v in z.get("rate_to_base_rounds") or [])
+            + "; CPU / base "
+            + ", ".join(_n(v, 3) for v in z.get("cpu_per_message_to_base_rounds") or [])
+            for z in sizes
+            if z.get("regions") != base.get("regions")
+        ),
     ]
     targets = results.get("targets") or []
     if targets:

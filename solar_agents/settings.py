@@ -176,9 +176,11 @@ class Settings(ConnectionSettings):
     # "Batches and hops"): what the align step keeps in memory grows with it.
     max_read_skew_hours: int = Field(48, ge=0)
     # The align step's table writes are held and flushed together: once the records applied since the last
-    # flush number this many per table entry to write (so at most one changelog record per that many), when
-    # the input pauses, at a rebalance, and at least this often. A batch commits only after its flush: a
-    # crash reads again what came since (docs/DESIGN.md, "Table writes held until a flush").
+    # flush number this many per table entry to write (so at most one changelog record per that many, besides
+    # the final state; below 48, or long histories, whose blocks are written once filled and once pruned,
+    # would never flush) and a block's worth per region, when the input pauses, at a rebalance, and at least
+    # this often. A batch commits only after its flush: a crash reads again what came since (docs/DESIGN.md,
+    # "Table writes held until a flush").
     table_flush_records_per_write: int = Field(30, ge=1)
     table_flush_max_seconds: float = Field(60.0, gt=0)
     # Run the steps (parse, align, write) in helper processes beside the worker's event loop (a second

@@ -4,9 +4,13 @@ and a fresh table, backfilled by a fresh worker (``faust -A solar_agents worker`
 
 For each size: the backfill rate (Ready to the last row committed, the rows equal to the SQL peer's of the
 same messages), the CPU of the worker and of its helper processes per raw message, start to first raw
-message, the changelog records per raw message, and the peak RSS of the worker and of its helpers. The
-first size (the base) runs again at the end, in a fresh group and table over its own topics: this machine's
-speed drifts within minutes, and the ratios are to the mean of the two base runs.
+message, the changelog records per raw message, and the peak RSS of the worker and of its helpers.
+
+Every size runs in each of ``--scaling-rounds`` rounds (3), the first size (the base) first in each and once
+more at the end, each run in a fresh group and table over the size's own topics. This machine's speed drifts
+within minutes: a size's ratios in a round are to the mean of the base runs before and after it, and what is
+reported is each ratio's median over the rounds. The changelog and the rows are held to their targets in
+every round (the worst is reported).
 """
 
 from __future__ import annotations
@@ -71,13 +75,15 @@ class Size:
 def regions_scaling(run: Run) -> None:
     sizes = [Size(r, h) for r, h in plan(run.o.scaling_regions, run.o.scaling_messages)]
     sqlpeer.create_raw_tables(run.conn)
+    rounds = run.o.scaling_rounds
+    order = [(number, size) for number in range(1, rounds + 1) for size in sizes] + [(rounds + 1, sizes[0])]
     figures: list[dict[str, Any]] = []
     try:
-        for index, size in enumerate([*sizes, sizes[0]]):
-            repeat = index == len(sizes)
-            if not repeat:
+        for number, size in order:
+            if number == 1:
                 size.prepare(run)
-            figures.append(_backfill(run, size, "again" if repeat else ""))
+            suffix = "again" if number > rounds else "" if number == 1 else str(number)
+            figures.append({**_backfill(run, size, suffix), "round": number})
     finally:  # what was measured is kept, also when a size failed
         run.figures["scaling"] = summarize(figures) if figures else {}
 
@@ -117,7 +123,7 @@ def _backfill(run: Run, size: Size, suffix: str) -> dict[str, Any]:
         "label": label,
         "regions": size.regions,
         "hours": size.hours,
-        "repeat": bool(suffix),
+        "repeat": suffix == "again",
         **result["figure"],
         **start_to_first_message(run.bootstrap, worker, group.name),
         "cpu_seconds": cpu_used,
@@ -153,55 +159,77 @@ def _backfill(run: Run, size: Size, suffix: str) -> dict[str, Any]:
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The runs, and each size's ratios to the base (the mean of its two runs): rate, CPU per message and
-    peak RSS."""
+    """The runs, and each size's figures over its rounds: its ratios to the base in each round (to the mean
+    of the base runs before and after it), and their medians; rate, CPU per message and peak RSS as medians;
+    the changelog and the rows differing as the worst round's."""
     base_regions = runs[0]["regions"]
-    base_runs = [r for r in runs if r["regions"] == base_regions]
+    base_runs = {r["round"]: r for r in runs if r["regions"] == base_regions}
 
-    def mean(key: str) -> float | None:
-        values = [r[key] for r in base_runs if r.get(key) is not None]
-        return statistics.mean(values) if len(values) == len(base_runs) else None
+    def base_of(number: int, key: str) -> float | None:
+        """The base's figure around a round: the mean of its runs before and after it."""
+        values = [base_runs[n].get(key) for n in (number, number + 1) if n in base_runs]
+        return statistics.mean(values) if values and None not in values else None  # type: ignore[type-var]
 
+    def median(values: list[Any], digits: int | None = None) -> Any:
+        present = [v for v in values if v is not None]
+        if len(present) != len(values) or not present:
+            return None
+        return round(statistics.median(present), digits) if digits is not None else statistics.median(present)
+
+    rounds = sorted(
+        number for number in base_runs if any(r["round"] == number for r in runs if not r["repeat"])
+    )
     base = {
         "regions": base_regions,
-        "rate": None if (m := mean("rate")) is None else round(m),
-        "rates": [r.get("rate") for r in base_runs],
-        "cpu_per_message_ms": None if (c := mean("cpu_per_message_ms")) is None else round(c, 4),
-        "hwm_kib": None if (h := mean("hwm_kib")) is None else round(h),
-        "helpers_hwm_kib": None if (hh := mean("helpers_hwm_kib")) is None else round(hh),
+        "rates": [r.get("rate") for r in base_runs.values()],
+        "rate": median([base_of(n, "rate") for n in rounds], 0),
+        "cpu_per_message_ms": median([base_of(n, "cpu_per_message_ms") for n in rounds], 4),
+        "hwm_kib": median([base_of(n, "hwm_kib") for n in rounds], 0),
+        "helpers_hwm_kib": median([base_of(n, "helpers_hwm_kib") for n in rounds], 0),
     }
-    differing = [r.get("rows_differing") for r in base_runs]
-    base_differing = None if None in differing else sum(d for d in differing if d is not None)
     sizes: list[dict[str, Any]] = []
-    for r in runs:
-        if r["regions"] == base_regions and r["repeat"]:
-            continue
+    for regions in dict.fromkeys(r["regions"] for r in runs):
+        own = [r for r in runs if r["regions"] == regions and (regions != base_regions or not r["repeat"])]
+        every = [r for r in runs if r["regions"] == regions]
+
+        def ratios(key: str, own: list[dict[str, Any]] = own) -> list[float | None]:
+            return [ratio(r.get(key), base_of(r["round"], key)) for r in own]
+
+        differing = [r.get("rows_differing") for r in every]
+        changelog = [r.get("changelog_records_per_raw_message") for r in every]
+        first = own[0]
         sizes.append(
             {
-                "regions": r["regions"],
-                "hours": r["hours"],
-                "messages": r["messages"],
-                "rate": r.get("rate"),
-                "rate_to_base": ratio(r.get("rate"), base["rate"]),
-                "cpu_per_message_ms": r.get("cpu_per_message_ms"),
-                "cpu_per_message_to_base": ratio(r.get("cpu_per_message_ms"), base["cpu_per_message_ms"]),
-                "changelog_records_per_raw_message": r.get("changelog_records_per_raw_message"),
-                "hwm_kib": r.get("hwm_kib"),
-                "hwm_to_base": ratio(r.get("hwm_kib"), base["hwm_kib"]),
-                "helpers_hwm_kib": r.get("helpers_hwm_kib"),
-                "helpers_hwm_to_base": ratio(r.get("helpers_hwm_kib"), base["helpers_hwm_kib"]),
-                "start_to_first_message_seconds": r.get("start_to_first_message_seconds"),
-                "rows_match": r.get("rows_match"),
-                # The base: over both of its runs.
-                "rows_differing": base_differing if r["regions"] == base_regions else r.get("rows_differing"),
-                "complete": r.get("complete"),
+                "regions": regions,
+                "hours": first["hours"],
+                "messages": first["messages"],
+                "rounds": len(own),
+                "rate": median([r.get("rate") for r in own], 0),
+                "rate_to_base": median(ratios("rate"), 4),
+                "rate_to_base_rounds": ratios("rate"),
+                "cpu_per_message_ms": median([r.get("cpu_per_message_ms") for r in own], 4),
+                "cpu_per_message_to_base": median(ratios("cpu_per_message_ms"), 4),
+                "cpu_per_message_to_base_rounds": ratios("cpu_per_message_ms"),
+                "changelog_records_per_raw_message": max(changelog) if None not in changelog else None,  # type: ignore[type-var]
+                "hwm_kib": median([r.get("hwm_kib") for r in own], 0),
+                "hwm_to_base": median(ratios("hwm_kib"), 4),
+                "helpers_hwm_kib": median([r.get("helpers_hwm_kib") for r in own], 0),
+                "helpers_hwm_to_base": median(ratios("helpers_hwm_kib"), 4),
+                "start_to_first_message_seconds": median(
+                    [r.get("start_to_first_message_seconds") for r in own], 2
+                ),
+                "rows_match": all(r.get("rows_match") for r in every),
+                "rows_differing": None if None in differing else sum(differing),
+                "complete": all(r.get("complete") for r in every),
             }
         )
     return {
         "base": base,
         "sizes": sizes,
         "runs": runs,
-        "what": "each size: fresh topics, group and table; faust -A solar_agents worker from Ready to the "
-        "last row committed (rows equal to the SQL peer's); the base size runs first and last, its figures "
-        "are the means of both",
+        "what": "each size in each round: fresh topics, group and table; faust -A solar_agents worker from "
+        "Ready to the last row committed (rows equal to the SQL peer's); the base size runs first in each "
+        "round and once more at the end; a size's ratios in a round are to the mean of the base runs before "
+        "and after it, and each ratio reported is the median of the rounds'; the changelog and the rows "
+        "differing are the worst round's",
     }

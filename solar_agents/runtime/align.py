@@ -59,9 +59,9 @@ ALIGN_BATCH_MAX_MESSAGES = 256
 # region's rows, hours and table entries, once a batch): the next one waits for more input while more keeps
 # coming, for at most ``seconds`` and up to ``limit`` messages (docs/DESIGN.md, "Sparse batches wait").
 SPARSE_BATCH_REGIONS = 500
-SPARSE_RECORDS_PER_REGION = 8
-SPARSE_LINGER_SECONDS = 1.5
-SPARSE_BATCH_MAX_MESSAGES = 512
+SPARSE_RECORDS_PER_REGION = 16
+SPARSE_LINGER_SECONDS = 3.0
+SPARSE_BATCH_MAX_MESSAGES = 1024
 
 
 def sparse_linger(batch: AlignedMessages, quiet: float) -> Linger | None:

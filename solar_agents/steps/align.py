@@ -75,14 +75,14 @@ class _Pending:
     offsets: list[int]
     floors: list[tuple[int, int | None]]  # per message: (its first record's index, the floor when it came)
 
-    def add(self, later: _Pending) -> None:
-        self.last = later.last
-        if later.lowest is not None and (self.lowest is None or later.lowest < self.lowest):
-            self.lowest = later.lowest
-        start = len(self.records)
-        self.floors.extend((start + index, floor) for index, floor in later.floors)
-        self.records.extend(later.records)  # its own list (``Aligner.batch`` copies the first message's)
-        self.offsets.extend(later.offsets)
+    def add(self, offset: int, lowest: int | None, floor: int | None, records: list[Record]) -> None:
+        """The region's records of a later message."""
+        self.last = offset
+        if lowest is not None and (self.lowest is None or lowest < self.lowest):
+            self.lowest = lowest
+        self.floors.append((len(self.records), floor))
+        self.records += records  # its own list (``Aligner.batch`` copies the first message's)
+        self.offsets.append(offset)
 
 
 @dataclass(slots=True)
@@ -186,24 +186,30 @@ class Aligner:
                 log.exception("align_failed", partition=partition, offset=message.offset)
                 groups, lowest = [], None
                 o.fail(partition, [message.offset], f"internal error: {type(exc).__name__}: {exc}")
-            one_by_one = self.replays.get(partition) is not None
+            offset = message.offset
             floor = self.progress[partition].floor()  # the same for every region of the message
+            if self.replays.get(partition) is not None:  # one by one
+                for region, records in groups:
+                    if not self._refused(region, records, o.out.refused):
+                        self._apply(
+                            partition,
+                            region,
+                            _Pending(offset, offset, lowest, records, [offset], [(0, floor)]),
+                            o,
+                        )
+                continue
+            pending = o.pending
             for region, records in groups:
-                if self._refused(region, records, o.out.refused):
-                    continue
-                group = _Pending(
-                    message.offset, message.offset, lowest, records, [message.offset], [(0, floor)]
-                )
-                if one_by_one:
-                    self._apply(partition, region, group, o)
-                    continue
-                self.state(region)  # held from now on: the region limit counts it
-                held = o.pending.get((partition, region))
-                if held is None:
-                    group.records = list(records)  # a message's list is not ours to extend
-                    o.pending[partition, region] = group
-                else:
-                    held.add(group)
+                # With thousands of regions this runs for every record or two: kept to a lookup and appends.
+                held = pending.get((partition, region))
+                if held is not None:
+                    held.add(offset, lowest, floor, records)
+                elif not self._refused(region, records, o.out.refused):
+                    self.state(region)  # held from now on: the region limit counts it
+                    # A message's list is not ours to extend.
+                    pending[partition, region] = _Pending(
+                        offset, offset, lowest, list(records), [offset], [(0, floor)]
+                    )
         self._apply_pending(o, None)
         return o.result()
 
@@ -383,12 +389,10 @@ def align_messages(
     records partition in the batch.
 
     The table writes held are flushed once the records applied since the last flush number at least
-    ``records_per_write`` per table entry to write (at most one changelog record per that many records);
-    None flushes after every batch."""
+    ``records_per_write`` per table entry to write (at most one changelog record per that many records)
+    and a block's worth per region (``HeldWrites.enough``); None flushes after every batch."""
     aligned = aligner.batch(batch.messages(), committed.get)
-    flush = records_per_write is None or (
-        aligner.writes.records >= records_per_write * aligner.writes.entries()
-    )
+    flush = records_per_write is None or aligner.writes.enough(records_per_write)
     writes = flush_writes(aligner) if flush else {}
     added, aligner.added = aligner.added, []
     rows = {

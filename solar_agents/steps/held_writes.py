@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from solar_agents.core.hours import RegionHours
-from solar_agents.core.wire import FIELDS_KEY, block_key, block_value, home_block, region_value
+from solar_agents.core.wire import BLOCK_HOURS, FIELDS_KEY, block_key, block_value, home_block, region_value
 
 Table = Literal["hours", "regions", "replays"]
+
+# A flush waits for a block's worth of records (two days of both feeds) per region it writes: a region's
+# entries are written once it has brought as much as one of them holds, not again and again while its first
+# block fills (docs/DESIGN.md, "Table writes held until a flush").
+RECORDS_PER_REGION_WRITTEN = 2 * BLOCK_HOURS
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,14 @@ class HeldWrites:
     def entries(self) -> int:
         """How many table entries the next flush writes."""
         return self._entries + sum(len(writes) for writes in self._controls.values())
+
+    def enough(self, records_per_write: int) -> bool:
+        """Enough records since the last flush for what it would write: ``records_per_write`` per entry
+        (at most one changelog record per that many records), and a block's worth per region changed."""
+        return (
+            self.records >= records_per_write * self.entries()
+            and self.records >= RECORDS_PER_REGION_WRITTEN * len(self._counts)
+        )
 
     def flush(self) -> dict[int, list[TableWrite]]:
         """The table writes held since the last flush, per records partition: the replays' entries in order,

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import before_after, report
-from benchmarks.phases import uvloop
+from benchmarks.phases import scaling, uvloop
 from benchmarks.worker import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,7 +144,7 @@ def test_regions_scaling_runs_at_tiny_sizes(tmp_path: Path) -> None:
     output = tmp_path / "results-scaling.json"
     command = [
         sys.executable, "-m", "benchmarks", "--regions-scaling",
-        "--scaling-regions", "2,12", "--scaling-messages", "480",
+        "--scaling-regions", "2,12", "--scaling-messages", "480", "--scaling-rounds", "2",
         "--workdir", str(tmp_path / "run"), "--output", str(output),
     ]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
@@ -155,10 +155,12 @@ def test_regions_scaling_runs_at_tiny_sizes(tmp_path: Path) -> None:
     assert results["benchmark"]["kind"] == "regions_scaling"
     assert set(results["phases_seconds"]) == {"regions_scaling"}
     scaling = results["figures"]["scaling"]
-    # 2 regions x 120 hours and 12 regions x 20 hours; the base ran first and last.
-    assert [(s["regions"], s["hours"]) for s in scaling["sizes"]] == [(2, 120), (12, 20)]
-    assert [r["label"] for r in scaling["runs"]] == ["sc2", "sc12", "sc2-again"]
-    assert len(scaling["base"]["rates"]) == 2
+    # 2 regions x 120 hours and 12 regions x 20 hours, in two rounds; the base ran first in each and last.
+    assert [(s["regions"], s["hours"], s["rounds"]) for s in scaling["sizes"]] == [(2, 120, 2), (12, 20, 2)]
+    assert [r["label"] for r in scaling["runs"]] == ["sc2", "sc12", "sc2-2", "sc12-2", "sc2-again"]
+    assert (
+        len(scaling["base"]["rates"]) == 3 and len(scaling["sizes"][1]["cpu_per_message_to_base_rounds"]) == 2
+    )
     for size in scaling["sizes"]:
         assert size["rows_match"] is True and size["rows_differing"] == 0, size
         assert size["rate"] > 0 and size["cpu_per_message_ms"] > 0 and size["hwm_kib"] > 0
@@ -170,6 +172,40 @@ def test_regions_scaling_runs_at_tiny_sizes(tmp_path: Path) -> None:
     # The table printed is the one in the file, and --render prints it again.
     assert "regions scaling" in result.stdout and str(output) in result.stdout
     assert "regions scaling" in report.render(results)
+
+
+def test_regions_scaling_ratios_are_medians_of_rounds_against_the_base_around_each() -> None:
+    """--regions-scaling's arithmetic without running it: a round's ratio is to the mean of the base runs
+    before and after it, the ratio reported is the median of the rounds', the changelog the worst round's."""
+
+    def run(
+        regions: int, number: int, rate: float, cpu: float, changelog: float, repeat: bool = False
+    ) -> dict:
+        return {
+            "label": f"sc{regions}-{number}", "regions": regions, "hours": 1, "messages": 1000,
+            "round": number, "repeat": repeat, "rate": rate, "cpu_per_message_ms": cpu, "hwm_kib": 100,
+            "helpers_hwm_kib": 200, "changelog_records_per_raw_message": changelog, "rows_match": True,
+            "rows_differing": 0, "complete": True, "start_to_first_message_seconds": 1.0,
+        }  # fmt: skip
+
+    runs = [
+        run(16, 1, 100, 1.0, 0.01), run(500, 1, 90, 1.1, 0.03),
+        run(16, 2, 120, 1.0, 0.02), run(500, 2, 55, 1.5, 0.04),
+        run(16, 3, 100, 2.0, 0.01), run(500, 3, 99, 1.2, 0.02),
+        run(16, 4, 100, 2.0, 0.01, repeat=True),
+    ]  # fmt: skip
+    summary = scaling.summarize(runs)
+    size = summary["sizes"][1]
+    # Round 1 against (100 + 120) / 2, round 2 against (120 + 100) / 2, round 3 against 100.
+    assert size["rate_to_base_rounds"] == [round(90 / 110, 4), 0.5, 0.99]
+    assert size["rate_to_base"] == round(90 / 110, 4) and size["rate"] == 90
+    assert size["cpu_per_message_to_base_rounds"] == [1.1, 1.0, 0.6]
+    assert size["cpu_per_message_to_base"] == 1.0
+    assert size["changelog_records_per_raw_message"] == 0.04 and size["rows_differing"] == 0
+    assert summary["sizes"][0]["rounds"] == 3 and summary["base"]["rates"] == [100, 120, 100, 100]
+    machine = json.loads((ROOT / "benchmarks" / "results-scaling.json").read_text())["machine"]
+    text = report.render_scaling({"figures": {"scaling": summary}, "machine": machine, "size": {}})
+    assert "per round: rate / base 0.818, 0.500, 0.990; CPU / base 1.100, 1.000, 0.600" in text
 
 
 def test_uvloop_pairs_summary_and_worker_command_line() -> None:

@@ -10,7 +10,7 @@ from typing import TypeVar
 import pytest
 
 from solar_agents.core.messages import Message
-from solar_agents.runtime.align import SPARSE_BATCH_MAX_MESSAGES, sparse_linger
+from solar_agents.runtime.align import SPARSE_BATCH_MAX_MESSAGES, SPARSE_RECORDS_PER_REGION, sparse_linger
 from solar_agents.runtime.batches import Applying, Linger, Taken, gathered
 from solar_agents.steps.align import AlignedMessages
 
@@ -139,7 +139,8 @@ def _aligned(regions: int, records: int) -> AlignedMessages:
 
 def test_only_a_batch_of_many_regions_with_few_records_each_makes_the_next_one_linger() -> None:
     assert sparse_linger(_aligned(16, 20_000), 0.25) is None  # few regions
-    assert sparse_linger(_aligned(5_000, 50_000), 0.25) is None  # ten records a region
+    dense = _aligned(5_000, 5_000 * SPARSE_RECORDS_PER_REGION)  # enough records a region
+    assert sparse_linger(dense, 0.25) is None
     sparse = sparse_linger(_aligned(5_000, 15_000), 0.25)  # three a region: mostly per-region cost
     assert sparse is not None and sparse.quiet == 0.25 and sparse.limit == SPARSE_BATCH_MAX_MESSAGES
 

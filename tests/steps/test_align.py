@@ -32,6 +32,7 @@ from solar_agents.core.read_progress import Feed
 from solar_agents.core.wire import BLOCK_HOURS, REGIONS_KEY, encode_region_records
 from solar_agents.settings import Settings
 from solar_agents.steps import align as align_module
+from solar_agents.steps import held_writes
 from solar_agents.steps.align import Aligner
 from solar_agents.steps.align_region import align_batch
 from solar_agents.steps.write import rows_to_write
@@ -122,6 +123,36 @@ def test_a_flush_comes_once_the_records_since_the_last_number_enough_per_entry()
     assert harness.table_writes * 20 <= len(raw)
     harness.flush()
     assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
+
+
+def test_a_flush_waits_for_a_blocks_worth_of_records_a_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many regions with under two days each: a flush waits for 96 records a region (a block's worth) as well
+    as 30 an entry, so each entry is written once, at the end. By the records per entry alone, a flush would
+    come while the first blocks fill and write them again later (the changelog's knife edge)."""
+    regions = tuple(f"DE_{n:03}" for n in range(200))
+    raw = raw_feed(hours=40, regions=regions)
+    harness = Harness(records_per_write=30)
+    run(harness, raw, ingest_batch=200, align_batch=4)
+    assert harness.table_writes == 0, "no region has brought a block's worth yet"
+    harness.flush()
+    entries = sum(len(table) for table in harness.tables.values())
+    assert harness.table_writes == entries == 2 * len(regions)  # each written once
+    assert_rows_equal(reference(raw), as_rows(rows_to_write(harness.rows_messages, SPEC_ROWS)))
+
+    monkeypatch.setattr(held_writes, "RECORDS_PER_REGION_WRITTEN", 0)  # the records per entry alone
+    per_entry = Harness(records_per_write=30)
+    run(per_entry, raw, ingest_batch=200, align_batch=4)
+    per_entry.flush()
+    assert per_entry.tables == harness.tables and per_entry.table_writes > entries
+
+
+def test_long_histories_still_flush_as_they_go() -> None:
+    """Two regions, 60 days each: past a block's worth a region, flushes come by the records per entry, at
+    most one entry per 30 records."""
+    raw = raw_feed(hours=24 * 60, regions=("DE_a", "DE_b"))
+    harness = Harness(records_per_write=Settings().table_flush_records_per_write)
+    run(harness, raw, ingest_batch=50, align_batch=2)
+    assert harness.table_writes > 0 and harness.table_writes * 30 <= len(raw)
 
 
 def test_a_crash_with_writes_held_reads_again_from_the_last_flush_and_changes_no_row() -> None:
