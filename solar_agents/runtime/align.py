@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from functools import partial
 
 import faust
@@ -86,6 +87,7 @@ class AlignAgent:
         holes: HoleFiller,
         stats: Stats,
         index: RegionIndex,
+        raw_ingested: Callable[[], bool],
     ) -> None:
         self.app = app
         self.settings = settings
@@ -104,7 +106,7 @@ class AlignAgent:
         # changed, so it must not overtake one.
         self._lock = asyncio.Lock()
         self._stream: StreamT[bytes] | None = None
-        self.held = HeldBatches(app, settings, tables, stats, index)
+        self.held = HeldBatches(app, settings, tables, stats, index, raw_ingested)
         # Set while the latest batch was sparse: the next one lingers (``gathered``).
         self._sparse: Linger | None = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import faust
 from faust.types import EventT, StreamT, TableT
@@ -43,12 +44,14 @@ class HeldBatches:
         tables: dict[str, TableT[str, bytes]],
         stats: Stats,
         index: RegionIndex,
+        raw_ingested: Callable[[], bool],
     ) -> None:
         self.app = app
         self.settings = settings
         self.tables = tables
         self.stats = stats
         self.index = index  # the regions and hour blocks in the tables, for the web view
+        self.raw_ingested = raw_ingested  # every raw partition ingested to its end (``ReadTracker``)
         self.unwritten: list[MessageBatch] = []  # computed, their table state only in the helper
         self._applied: list[Taken] = []  # applied, not acked: waiting for a flush to write their state
         self.since: float | None = None  # when the oldest of them was applied
@@ -99,10 +102,14 @@ class HeldBatches:
         return None
 
     def input_read(self) -> bool:
-        """Every assigned partition of the raw and records topics read to its high-water mark."""
+        """Every assigned partition of the raw topics ingested to its end and of the records topic read to its
+        high-water mark. Raw records read but still waiting for the ingest (a fetched run, a batch being
+        parsed) are not: at the end of a backfill a flush then wrote thousands of regions' entries that
+        their last records changed again a second later."""
         s = self.settings
         topics = (s.kafka_topic_solar, s.kafka_topic_weather, s.records_topic)
-        return all(not o.unread for o in partition_offsets(self.app.consumer, topics))
+        read = all(not o.unread for o in partition_offsets(self.app.consumer, topics))
+        return read and self.raw_ingested()
 
     async def write(self, writes: EncodedWrites, reason: str) -> None:
         """A flush's table writes, each to the changelog partition of its records partition."""

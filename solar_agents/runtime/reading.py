@@ -136,6 +136,16 @@ class ReadTracker:
             log.debug("reads_held", held=sorted(f"{tp.topic}:{tp.partition}" for tp in hold))
         self._held = hold
 
+    def ingested_to_end(self) -> bool:
+        """Every assigned raw partition ingested to its end: its records on their way to the records topic,
+        none fetched and waiting for the ingest agent or in a batch being parsed."""
+        topics = {topic for topic, _ in self.feeds()}
+        try:
+            assigned = [tp for tp in self.app.consumer.assignment() if tp.topic in topics]
+        except Exception:  # not started yet, or between generations
+            return False
+        return all(self._position(tp).caught_up for tp in assigned)
+
     def _read_to_end(self, tp: TP, last: int) -> bool:
         """Whether ``last`` is the last offset of ``tp`` the consumer knows of (from fetch responses: right
         even where ListOffsets is not)."""

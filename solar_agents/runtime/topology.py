@@ -122,7 +122,15 @@ class Pipeline:
             settings, self.records_topic, self.reading, dead_letters, holes, self.stats, feeds
         )
         self.align = AlignAgent(
-            app, settings, self.tables, self.rows_topic, dead_letters, holes, self.stats, self.index
+            app,
+            settings,
+            self.tables,
+            self.rows_topic,
+            dead_letters,
+            holes,
+            self.stats,
+            self.index,
+            self.reading.ingested_to_end,
         )
         self.write = WriteAgent(settings, holes, self.stats, app.crash)
         self.progress = Progress(app, settings, self.stats, lambda: self.align.records_kept)
