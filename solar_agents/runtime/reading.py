@@ -138,13 +138,27 @@ class ReadTracker:
 
     def ingested_to_end(self) -> bool:
         """Every assigned raw partition ingested to its end: its records on their way to the records topic,
-        none fetched and waiting for the ingest agent or in a batch being parsed."""
+        none fetched and waiting for the ingest agent or in a batch being parsed. A partition this process
+        has ingested nothing of is at its end when the group's committed offset is (an empty one always),
+        and nothing of it has been read."""
+        consumer = self.app.consumer
         topics = {topic for topic, _ in self.feeds()}
         try:
-            assigned = [tp for tp in self.app.consumer.assignment() if tp.topic in topics]
+            assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
         except Exception:  # not started yet, or between generations
             return False
-        return all(self._position(tp).caught_up for tp in assigned)
+        committed, read = committed_offsets(consumer), read_offsets(consumer)
+        for tp in assigned:
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                return False
+            last = self._offset.get(tp)
+            if last is not None:
+                if last + 1 < highwater:
+                    return False
+            elif read.get(tp) is not None or (committed.get(tp) or 0) < highwater:
+                return False
+        return True
 
     def _read_to_end(self, tp: TP, last: int) -> bool:
         """Whether ``last`` is the last offset of ``tp`` the consumer knows of (from fetch responses: right
