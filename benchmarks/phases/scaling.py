@@ -176,9 +176,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             return None
         return round(statistics.median(present), digits) if digits is not None else statistics.median(present)
 
-    rounds = sorted(
-        number for number in base_runs if any(r["round"] == number for r in runs if not r["repeat"])
-    )
+    rounds = sorted(number for number, r in base_runs.items() if not r["repeat"])  # the last base run closes
     base = {
         "regions": base_regions,
         "rates": [r.get("rate") for r in base_runs.values()],

@@ -106,10 +106,8 @@ class HeldBatches:
         high-water mark. Raw records read but still waiting for the ingest (a fetched run, a batch being
         parsed) are not: at the end of a backfill a flush then wrote thousands of regions' entries that
         their last records changed again a second later."""
-        s = self.settings
-        topics = (s.kafka_topic_solar, s.kafka_topic_weather, s.records_topic)
-        read = all(not o.unread for o in partition_offsets(self.app.consumer, topics))
-        return read and self.raw_ingested()
+        records = partition_offsets(self.app.consumer, (self.settings.records_topic,))
+        return self.raw_ingested() and all(not o.unread for o in records)
 
     async def write(self, writes: EncodedWrites, reason: str) -> None:
         """A flush's table writes, each to the changelog partition of its records partition."""
